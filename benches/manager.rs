@@ -1,0 +1,3 @@
+//! Benchmarks of the lease manager.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! The `leasehold` operator CLI.
+
+fn main() {}

@@ -1,0 +1,36 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod duration;
+pub mod error;
+pub mod memory;
+pub mod model;
+pub mod names;
+pub mod password;
+pub mod provider;
+pub mod secret;
+pub mod store;
+pub mod template;
+
+pub use audit::{AuditAction, AuditEvent, AuditSink};
+pub use duration::{format_duration, parse_duration};
+pub use error::{Error, ErrorKind, Result};
+pub use memory::MemoryStore;
+pub use model::{Credentials, ExternalRef, LeaseId, LeaseRecord, LeaseState};
+pub use names::{NameRule, DEFAULT_USERNAME_PREFIX};
+pub use password::PasswordPolicy;
+pub use provider::{
+    Capabilities, CreateRequest, Created, DynamicSecretProvider, ManagedCredential, Readiness,
+};
+pub use secret::{DynamicSecret, DynamicSecretBuilder, TtlOverMax};
+pub use store::{LeaseFilter, LeaseStore};
+pub use template::{
+    RenderedStatement, StatementTemplate, StatementVars, TemplateVars, UsernameTemplate,
+};
+
+// Re-exported so providers and hosts name the same versions.
+pub use async_trait::async_trait;
+pub use chrono;
+pub use secrecy;

@@ -1,0 +1,223 @@
+//! [`MemoryStore`]: the in-process reference [`LeaseStore`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{LeaseId, LeaseRecord, LeaseState};
+use crate::store::{add_duration, LeaseFilter, LeaseStore};
+
+/// A [`LeaseStore`] in memory: fast, shared by every manager in one process, forgotten on exit.
+///
+/// Use it for tests and for credentials whose loss on a crash is acceptable (they still expire
+/// in the backend only if the backend has its own expiry). For anything else use a durable
+/// store (`leasehold-store-sql`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use leasehold_core::{LeaseStore, MemoryStore};
+///
+/// let store: Arc<dyn LeaseStore> = Arc::new(MemoryStore::new());
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    leases: BTreeMap<LeaseId, LeaseRecord>,
+    /// (claimable_at, id) for every non-revoked lease: claim_due and next_due read the front.
+    due: BTreeSet<(DateTime<Utc>, LeaseId)>,
+    /// Live leases per secret, for quick quota checks.
+    per_secret: HashMap<Arc<str>, u64>,
+}
+
+impl Inner {
+    fn index(&mut self, lease: &LeaseRecord) {
+        if lease.state != LeaseState::Revoked {
+            self.due.insert((lease.claimable_at(), lease.id.clone()));
+        }
+    }
+
+    fn unindex(&mut self, lease: &LeaseRecord) {
+        self.due.remove(&(lease.claimable_at(), lease.id.clone()));
+    }
+
+    fn put(&mut self, lease: LeaseRecord) {
+        if let Some(old) = self.leases.get(&lease.id).cloned() {
+            self.unindex(&old);
+        } else {
+            *self.per_secret.entry(lease.secret.clone()).or_default() += 1;
+        }
+        self.index(&lease);
+        self.leases.insert(lease.id.clone(), lease);
+    }
+
+    fn remove(&mut self, id: &LeaseId) {
+        if let Some(old) = self.leases.remove(id) {
+            self.unindex(&old);
+            if let Some(n) = self.per_secret.get_mut(&old.secret) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_secret.remove(&old.secret);
+                }
+            }
+        }
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    /// How many records the store holds.
+    pub fn len(&self) -> usize {
+        self.lock().leases.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-written map (every mutation is
+        // one insert/remove pair), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn not_found(id: &LeaseId) -> Error {
+    Error::new(ErrorKind::LeaseNotFound, "no lease with this id").with_context("lease_id", id)
+}
+
+fn conflict(id: &LeaseId, expected: u64, found: u64) -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        format!("lease was changed concurrently (expected version {expected}, found {found})"),
+    )
+    .with_context("lease_id", id)
+}
+
+#[async_trait]
+impl LeaseStore for MemoryStore {
+    async fn insert(&self, lease: &LeaseRecord) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.leases.contains_key(&lease.id) {
+            return Err(
+                Error::new(ErrorKind::AlreadyExists, "a lease with this id exists")
+                    .with_context("lease_id", &lease.id),
+            );
+        }
+        let mut lease = lease.clone();
+        lease.version = 1;
+        inner.put(lease);
+        Ok(())
+    }
+
+    async fn get(&self, id: &LeaseId) -> Result<Option<LeaseRecord>> {
+        Ok(self.lock().leases.get(id).cloned())
+    }
+
+    async fn update(&self, lease: &LeaseRecord) -> Result<u64> {
+        let mut inner = self.lock();
+        let stored = inner
+            .leases
+            .get(&lease.id)
+            .ok_or_else(|| not_found(&lease.id))?;
+        if stored.version != lease.version {
+            return Err(conflict(&lease.id, lease.version, stored.version));
+        }
+        let mut next = lease.clone();
+        next.version = lease.version + 1;
+        let v = next.version;
+        inner.put(next);
+        Ok(v)
+    }
+
+    async fn delete(&self, id: &LeaseId, version: u64) -> Result<()> {
+        let mut inner = self.lock();
+        let stored = inner.leases.get(id).ok_or_else(|| not_found(id))?;
+        if stored.version != version {
+            return Err(conflict(id, version, stored.version));
+        }
+        inner.remove(id);
+        Ok(())
+    }
+
+    async fn list(&self, filter: &LeaseFilter) -> Result<Vec<LeaseRecord>> {
+        let inner = self.lock();
+        let start = match &filter.after {
+            Some(a) => std::ops::Bound::Excluded(a.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        Ok(inner
+            .leases
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(_, l)| l)
+            .filter(|l| filter.matches(l))
+            .take(filter.limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
+    }
+
+    async fn count(&self, filter: &LeaseFilter) -> Result<u64> {
+        let inner = self.lock();
+        let unpaged = filter.after.is_none();
+        if unpaged && filter.states.is_empty() {
+            if let Some(secret) = &filter.secret {
+                return Ok(inner.per_secret.get(secret.as_str()).copied().unwrap_or(0));
+            }
+            return Ok(inner.leases.len() as u64);
+        }
+        let f = LeaseFilter {
+            after: None,
+            limit: None,
+            ..filter.clone()
+        };
+        Ok(inner.leases.values().filter(|l| f.matches(l)).count() as u64)
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        hold: Duration,
+        limit: usize,
+    ) -> Result<Vec<LeaseRecord>> {
+        let mut inner = self.lock();
+        let due: Vec<LeaseId> = inner
+            .due
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let owner: Arc<str> = owner.into();
+        let until = add_duration(now, hold);
+        let mut out = Vec::with_capacity(due.len());
+        for id in due {
+            let Some(mut lease) = inner.leases.get(&id).cloned() else {
+                continue;
+            };
+            debug_assert!(lease.is_due_at(now));
+            lease.claimed_by = Some(owner.clone());
+            lease.claim_until = Some(until);
+            lease.version += 1;
+            inner.put(lease.clone());
+            out.push(lease);
+        }
+        Ok(out)
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.lock().due.first().map(|(at, _)| *at))
+    }
+}

@@ -1,0 +1,3 @@
+//! Quickstart.
+
+fn main() {}

@@ -1,0 +1,2 @@
+//! leasehold
+pub use leasehold_core::*;

@@ -1,1 +1,656 @@
-//! leasehold-aws
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use leasehold_core::{Error, ErrorKind, Result};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Where the AWS credentials of a provider come from.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum AwsCredentials {
+    /// The SDK's default chain: environment, shared config/credentials files, web identity,
+    /// ECS/EC2 instance metadata.
+    #[default]
+    DefaultChain,
+    /// Explicit keys.
+    Static {
+        /// Access key id.
+        access_key_id: String,
+        /// Secret access key.
+        secret_access_key: SecretString,
+        /// Session token, for temporary keys.
+        session_token: Option<SecretString>,
+    },
+    /// Assume a role, authorised by `source` credentials.
+    AssumeRole {
+        /// The role's ARN.
+        role_arn: String,
+        /// The external id the role's trust policy requires, if any.
+        external_id: Option<String>,
+        /// The session name (default `leasehold`).
+        session_name: Option<String>,
+        /// The credentials that assume the role.
+        source: Box<AwsCredentials>,
+    },
+}
+
+impl AwsCredentials {
+    /// Explicit keys.
+    pub fn from_keys(access_key_id: impl Into<String>, secret_access_key: SecretString) -> Self {
+        AwsCredentials::Static {
+            access_key_id: access_key_id.into(),
+            secret_access_key,
+            session_token: None,
+        }
+    }
+}
+
+impl fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AwsCredentials::DefaultChain => f.write_str("DefaultChain"),
+            AwsCredentials::Static {
+                access_key_id,
+                session_token,
+                ..
+            } => f
+                .debug_struct("Static")
+                .field("access_key_id", access_key_id)
+                .field("secret_access_key", &"[REDACTED]")
+                .field(
+                    "session_token",
+                    &session_token.as_ref().map(|_| "[REDACTED]"),
+                )
+                .finish_non_exhaustive(),
+            AwsCredentials::AssumeRole {
+                role_arn,
+                external_id,
+                session_name,
+                source,
+            } => f
+                .debug_struct("AssumeRole")
+                .field("role_arn", role_arn)
+                .field("external_id", &external_id.as_ref().map(|_| "[SET]"))
+                .field("session_name", session_name)
+                .field("source", source)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// AWS settings shared by every AWS provider: credentials, region, endpoint override, retries.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> leasehold_core::Result<()> {
+/// use leasehold_aws::{AwsConfig, AwsCredentials};
+///
+/// let sdk = AwsConfig::new()
+///     .region("eu-west-1")
+///     .credentials(AwsCredentials::DefaultChain)
+///     .load()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct AwsConfig {
+    /// The region; when unset, the environment's (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// An endpoint override (an emulator, a VPC endpoint).
+    pub endpoint_url: Option<String>,
+    /// Where credentials come from.
+    pub credentials: AwsCredentials,
+    /// Attempts per SDK call, including the first (default 3; the SDK's standard retry mode
+    /// with exponential backoff retries throttling and transient errors).
+    pub max_attempts: Option<u32>,
+    /// Timeout of one attempt (default 10 s).
+    pub attempt_timeout: Option<Duration>,
+}
+
+impl AwsConfig {
+    /// Defaults: environment region, default credential chain.
+    pub fn new() -> Self {
+        AwsConfig::default()
+    }
+
+    /// Sets the region.
+    #[must_use]
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Sets the endpoint override.
+    #[must_use]
+    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(url.into());
+        self
+    }
+
+    /// Sets the credentials.
+    #[must_use]
+    pub fn credentials(mut self, credentials: AwsCredentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Sets attempts per call.
+    #[must_use]
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    /// Checks the settings without a network call.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(region) = &self.region {
+            check_region(region)?;
+        }
+        if let Some(url) = &self.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.len() > 2048
+                || url.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(Error::invalid_config(format!(
+                    "endpoint_url: {:?} must be an http:// or https:// URL",
+                    truncate(url)
+                )));
+            }
+        }
+        if self.max_attempts == Some(0) {
+            return Err(Error::invalid_config("max_attempts: must be at least 1"));
+        }
+        check_credentials(&self.credentials)
+    }
+
+    /// Builds the SDK configuration (resolving the credential chain lazily, as the SDK does).
+    pub async fn load(&self) -> Result<SdkConfig> {
+        self.validate()?;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts.unwrap_or(3)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(
+                        self.attempt_timeout.unwrap_or(Duration::from_secs(10)),
+                    )
+                    .connect_timeout(Duration::from_secs(5))
+                    .build(),
+            );
+        if let Some(region) = &self.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &self.endpoint_url {
+            loader = loader.endpoint_url(url.clone());
+        }
+        loader = match &self.credentials {
+            AwsCredentials::DefaultChain => loader,
+            other => loader.credentials_provider(credentials_provider(other, self).await?),
+        };
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(Error::invalid_config(
+                "region: no region configured and none found in the environment (set AWS_REGION or the secret's region)",
+            ));
+        }
+        Ok(sdk)
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn check_region(region: &str) -> Result<()> {
+    let ok = !region.is_empty()
+        && region.len() <= 32
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !region.starts_with('-')
+        && !region.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_config(format!(
+            "region: {:?} is not an AWS region name (like us-east-1)",
+            truncate(region)
+        )))
+    }
+}
+
+fn check_credentials(c: &AwsCredentials) -> Result<()> {
+    match c {
+        AwsCredentials::DefaultChain => Ok(()),
+        AwsCredentials::Static {
+            access_key_id,
+            secret_access_key,
+            ..
+        } => {
+            if access_key_id.is_empty()
+                || access_key_id.len() > 128
+                || !access_key_id.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                return Err(Error::invalid_config(
+                    "access_key_id: must be 1 to 128 letters and digits",
+                ));
+            }
+            if secret_access_key.expose_secret().is_empty() {
+                return Err(Error::invalid_config(
+                    "secret_access_key: must not be empty",
+                ));
+            }
+            Ok(())
+        }
+        AwsCredentials::AssumeRole {
+            role_arn,
+            session_name,
+            source,
+            ..
+        } => {
+            validate_arn("role_arn", role_arn, Some("iam"))?;
+            if let Some(name) = session_name {
+                leasehold_core::NameRule::StsSessionName
+                    .check(name)
+                    .map_err(|e| Error::invalid_config(format!("session_name: {}", e.message())))?;
+            }
+            check_credentials(source)
+        }
+    }
+}
+
+async fn credentials_provider(
+    c: &AwsCredentials,
+    cfg: &AwsConfig,
+) -> Result<SharedCredentialsProvider> {
+    match c {
+        AwsCredentials::DefaultChain => {
+            let chain =
+                aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                    .build()
+                    .await;
+            Ok(SharedCredentialsProvider::new(chain))
+        }
+        AwsCredentials::Static {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => Ok(SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new(
+                access_key_id.clone(),
+                secret_access_key.expose_secret().to_string(),
+                session_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_string()),
+                None,
+                "leasehold-static",
+            ),
+        )),
+        AwsCredentials::AssumeRole {
+            role_arn,
+            external_id,
+            session_name,
+            source,
+        } => {
+            let source_cfg = AwsConfig {
+                credentials: (**source).clone(),
+                ..cfg.clone()
+            };
+            let base = Box::pin(source_cfg.load()).await?;
+            let mut b = aws_config::sts::AssumeRoleProvider::builder(role_arn.clone())
+                .session_name(session_name.clone().unwrap_or_else(|| "leasehold".into()))
+                .configure(&base);
+            if let Some(id) = external_id {
+                b = b.external_id(id.clone());
+            }
+            Ok(SharedCredentialsProvider::new(b.build().await))
+        }
+    }
+}
+
+/// Checks that `arn` looks like `arn:<partition>:<service>:<region>:<account>:<resource>`, and
+/// that the service matches when given. `field` names the setting in the error.
+pub fn validate_arn(field: &str, arn: &str, service: Option<&str>) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::invalid_config(format!(
+            "{field}: {:?} is not a valid ARN ({why})",
+            truncate(arn)
+        )))
+    };
+    if arn.len() > 2048 {
+        return bad("longer than 2048 characters");
+    }
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if parts.len() != 6 || parts[0] != "arn" {
+        return bad("expected arn:partition:service:region:account:resource");
+    }
+    if !matches!(
+        parts[1],
+        "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b"
+    ) {
+        return bad("unknown partition");
+    }
+    if let Some(svc) = service {
+        if parts[2] != svc {
+            return bad(&format!("service must be {svc}"));
+        }
+    }
+    if !parts[4].is_empty()
+        && !(parts[4].len() == 12 && parts[4].chars().all(|c| c.is_ascii_digit()))
+        && parts[4] != "aws"
+    {
+        return bad("account must be 12 digits");
+    }
+    if parts[5].is_empty()
+        || parts[5]
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return bad("empty or malformed resource");
+    }
+    Ok(())
+}
+
+/// The AWS error code of an SDK error (`Throttling`, `UserNotFound`, ...), if it has one.
+pub fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<&str> {
+    match err {
+        SdkError::ServiceError(e) => e.err().code(),
+        _ => None,
+    }
+}
+
+/// Maps an error code and HTTP status to an [`ErrorKind`] and a temporary flag.
+pub fn classify(code: Option<&str>, status: Option<u16>) -> (ErrorKind, bool) {
+    let c = code.unwrap_or("");
+    let lc = c.to_ascii_lowercase();
+    if lc.contains("throttl")
+        || matches!(
+            c,
+            "RequestLimitExceeded" | "TooManyRequestsException" | "SlowDown"
+        )
+        || status == Some(429)
+    {
+        return (ErrorKind::Throttled, true);
+    }
+    if lc.contains("accessdenied")
+        || lc.contains("unauthorized")
+        || matches!(
+            c,
+            "InvalidClientTokenId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "ExpiredTokenException"
+                | "IncompleteSignature"
+                | "MissingAuthenticationToken"
+        )
+        || status == Some(403)
+    {
+        return (ErrorKind::PermissionDenied, false);
+    }
+    if lc.starts_with("invalid") && lc.contains("state") {
+        // InvalidUserState, InvalidUserGroupState, InvalidACLStateFault, InvalidClusterState:
+        // the object is being modified; it passes.
+        return (ErrorKind::Conflict, true);
+    }
+    if lc.contains("notfound") || c == "NoSuchEntity" || lc.contains("nosuch") {
+        return (ErrorKind::NotFound, false);
+    }
+    if lc.contains("alreadyexists") || lc.contains("duplicate") || c == "EntityAlreadyExists" {
+        return (ErrorKind::AlreadyExists, false);
+    }
+    if lc.contains("quotaexceeded") || lc.contains("limitexceeded") {
+        return (ErrorKind::QuotaExceeded, false);
+    }
+    if c == "ConcurrentModification" || c == "ConcurrentModificationException" {
+        return (ErrorKind::Conflict, true);
+    }
+    if lc.contains("invalidparameter")
+        || lc.contains("validation")
+        || lc.contains("malformed")
+        || c == "InvalidInput"
+    {
+        return (ErrorKind::InvalidConfig, false);
+    }
+    if matches!(
+        c,
+        "ServiceUnavailable"
+            | "ServiceUnavailableException"
+            | "InternalFailure"
+            | "InternalError"
+            | "InternalServerError"
+            | "ServiceFailure"
+            | "RequestTimeout"
+    ) || status.is_some_and(|s| s >= 500)
+    {
+        return (ErrorKind::ProviderUnavailable, true);
+    }
+    (ErrorKind::Unexpected, false)
+}
+
+/// Maps an SDK error into a [`leasehold_core::Error`]: throttling and 5xx are temporary, an
+/// object being modified is a temporary `Conflict`, `*NotFound` is `NotFound`, and transport
+/// failures are temporary `ProviderUnavailable`. `operation` (like `ModifyUserGroup`) is put
+/// in the context.
+pub fn map_sdk_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (kind, temporary, msg) = match &err {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code();
+            let status = se.raw().status().as_u16();
+            let (kind, temp) = classify(code, Some(status));
+            let msg = format!(
+                "{operation} failed: {} ({})",
+                se.err().message().unwrap_or("no message"),
+                code.unwrap_or("no error code"),
+            );
+            (kind, temp, msg)
+        }
+        SdkError::TimeoutError(_) => (ErrorKind::Timeout, true, format!("{operation} timed out")),
+        SdkError::DispatchFailure(df) => (
+            ErrorKind::ProviderUnavailable,
+            true,
+            format!(
+                "{operation} could not reach AWS{}",
+                if df.is_timeout() { " (timeout)" } else { "" }
+            ),
+        ),
+        SdkError::ResponseError(_) => (
+            ErrorKind::ProviderUnavailable,
+            true,
+            format!("{operation} got an unreadable response"),
+        ),
+        SdkError::ConstructionFailure(_) => (
+            ErrorKind::InvalidConfig,
+            false,
+            format!("{operation} request could not be built"),
+        ),
+        _ => (ErrorKind::Unexpected, false, format!("{operation} failed")),
+    };
+    let e = Error::new(kind, msg)
+        .with_context("operation", operation)
+        .set_source(err);
+    if temporary {
+        e.temporary()
+    } else {
+        e.permanent()
+    }
+}
+
+/// Checks that credentials work: `sts:GetCallerIdentity`. Returns the caller's ARN.
+pub async fn caller_identity(sdk: &SdkConfig) -> Result<String> {
+    let out = aws_sdk_sts::Client::new(sdk)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| map_sdk_error("GetCallerIdentity", e))?;
+    Ok(out.arn().unwrap_or_default().to_string())
+}
+
+/// Tag keys every AWS provider puts on the users it creates, so orphans can be found.
+pub mod tags {
+    /// The lease id.
+    pub const LEASE_ID: &str = "leasehold:lease-id";
+    /// The secret name.
+    pub const SECRET: &str = "leasehold:secret";
+    /// The lease's expiry (RFC 3339) at creation.
+    pub const EXPIRES_AT: &str = "leasehold:expires-at";
+    /// Marks a resource as created by leasehold.
+    pub const MANAGED_BY: &str = "leasehold:managed-by";
+}
+
+/// Polls `check` until it returns `Ok(true)`, with jittered exponential backoff between
+/// `initial` and `max_delay`, for at most `budget`. Returns whether the check passed; a
+/// permanent error ends the wait early with that error, temporary errors are retried.
+pub async fn wait_until<F, Fut>(
+    budget: Duration,
+    initial: Duration,
+    max_delay: Duration,
+    mut check: F,
+) -> Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut delay = initial;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) if e.is_temporary() => {
+                tracing::debug!(error = %e, "readiness check failed, retrying");
+            }
+            Err(e) => return Err(e),
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        let jittered = delay.mul_f64(0.5 + rand_fraction() / 2.0);
+        tokio::time::sleep(jittered.min(deadline - now)).await;
+        delay = (delay * 2).min(max_delay);
+    }
+}
+
+fn rand_fraction() -> f64 {
+    // Jitter needs no cryptographic strength; the nanos of the clock spread replicas enough.
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(n % 1000) / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_codes() {
+        assert_eq!(
+            classify(Some("Throttling"), Some(400)),
+            (ErrorKind::Throttled, true)
+        );
+        assert_eq!(
+            classify(Some("UserNotFound"), Some(404)),
+            (ErrorKind::NotFound, false)
+        );
+        assert_eq!(
+            classify(Some("NoSuchEntity"), Some(404)),
+            (ErrorKind::NotFound, false)
+        );
+        assert_eq!(
+            classify(Some("InvalidUserGroupState"), Some(400)),
+            (ErrorKind::Conflict, true)
+        );
+        assert_eq!(
+            classify(Some("InvalidACLStateFault"), Some(400)),
+            (ErrorKind::Conflict, true)
+        );
+        assert_eq!(
+            classify(Some("AccessDenied"), Some(403)),
+            (ErrorKind::PermissionDenied, false)
+        );
+        assert_eq!(
+            classify(Some("UserAlreadyExists"), Some(400)),
+            (ErrorKind::AlreadyExists, false)
+        );
+        assert_eq!(
+            classify(Some("UserQuotaExceeded"), Some(400)),
+            (ErrorKind::QuotaExceeded, false)
+        );
+        assert_eq!(
+            classify(None, Some(503)),
+            (ErrorKind::ProviderUnavailable, true)
+        );
+        assert_eq!(
+            classify(Some("InvalidParameterValue"), Some(400)),
+            (ErrorKind::InvalidConfig, false)
+        );
+    }
+
+    #[test]
+    fn validates_offline() {
+        assert!(AwsConfig::new().region("us-east-1").validate().is_ok());
+        assert!(AwsConfig::new().region("US East").validate().is_err());
+        assert!(AwsConfig::new().endpoint_url("ftp://x").validate().is_err());
+        let c = AwsCredentials::AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:role/x".into(),
+            external_id: Some("ext".into()),
+            session_name: None,
+            source: Box::new(AwsCredentials::DefaultChain),
+        };
+        assert!(AwsConfig::new().credentials(c).validate().is_ok());
+        assert!(validate_arn("role_arn", "arn:aws:iam::12:role/x", Some("iam")).is_err());
+        assert!(validate_arn("role_arn", "nope", None).is_err());
+        assert!(validate_arn(
+            "policy_arns",
+            "arn:aws:iam::aws:policy/ReadOnlyAccess",
+            Some("iam")
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn debug_redacts_keys() {
+        let c = AwsCredentials::Static {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: SecretString::from("wJalrXUtnFEMI/K7MDENG"),
+            session_token: Some(SecretString::from("FwoGZXIvYXdzEXAMPLE")),
+        };
+        let s = format!("{:?}", AwsConfig::new().credentials(c));
+        assert!(s.contains("AKIDEXAMPLE"));
+        assert!(!s.contains("wJalr") && !s.contains("FwoG"));
+    }
+
+    #[tokio::test]
+    async fn wait_until_gives_up_after_budget() {
+        let mut n = 0;
+        let ok = wait_until(
+            Duration::from_millis(50),
+            Duration::from_millis(5),
+            Duration::from_millis(10),
+            || {
+                n += 1;
+                async { Ok(false) }
+            },
+        )
+        .await
+        .unwrap();
+        assert!(!ok);
+        assert!(n >= 2);
+    }
+}

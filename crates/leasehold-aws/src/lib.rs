@@ -346,10 +346,11 @@ pub fn validate_arn(field: &str, arn: &str, service: Option<&str>) -> Result<()>
             return bad(&format!("service must be {svc}"));
         }
     }
-    if !parts[4].is_empty()
-        && !(parts[4].len() == 12 && parts[4].chars().all(|c| c.is_ascii_digit()))
-        && parts[4] != "aws"
-    {
+    let account = parts[4];
+    let account_ok = account.is_empty()
+        || account == "aws"
+        || (account.len() == 12 && account.chars().all(|c| c.is_ascii_digit()));
+    if !account_ok {
         return bad("account must be 12 digits");
     }
     if parts[5].is_empty()

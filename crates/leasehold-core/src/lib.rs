@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod duration;
 pub mod error;
+pub mod manager;
 pub mod memory;
 pub mod model;
 pub mod names;
@@ -17,6 +18,10 @@ pub mod template;
 pub use audit::{AuditAction, AuditEvent, AuditSink};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Error, ErrorKind, Result};
+pub use manager::{
+    IssueRequest, IssuedLease, LeaseManager, LeaseManagerBuilder, ManagerConfig, ReconcileReport,
+    RetryPolicy, RevokeSummary,
+};
 pub use memory::MemoryStore;
 pub use model::{Credentials, ExternalRef, LeaseId, LeaseRecord, LeaseState};
 pub use names::{NameRule, DEFAULT_USERNAME_PREFIX};

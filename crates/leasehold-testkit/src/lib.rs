@@ -1,1 +1,13 @@
-//! leasehold-testkit
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod conformance;
+mod faulty;
+mod logs;
+mod recording;
+
+pub use conformance::{provider_conformance, store_conformance, CredentialProbe};
+pub use faulty::{Fault, FaultyProvider, Operation};
+pub use logs::{assert_no_secret, capture_tracing, CaptureWriter, LogCapture};
+pub use recording::RecordingProvider;

@@ -1,0 +1,1374 @@
+//! [`LeaseManager`]: issues, renews and revokes leases, and runs the expiry worker.
+//!
+//! The invariants it keeps (see the crate README):
+//!
+//! 1. **Write-ahead.** A `Pending` record naming the external credential is stored *before*
+//!    the provider is called, so no code path can leave a credential that no record points at.
+//! 2. **Cancellation-safe issue.** The provider call runs in its own task: a caller that drops
+//!    the `issue` future does not abandon a half-made credential; the task finishes, sees nobody
+//!    is waiting, and revokes what it made.
+//! 3. **A record is deleted only after revoke succeeded** (or by an explicit, audited
+//!    `force_forget`).
+//! 4. **Exactly one revoker** among many managers sharing a store, through `claim_due`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use rand::Rng;
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::audit::{AuditAction, AuditEvent, AuditSink};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Credentials, ExternalRef, LeaseId, LeaseRecord, LeaseState};
+use crate::provider::{CreateRequest, ManagedCredential, Readiness};
+use crate::secret::DynamicSecret;
+use crate::store::{add_duration, LeaseFilter, LeaseStore};
+
+/// How failed revocations are retried.
+///
+/// The defaults follow Vault's spirit: 6 attempts over about 10 minutes (10 s, 20 s, 40 s,
+/// 80 s, 160 s, 320 s, each with ±25 % jitter), then the lease is `Irrevocable` and retried
+/// once a day. A permanent error (say, `PermissionDenied`) makes the lease irrevocable at once:
+/// it will not fix itself in minutes, and an operator is told sooner.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Delay after the first failure.
+    pub initial_delay: Duration,
+    /// Longest delay between attempts.
+    pub max_delay: Duration,
+    /// Attempts before the lease becomes irrevocable.
+    pub max_attempts: u32,
+    /// How often irrevocable leases are tried again.
+    pub irrevocable_retry: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(600),
+            max_attempts: 6,
+            irrevocable_retry: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy with the given first delay and attempt count, other values default.
+    pub fn new(initial_delay: Duration, max_attempts: u32) -> Self {
+        RetryPolicy {
+            initial_delay,
+            max_attempts,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Sets the longest delay.
+    #[must_use]
+    pub fn max_delay(mut self, d: Duration) -> Self {
+        self.max_delay = d;
+        self
+    }
+
+    /// Sets the irrevocable retry interval.
+    #[must_use]
+    pub fn irrevocable_retry(mut self, d: Duration) -> Self {
+        self.irrevocable_retry = d;
+        self
+    }
+
+    /// The delay before attempt `attempt + 1`, after `attempt` failures (1-based), jittered.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(30);
+        let base = self
+            .initial_delay
+            .saturating_mul(1u32 << exp)
+            .min(self.max_delay);
+        base.mul_f64(rand::rng().random_range(0.75..1.25))
+    }
+}
+
+/// Settings of a [`LeaseManager`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ManagerConfig {
+    /// Revocations run at once, by the worker and by `revoke_secret` (default 16).
+    pub revoke_concurrency: usize,
+    /// Leases claimed per `claim_due` call (default 256).
+    pub claim_batch: usize,
+    /// How long a claim holds (default 60 s). A crashed instance's claims come free after it.
+    pub claim_hold: Duration,
+    /// Longest time an issue may take, readiness wait included (default 10 min). A `Pending`
+    /// lease older than this is considered abandoned and revoked by the worker.
+    pub issue_timeout: Duration,
+    /// Longest time one revoke call may take (default 2 min).
+    pub revoke_timeout: Duration,
+    /// Longest sleep of the worker between looks at the store (default 5 s): leases written by
+    /// other instances are noticed at least this often.
+    pub max_idle: Duration,
+    /// Retry policy for failed revocations.
+    pub retry: RetryPolicy,
+    /// Whether to run the expiry worker (default true).
+    pub run_worker: bool,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            revoke_concurrency: 16,
+            claim_batch: 256,
+            claim_hold: Duration::from_secs(60),
+            issue_timeout: Duration::from_secs(600),
+            revoke_timeout: Duration::from_secs(120),
+            max_idle: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+            run_worker: true,
+        }
+    }
+}
+
+/// What to issue.
+///
+/// ```
+/// use std::time::Duration;
+/// use leasehold_core::IssueRequest;
+///
+/// let req = IssueRequest::new().ttl(Duration::from_secs(900)).identity("orders-api");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IssueRequest {
+    /// TTL; the secret's default when `None`.
+    pub ttl: Option<Duration>,
+    /// Who asks (audit, and `identity.name` in templates).
+    pub identity: Option<String>,
+    /// Skip the bounded wait until the credential is confirmed live.
+    pub no_wait: bool,
+}
+
+impl IssueRequest {
+    /// The secret's defaults, waiting for readiness.
+    pub fn new() -> Self {
+        IssueRequest::default()
+    }
+
+    /// Sets the TTL.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the identity.
+    #[must_use]
+    pub fn identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = Some(identity.into());
+        self
+    }
+
+    /// Sets whether to wait for readiness (default true).
+    #[must_use]
+    pub fn wait(mut self, wait: bool) -> Self {
+        self.no_wait = !wait;
+        self
+    }
+}
+
+/// An issued lease and its credential. `Debug` redacts the secret parts.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct IssuedLease {
+    /// The lease id.
+    pub lease_id: LeaseId,
+    /// The secret.
+    pub secret: String,
+    /// The credential.
+    pub credentials: Credentials,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it ends unless renewed.
+    pub expires_at: DateTime<Utc>,
+    /// The latest renewals can reach.
+    pub max_expires_at: DateTime<Utc>,
+    /// Whether renew may extend it.
+    pub renewable: bool,
+    /// Whether the credential was confirmed live before it was returned.
+    pub readiness: Readiness,
+}
+
+impl IssuedLease {
+    /// Whether the credential was confirmed live.
+    pub fn live(&self) -> bool {
+        self.readiness.is_live()
+    }
+}
+
+impl fmt::Debug for IssuedLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedLease")
+            .field("lease_id", &self.lease_id)
+            .field("secret", &self.secret)
+            .field("credentials", &self.credentials)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("max_expires_at", &self.max_expires_at)
+            .field("renewable", &self.renewable)
+            .field("readiness", &self.readiness)
+            .finish()
+    }
+}
+
+/// The outcome of [`LeaseManager::revoke_secret`].
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct RevokeSummary {
+    /// Leases revoked.
+    pub revoked: usize,
+    /// Leases that could not be revoked now (they stay scheduled for retry).
+    pub failed: Vec<(LeaseId, Error)>,
+}
+
+/// The outcome of [`LeaseManager::reconcile`].
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ReconcileReport {
+    /// Credentials the provider listed under the secret's prefix.
+    pub found: usize,
+    /// Those that no lease points at.
+    pub orphans: Vec<ManagedCredential>,
+    /// Orphans removed (only when applied).
+    pub removed: Vec<ManagedCredential>,
+    /// Orphans that could not be removed.
+    pub errors: Vec<(ManagedCredential, Error)>,
+    /// Whether the secret's username template drops the prefix (orphans may be missed).
+    pub prefix_not_guaranteed: bool,
+}
+
+struct SecretEntry {
+    secret: DynamicSecret,
+    in_flight: AtomicU64,
+}
+
+struct Inner {
+    store: Arc<dyn LeaseStore>,
+    secrets: RwLock<HashMap<String, Arc<SecretEntry>>>,
+    config: ManagerConfig,
+    owner: Arc<str>,
+    audit: Option<Arc<dyn AuditSink>>,
+    wake: Notify,
+    stop: watch::Sender<bool>,
+}
+
+/// Stops the worker when the last user-facing handle is dropped.
+struct StopOnDrop {
+    inner: Arc<Inner>,
+    worker: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.inner.stop.send(true);
+    }
+}
+
+/// Issues, renews and revokes leases; runs the expiry worker.
+///
+/// Cheap to clone; all clones share one worker, which stops when the last clone is dropped
+/// or [`shutdown`](Self::shutdown) is called. Leases stay in the store for the next start.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f(provider: std::sync::Arc<dyn leasehold_core::DynamicSecretProvider>) -> leasehold_core::Result<()> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use leasehold_core::{DynamicSecret, IssueRequest, LeaseManager, MemoryStore};
+///
+/// let secret = DynamicSecret::builder("orders-cache", provider)
+///     .default_ttl(Duration::from_secs(3600))
+///     .build()?;
+/// let manager = LeaseManager::builder(Arc::new(MemoryStore::new()))
+///     .secret(secret)
+///     .build()
+///     .await?;
+/// let lease = manager.issue("orders-cache", IssueRequest::new()).await?;
+/// println!("{} until {}", lease.credentials.principal(), lease.expires_at);
+/// manager.revoke(&lease.lease_id).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LeaseManager {
+    inner: Arc<Inner>,
+    guard: Arc<StopOnDrop>,
+}
+
+impl fmt::Debug for LeaseManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secrets: Vec<String> = self
+            .inner
+            .secrets
+            .read()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("LeaseManager")
+            .field("instance", &self.inner.owner)
+            .field("secrets", &secrets)
+            .field("store", &self.inner.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`LeaseManager`].
+pub struct LeaseManagerBuilder {
+    store: Arc<dyn LeaseStore>,
+    secrets: Vec<DynamicSecret>,
+    config: ManagerConfig,
+    instance_id: Option<String>,
+    audit: Option<Arc<dyn AuditSink>>,
+    validate: bool,
+}
+
+impl fmt::Debug for LeaseManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseManagerBuilder")
+            .field("secrets", &self.secrets)
+            .field("config", &self.config)
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseManagerBuilder {
+    /// Registers a secret (validated at `build` unless [`skip_validation`](Self::skip_validation)).
+    pub fn secret(mut self, secret: DynamicSecret) -> Self {
+        self.secrets.push(secret);
+        self
+    }
+
+    /// Replaces the settings.
+    pub fn config(mut self, config: ManagerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    /// A stable id for this instance (say, the host name). With a stable id, a restarted
+    /// instance takes back its own claims at once instead of waiting for them to expire, and so
+    /// cleans up leases a crash left `Pending` immediately. Two live instances must never share
+    /// an id. Default: a random id per process.
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// Sends every audit event to `sink` as well as to tracing.
+    pub fn audit_sink(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Registers secrets without calling their providers' `validate`.
+    pub fn skip_validation(mut self) -> Self {
+        self.validate = false;
+        self
+    }
+
+    /// Whether to run the expiry worker (default true). Without it, leases expire only when
+    /// another instance's worker revokes them.
+    pub fn run_worker(mut self, yes: bool) -> Self {
+        self.config.run_worker = yes;
+        self
+    }
+
+    /// Validates the secrets, takes back this instance's stale claims, and starts the worker.
+    pub async fn build(self) -> Result<LeaseManager> {
+        let c = &self.config;
+        if c.revoke_concurrency == 0 || c.claim_batch == 0 {
+            return Err(Error::invalid_config(
+                "revoke_concurrency and claim_batch must be at least 1",
+            ));
+        }
+        if c.retry.max_attempts == 0 {
+            return Err(Error::invalid_config(
+                "retry.max_attempts: must be at least 1",
+            ));
+        }
+        if c.claim_hold.is_zero() || c.issue_timeout.is_zero() || c.max_idle.is_zero() {
+            return Err(Error::invalid_config(
+                "claim_hold, issue_timeout and max_idle must be positive",
+            ));
+        }
+        let owner: Arc<str> = match &self.instance_id {
+            Some(id) if id.is_empty() || id.len() > 128 => {
+                return Err(Error::invalid_config(
+                    "instance_id: must be 1 to 128 characters",
+                ))
+            }
+            Some(id) => id.as_str().into(),
+            None => format!("lh-{}", crate::template::random_lowercase(16)).into(),
+        };
+        let (stop, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            store: self.store,
+            secrets: RwLock::new(HashMap::new()),
+            config: self.config,
+            owner,
+            audit: self.audit,
+            wake: Notify::new(),
+            stop,
+        });
+        let manager = LeaseManager {
+            guard: Arc::new(StopOnDrop {
+                inner: inner.clone(),
+                worker: std::sync::Mutex::new(None),
+            }),
+            inner,
+        };
+        for secret in self.secrets {
+            manager.register_inner(secret, self.validate).await?;
+        }
+        if self.instance_id.is_some() {
+            manager.release_own_claims().await?;
+        }
+        if manager.inner.config.run_worker {
+            let inner = manager.inner.clone();
+            let handle = tokio::spawn(worker_loop(inner));
+            *manager
+                .guard
+                .worker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        }
+        Ok(manager)
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+fn lease_not_found(id: &LeaseId) -> Error {
+    Error::new(ErrorKind::LeaseNotFound, "no lease with this id").with_context("lease_id", id)
+}
+
+impl LeaseManager {
+    /// Starts building a manager on `store`.
+    pub fn builder(store: Arc<dyn LeaseStore>) -> LeaseManagerBuilder {
+        LeaseManagerBuilder {
+            store,
+            secrets: Vec::new(),
+            config: ManagerConfig::default(),
+            instance_id: None,
+            audit: None,
+            validate: true,
+        }
+    }
+
+    /// This instance's id (the owner of its claims).
+    pub fn instance_id(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn LeaseStore> {
+        &self.inner.store
+    }
+
+    /// Validates `secret`'s provider and registers it (replacing a secret of the same name).
+    pub async fn register(&self, secret: DynamicSecret) -> Result<()> {
+        self.register_inner(secret, true).await
+    }
+
+    async fn register_inner(&self, secret: DynamicSecret, validate: bool) -> Result<()> {
+        if validate {
+            secret.provider().validate().await.map_err(|e| {
+                e.with_context("secret", secret.name())
+                    .with_context("operation", "validate")
+            })?;
+        }
+        let name = secret.name().to_string();
+        let entry = Arc::new(SecretEntry {
+            secret,
+            in_flight: AtomicU64::new(0),
+        });
+        self.inner
+            .secrets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, entry);
+        Ok(())
+    }
+
+    /// The registered secrets' names, sorted.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .inner
+            .secrets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A registered secret.
+    pub fn secret(&self, name: &str) -> Option<DynamicSecret> {
+        self.inner.entry(name).map(|e| e.secret.clone())
+    }
+
+    async fn release_own_claims(&self) -> Result<()> {
+        // Claims held under our id belong to a previous incarnation of this instance: nobody is
+        // working on them, so make them due now.
+        let t = now();
+        let mut after = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .list(&LeaseFilter::all().after(after.clone()).limit(1000))
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for mut lease in page {
+                if lease.claimed_by.as_deref() == Some(&*self.inner.owner) && lease.is_claimed_at(t)
+                {
+                    lease.claim_until = None;
+                    lease.claimed_by = None;
+                    if lease.state == LeaseState::Pending {
+                        lease.due_at = t;
+                    }
+                    match self.inner.store.update(&lease).await {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == ErrorKind::Conflict => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Issues a lease of `secret`.
+    ///
+    /// Checks the request (TTL, identity, the active-lease limit) before anything else, renders
+    /// the username and generates the password, writes a `Pending` lease, then calls the
+    /// provider. If the provider fails, what it may have made is revoked by name and the lease
+    /// is dropped (or kept for the worker to retry, if that revoke fails too).
+    ///
+    /// Dropping the returned future does not leak a credential: the provider call goes on in
+    /// its own task, which revokes the credential when nobody is left to receive it.
+    pub async fn issue(&self, secret: &str, request: IssueRequest) -> Result<IssuedLease> {
+        let entry = self.inner.entry(secret).ok_or_else(|| {
+            Error::new(
+                ErrorKind::SecretNotFound,
+                format!("no secret named {secret:?} is registered"),
+            )
+            .with_context("secret", secret.escape_debug())
+        })?;
+        let prepared = self.inner.prepare_issue(&entry, &request).await?;
+        let (tx, rx) = oneshot::channel();
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let result = inner.finish_issue(entry, prepared, tx).await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "issue task ended with an error");
+            }
+        });
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(Error::unexpected("the issue task ended without an answer")),
+        }
+    }
+
+    /// Renews a lease: `expires_at = min(now + increment, issued_at + max_ttl)`; `increment`
+    /// defaults to the secret's default TTL.
+    pub async fn renew(
+        &self,
+        lease_id: &LeaseId,
+        increment: Option<Duration>,
+    ) -> Result<LeaseRecord> {
+        let ctx = |e: Error| {
+            e.with_context("lease_id", lease_id)
+                .with_context("operation", "renew")
+        };
+        if increment.is_some_and(|d| d.is_zero()) {
+            return Err(ctx(Error::invalid_input("increment must be positive")));
+        }
+        // A concurrent claim (the worker looking at a lease due now) can win the CAS; re-read
+        // and try again a few times.
+        for _ in 0..4 {
+            let mut lease = self
+                .inner
+                .store
+                .get(lease_id)
+                .await?
+                .ok_or_else(|| lease_not_found(lease_id))?;
+            let t = now();
+            check_renewable(&lease, t).map_err(ctx)?;
+            let entry = self.inner.entry(&lease.secret).ok_or_else(|| {
+                ctx(Error::new(
+                    ErrorKind::SecretNotFound,
+                    format!(
+                        "the lease's secret {:?} is not registered with this manager",
+                        &*lease.secret
+                    ),
+                ))
+            })?;
+            let caps = entry.secret.provider().capabilities();
+            if !caps.renewable {
+                return Err(ctx(Error::new(
+                    ErrorKind::NotRenewable,
+                    format!(
+                        "{} credentials cannot be renewed",
+                        entry.secret.provider().kind()
+                    ),
+                )));
+            }
+            let increment = increment.unwrap_or(entry.secret.default_ttl());
+            let new_expiry = renewed_expiry(t, increment, lease.max_expires_at);
+            entry
+                .secret
+                .provider()
+                .renew(&lease.external, new_expiry)
+                .await
+                .map_err(ctx)?;
+            let old_expiry = lease.expires_at;
+            lease.expires_at = new_expiry;
+            lease.due_at = new_expiry;
+            match self.inner.store.update(&lease).await {
+                Ok(v) => {
+                    lease.version = v;
+                    if new_expiry < old_expiry {
+                        self.inner.wake.notify_one();
+                    }
+                    self.inner.audit(AuditAction::Renew, &lease, None);
+                    return Ok(lease);
+                }
+                Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                Err(e) => return Err(ctx(e)),
+            }
+        }
+        Err(ctx(Error::new(
+            ErrorKind::Conflict,
+            "the lease kept changing while renewing; try again",
+        )))
+    }
+
+    /// Revokes a lease now. Also the operator's way to retry an `Irrevocable` lease.
+    ///
+    /// On failure the lease stays, scheduled for retry by the worker, and the error is returned.
+    pub async fn revoke(&self, lease_id: &LeaseId) -> Result<()> {
+        let ctx = |e: Error| {
+            e.with_context("lease_id", lease_id)
+                .with_context("operation", "revoke")
+        };
+        for _ in 0..4 {
+            let mut lease = self
+                .inner
+                .store
+                .get(lease_id)
+                .await?
+                .ok_or_else(|| lease_not_found(lease_id))?;
+            let t = now();
+            if lease.state == LeaseState::Pending
+                && lease.is_claimed_at(t)
+                && lease.claimed_by.as_deref() != Some(&*self.inner.owner)
+            {
+                return Err(ctx(Error::new(
+                    ErrorKind::Conflict,
+                    "the lease is still being issued by another instance; try again shortly",
+                )));
+            }
+            if lease.state == LeaseState::Pending && lease.is_claimed_at(t) {
+                return Err(ctx(Error::new(
+                    ErrorKind::Conflict,
+                    "the lease is still being issued; try again shortly",
+                )));
+            }
+            if lease.state == LeaseState::Revoking
+                && lease.is_claimed_at(t)
+                && lease.claimed_by.as_deref() != Some(&*self.inner.owner)
+            {
+                return Err(ctx(Error::new(
+                    ErrorKind::Conflict,
+                    "the lease is being revoked by another instance",
+                )));
+            }
+            // Claim it so that no worker revokes it at the same time.
+            lease.claimed_by = Some(self.inner.owner.clone());
+            lease.claim_until = Some(add_duration(t, self.inner.config.revoke_timeout));
+            lease.due_at = lease.claim_until.unwrap_or(t);
+            match self.inner.store.update(&lease).await {
+                Ok(v) => lease.version = v,
+                Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                Err(e) => return Err(ctx(e)),
+            }
+            return self
+                .inner
+                .revoke_claimed(lease, AuditAction::Revoke)
+                .await
+                .map_err(ctx);
+        }
+        Err(ctx(Error::new(
+            ErrorKind::Conflict,
+            "the lease kept changing while revoking; try again",
+        )))
+    }
+
+    /// Revokes every lease of `secret`, `revoke_concurrency` at a time.
+    pub async fn revoke_secret(&self, secret: &str) -> Result<RevokeSummary> {
+        self.revoke_secret_with_progress(secret, |_, _| {}).await
+    }
+
+    /// Like [`revoke_secret`](Self::revoke_secret), calling `progress(done, total)` as it goes.
+    pub async fn revoke_secret_with_progress(
+        &self,
+        secret: &str,
+        mut progress: impl FnMut(usize, usize) + Send,
+    ) -> Result<RevokeSummary> {
+        let total = self.inner.store.count(&LeaseFilter::secret(secret)).await? as usize;
+        let mut summary = RevokeSummary::default();
+        let mut after = None;
+        let mut done = 0usize;
+        loop {
+            let page = self
+                .inner
+                .store
+                .list(&LeaseFilter::secret(secret).after(after.clone()).limit(500))
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            let mut results = stream::iter(page.into_iter().map(|l| {
+                let m = self.clone();
+                async move {
+                    let r = m.revoke(&l.id).await;
+                    (l.id, r)
+                }
+            }))
+            .buffer_unordered(self.inner.config.revoke_concurrency);
+            while let Some((id, r)) = results.next().await {
+                match r {
+                    Ok(()) => summary.revoked += 1,
+                    Err(e) if e.kind() == ErrorKind::LeaseNotFound => summary.revoked += 1,
+                    Err(e) => summary.failed.push((id, e)),
+                }
+                done += 1;
+                progress(done, total.max(done));
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Removes a lease record without revoking its credential: the operator's escape hatch
+    /// for a credential removed by hand. Audited, and logged at WARN.
+    pub async fn force_forget(&self, lease_id: &LeaseId) -> Result<LeaseRecord> {
+        for _ in 0..4 {
+            let lease = self
+                .inner
+                .store
+                .get(lease_id)
+                .await?
+                .ok_or_else(|| lease_not_found(lease_id))?;
+            match self.inner.store.delete(&lease.id, lease.version).await {
+                Ok(()) => {
+                    tracing::warn!(
+                        lease_id = %lease.id,
+                        secret = %lease.secret,
+                        principal = %lease.external.id,
+                        state = %lease.state,
+                        "lease forgotten without revoking its credential"
+                    );
+                    self.inner.audit(AuditAction::ForceForget, &lease, None);
+                    return Ok(lease);
+                }
+                Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(
+            Error::new(ErrorKind::Conflict, "the lease kept changing; try again")
+                .with_context("lease_id", lease_id),
+        )
+    }
+
+    /// One lease record.
+    pub async fn lookup(&self, lease_id: &LeaseId) -> Result<LeaseRecord> {
+        self.inner
+            .store
+            .get(lease_id)
+            .await?
+            .ok_or_else(|| lease_not_found(lease_id))
+    }
+
+    /// Lease records.
+    pub async fn list(&self, filter: &LeaseFilter) -> Result<Vec<LeaseRecord>> {
+        self.inner.store.list(filter).await
+    }
+
+    /// Finds credentials of `secret`'s provider that carry the secret's prefix and that no lease
+    /// points at; removes them when `apply` is true (dry run otherwise).
+    pub async fn reconcile(&self, secret: &str, apply: bool) -> Result<ReconcileReport> {
+        let entry = self.inner.entry(secret).ok_or_else(|| {
+            Error::new(
+                ErrorKind::SecretNotFound,
+                format!("no secret named {secret:?} is registered"),
+            )
+        })?;
+        let provider = entry.secret.provider().clone();
+        let prefix = entry.secret.username_prefix();
+        if prefix.is_empty() {
+            return Err(Error::invalid_config(
+                "username_prefix is empty: reconcile would treat every user as the library's",
+            )
+            .with_context("secret", secret));
+        }
+        let found = provider.list_managed(prefix).await?;
+        // Leases of every secret on the same provider kind count: two secrets may share a
+        // backend and a prefix.
+        let mut known: HashSet<String> = HashSet::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .list(&LeaseFilter::all().after(after.clone()).limit(1000))
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for l in page {
+                known.insert(l.external.id.clone());
+            }
+        }
+        let mut report = ReconcileReport {
+            found: found.len(),
+            prefix_not_guaranteed: !entry.secret.username_template().keeps_prefix(),
+            ..ReconcileReport::default()
+        };
+        if report.prefix_not_guaranteed {
+            tracing::warn!(
+                secret,
+                "username template drops the prefix: reconcile may miss this secret's users"
+            );
+        }
+        for cred in found {
+            if known.contains(&cred.external.id) {
+                continue;
+            }
+            report.orphans.push(cred.clone());
+            if apply {
+                match provider.revoke(&cred.external).await {
+                    Ok(()) => {
+                        self.inner.emit(AuditEvent {
+                            at: now(),
+                            action: AuditAction::ReconcileRemove,
+                            lease_id: None,
+                            secret: secret.to_string(),
+                            identity: None,
+                            principal: Some(cred.external.id.clone()),
+                            error: None,
+                        });
+                        report.removed.push(cred);
+                    }
+                    Err(e) => report.errors.push((cred, e)),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Stops the worker and waits for it; leases stay in the store for the next start.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+        self.inner.wake.notify_one();
+        let handle = self
+            .guard
+            .worker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+    }
+
+    /// Wakes the worker now (it looks at the store again).
+    pub fn wake_worker(&self) {
+        self.inner.wake.notify_one();
+    }
+}
+
+fn check_renewable(lease: &LeaseRecord, t: DateTime<Utc>) -> Result<()> {
+    match lease.state {
+        LeaseState::Active => {}
+        LeaseState::Pending => {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                "the lease is still being issued",
+            ))
+        }
+        LeaseState::Revoking | LeaseState::Revoked | LeaseState::Irrevocable => {
+            return Err(Error::new(
+                ErrorKind::LeaseRevoked,
+                format!("the lease is {} and cannot be renewed", lease.state),
+            ))
+        }
+    }
+    if lease.expires_at <= t {
+        return Err(Error::new(ErrorKind::LeaseExpired, "the lease has expired"));
+    }
+    if !lease.renewable {
+        return Err(Error::new(
+            ErrorKind::NotRenewable,
+            "the lease is not renewable",
+        ));
+    }
+    if lease.expires_at >= lease.max_expires_at {
+        return Err(Error::new(
+            ErrorKind::RenewLimitReached,
+            format!(
+                "the lease already lasts until its max TTL ({}); issue a new one",
+                lease.max_expires_at.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `min(now + increment, max_expires_at)`.
+pub fn renewed_expiry(
+    now: DateTime<Utc>,
+    increment: Duration,
+    max_expires_at: DateTime<Utc>,
+) -> DateTime<Utc> {
+    add_duration(now, increment).min(max_expires_at)
+}
+
+struct PreparedIssue {
+    lease: LeaseRecord,
+    username: String,
+    password: Option<secrecy::SecretString>,
+    ttl: Duration,
+    wait: bool,
+}
+
+impl Inner {
+    fn entry(&self, name: &str) -> Option<Arc<SecretEntry>> {
+        self.secrets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    async fn prepare_issue(
+        &self,
+        entry: &Arc<SecretEntry>,
+        request: &IssueRequest,
+    ) -> Result<PreparedIssue> {
+        let secret = &entry.secret;
+        let ctx = |e: Error| {
+            e.with_context("secret", secret.name())
+                .with_context("operation", "issue")
+        };
+        let ttl = secret.effective_ttl(request.ttl).map_err(ctx)?;
+        if let Some(id) = &request.identity {
+            if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+                return Err(ctx(Error::invalid_input(
+                    "identity must be 1 to 256 characters without control characters",
+                )));
+            }
+        }
+        let username = secret
+            .render_username(request.identity.as_deref())
+            .map_err(ctx)?;
+        let caps = secret.provider().capabilities();
+        let password = if caps.needs_password {
+            Some(secret.password_policy().generate().map_err(ctx)?)
+        } else {
+            None
+        };
+        // The active-lease limit counts records in the store plus issues under way here.
+        let in_flight = entry.in_flight.fetch_add(1, Ordering::SeqCst);
+        let stored = match self.store.count(&LeaseFilter::secret(secret.name())).await {
+            Ok(n) => n,
+            Err(e) => {
+                entry.in_flight.fetch_sub(1, Ordering::SeqCst);
+                return Err(ctx(e));
+            }
+        };
+        if stored + in_flight >= secret.max_active_leases() {
+            entry.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(ctx(Error::new(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "secret {:?} has {} active leases, its max_active_leases is {}",
+                    secret.name(),
+                    stored + in_flight,
+                    secret.max_active_leases()
+                ),
+            )));
+        }
+        let t = now();
+        let expires_at = add_duration(t, ttl);
+        let max_expires_at = add_duration(t, secret.max_ttl()).max(expires_at);
+        let issue_deadline = add_duration(t, self.config.issue_timeout);
+        let lease = LeaseRecord {
+            id: LeaseId::generate(secret.name()),
+            secret: secret.name_arc().clone(),
+            provider_kind: secret.provider().kind().into(),
+            identity: request.identity.as_deref().map(Into::into),
+            external: ExternalRef::new(username.clone()),
+            state: LeaseState::Pending,
+            issued_at: t,
+            expires_at,
+            max_expires_at,
+            renewable: caps.renewable,
+            due_at: issue_deadline,
+            revoke_attempts: 0,
+            last_error: None,
+            claimed_by: Some(self.owner.clone()),
+            claim_until: Some(issue_deadline),
+            version: 1,
+        };
+        // From here on the store counts the lease itself.
+        let inserted = self.store.insert(&lease).await;
+        entry.in_flight.fetch_sub(1, Ordering::SeqCst);
+        inserted.map_err(ctx)?;
+        Ok(PreparedIssue {
+            lease,
+            username,
+            password,
+            ttl,
+            wait: !request.no_wait,
+        })
+    }
+
+    /// Runs in its own task: the provider call, then Active (or compensation).
+    async fn finish_issue(
+        self: Arc<Self>,
+        entry: Arc<SecretEntry>,
+        p: PreparedIssue,
+        tx: oneshot::Sender<Result<IssuedLease>>,
+    ) -> Result<()> {
+        let secret = &entry.secret;
+        let mut lease = p.lease;
+        let mut req = CreateRequest::new(lease.id.clone(), p.username, p.ttl)
+            .with_identity(lease.identity.as_deref().map(str::to_string))
+            .with_expires_at(lease.expires_at)
+            .with_wait_ready(p.wait);
+        req.password = p.password;
+        let timeout = self
+            .config
+            .issue_timeout
+            .saturating_sub(Duration::from_secs(1))
+            .max(Duration::from_millis(100));
+        let created = match tokio::time::timeout(timeout, secret.provider().create(&req)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                "the provider did not create the credential in time",
+            )),
+        };
+        let created = match created {
+            Ok(c) => c,
+            Err(e) => {
+                let e = e
+                    .with_context("secret", secret.name())
+                    .with_context("lease_id", &lease.id)
+                    .with_context("operation", "issue");
+                self.audit(AuditAction::Issue, &lease, Some(e.kind()));
+                // Whatever the provider may have made is removed by the name written ahead.
+                self.compensate(lease).await;
+                let _ = tx.send(Err(e));
+                return Ok(());
+            }
+        };
+        lease.state = LeaseState::Active;
+        lease.external = created.external;
+        if let Some(backend_expiry) = created.expires_at {
+            lease.expires_at = lease.expires_at.min(backend_expiry);
+            lease.max_expires_at = lease.max_expires_at.min(backend_expiry);
+        }
+        lease.due_at = lease.expires_at;
+        lease.claimed_by = None;
+        lease.claim_until = None;
+        match self.store.update(&lease).await {
+            Ok(v) => lease.version = v,
+            Err(e) => {
+                // The record changed under us (the issue took longer than issue_timeout and a
+                // worker claimed it) or the store failed: nobody must get this credential.
+                tracing::warn!(lease_id = %lease.id, error = %e, "could not activate lease; revoking the new credential");
+                self.audit(AuditAction::Issue, &lease, Some(e.kind()));
+                if let Ok(Some(current)) = self.store.get(&lease.id).await {
+                    lease.version = current.version;
+                    lease.claimed_by = current.claimed_by;
+                    lease.claim_until = current.claim_until;
+                }
+                self.compensate(lease).await;
+                let _ = tx.send(Err(e.with_context("operation", "issue")));
+                return Ok(());
+            }
+        }
+        self.wake.notify_one();
+        let issued = IssuedLease {
+            lease_id: lease.id.clone(),
+            secret: secret.name().to_string(),
+            credentials: created.credentials,
+            issued_at: lease.issued_at,
+            expires_at: lease.expires_at,
+            max_expires_at: lease.max_expires_at,
+            renewable: lease.renewable,
+            readiness: created.readiness,
+        };
+        self.audit(AuditAction::Issue, &lease, None);
+        if tx.send(Ok(issued)).is_err() {
+            // The caller went away: nobody holds this credential, so it goes at once.
+            tracing::debug!(lease_id = %lease.id, "issue abandoned by the caller; revoking");
+            let _ = self.revoke_now(lease, AuditAction::Revoke).await;
+        }
+        Ok(())
+    }
+
+    /// Revokes a lease whose issue failed. Keeps the record for the worker when that fails.
+    async fn compensate(&self, lease: LeaseRecord) {
+        let _ = self.revoke_now(lease, AuditAction::Revoke).await;
+    }
+
+    /// Claims `lease` (whose version is current) for revocation and revokes it.
+    async fn revoke_now(&self, mut lease: LeaseRecord, action: AuditAction) -> Result<()> {
+        let t = now();
+        lease.claimed_by = Some(self.owner.clone());
+        lease.claim_until = Some(add_duration(t, self.config.revoke_timeout));
+        lease.due_at = lease.claim_until.unwrap_or(t);
+        lease.version = self.store.update(&lease).await?;
+        self.revoke_claimed(lease, action).await
+    }
+
+    /// Revokes a lease this instance holds a claim on; deletes it on success, schedules a retry
+    /// (or marks it irrevocable) on failure.
+    async fn revoke_claimed(&self, mut lease: LeaseRecord, action: AuditAction) -> Result<()> {
+        let Some(entry) = self.entry(&lease.secret) else {
+            return Err(Error::new(
+                ErrorKind::SecretNotFound,
+                format!(
+                    "the lease's secret {:?} is not registered with this manager",
+                    &*lease.secret
+                ),
+            ));
+        };
+        let provider = entry.secret.provider();
+        if lease.state != LeaseState::Revoking && lease.state != LeaseState::Irrevocable {
+            lease.state = LeaseState::Revoking;
+            lease.version = self.store.update(&lease).await?;
+        }
+        let result = if provider.capabilities().revocable {
+            match tokio::time::timeout(self.config.revoke_timeout, provider.revoke(&lease.external))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    "the provider did not revoke in time",
+                )),
+            }
+        } else {
+            // Nothing to revoke: the credential ends by itself at its expiry.
+            Ok(())
+        };
+        match result {
+            Ok(()) => {
+                match self.store.delete(&lease.id, lease.version).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::LeaseNotFound => {}
+                    Err(e) => {
+                        // The credential is gone; the record will be revoked again (idempotent)
+                        // and deleted by whoever holds it next.
+                        tracing::warn!(lease_id = %lease.id, error = %e, "revoked, but could not delete the lease record");
+                        return Err(e);
+                    }
+                }
+                lease.state = LeaseState::Revoked;
+                self.audit(action, &lease, None);
+                Ok(())
+            }
+            Err(e) => {
+                let e = e
+                    .with_context("lease_id", &lease.id)
+                    .with_context("secret", &*lease.secret);
+                let t = now();
+                lease.revoke_attempts = lease.revoke_attempts.saturating_add(1);
+                lease.last_error = Some(e.to_string());
+                let retry = &self.config.retry;
+                let give_up = !e.is_temporary() || lease.revoke_attempts >= retry.max_attempts;
+                if give_up || lease.state == LeaseState::Irrevocable {
+                    lease.state = LeaseState::Irrevocable;
+                    lease.due_at = add_duration(t, retry.irrevocable_retry);
+                } else {
+                    lease.due_at = add_duration(t, retry.delay_after(lease.revoke_attempts));
+                }
+                lease.claimed_by = None;
+                lease.claim_until = None;
+                let state = lease.state;
+                if let Err(se) = self.store.update(&lease).await {
+                    tracing::warn!(lease_id = %lease.id, error = %se, "could not record the failed revocation");
+                }
+                if state == LeaseState::Irrevocable {
+                    tracing::error!(lease_id = %lease.id, secret = %lease.secret, principal = %lease.external.id, attempts = lease.revoke_attempts, error = %e, "lease is irrevocable: an operator must retry or force-forget it");
+                    self.audit(AuditAction::Irrevocable, &lease, Some(e.kind()));
+                } else {
+                    self.audit(AuditAction::RevokeRetry, &lease, Some(e.kind()));
+                }
+                self.wake.notify_one();
+                Err(e)
+            }
+        }
+    }
+
+    fn audit(&self, action: AuditAction, lease: &LeaseRecord, error: Option<ErrorKind>) {
+        self.emit(AuditEvent {
+            at: now(),
+            action,
+            lease_id: Some(lease.id.clone()),
+            secret: lease.secret.to_string(),
+            identity: lease.identity.as_deref().map(str::to_string),
+            principal: Some(lease.external.id.clone()),
+            error,
+        });
+    }
+
+    fn emit(&self, event: AuditEvent) {
+        let outcome = event.error.map(|k| k.as_str()).unwrap_or("ok");
+        tracing::info!(
+            target: "leasehold::audit",
+            action = event.action.as_str(),
+            lease_id = event.lease_id.as_ref().map(|l| l.as_str()).unwrap_or(""),
+            secret = %event.secret,
+            identity = event.identity.as_deref().unwrap_or(""),
+            principal = event.principal.as_deref().unwrap_or(""),
+            outcome,
+        );
+        if let Some(sink) = &self.audit {
+            sink.record(&event);
+        }
+    }
+
+    async fn process_due(self: &Arc<Self>, lease: LeaseRecord) {
+        if self.entry(&lease.secret).is_none() {
+            // Another instance may know this secret; leave the claim to run out.
+            tracing::debug!(lease_id = %lease.id, secret = %lease.secret, "due lease of a secret this instance does not know");
+            return;
+        }
+        let action = if lease.state == LeaseState::Active {
+            AuditAction::Expire
+        } else {
+            AuditAction::Revoke
+        };
+        if let Err(e) = self.revoke_claimed(lease, action).await {
+            tracing::debug!(error = %e, "revocation by the worker failed; scheduled for retry");
+        }
+    }
+}
+
+async fn worker_loop(inner: Arc<Inner>) {
+    let mut stop = inner.stop.subscribe();
+    tracing::debug!(instance = %inner.owner, "expiry worker started");
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let t = now();
+        let claimed = match inner
+            .store
+            .claim_due(
+                t,
+                &inner.owner,
+                inner.config.claim_hold,
+                inner.config.claim_batch,
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "expiry worker could not claim due leases");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+        };
+        let full = claimed.len() >= inner.config.claim_batch;
+        if !claimed.is_empty() {
+            stream::iter(claimed)
+                .for_each_concurrent(inner.config.revoke_concurrency, |lease| {
+                    let inner = inner.clone();
+                    async move { inner.process_due(lease).await }
+                })
+                .await;
+        }
+        if full {
+            continue;
+        }
+        let next = inner.store.next_due().await.ok().flatten();
+        let idle = inner.config.max_idle;
+        let sleep_for = match next {
+            Some(at) => (at - now()).to_std().unwrap_or(Duration::ZERO).min(idle),
+            None => idle,
+        };
+        if sleep_for.is_zero() {
+            // Due now but claimed elsewhere: yield briefly instead of spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = inner.wake.notified() => {}
+            _ = stop.changed() => {}
+        }
+    }
+    tracing::debug!(instance = %inner.owner, "expiry worker stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_and_cap() {
+        let p = RetryPolicy::default();
+        let d1 = p.delay_after(1);
+        assert!(d1 >= Duration::from_millis(7500) && d1 <= Duration::from_millis(12500));
+        let d6 = p.delay_after(6);
+        assert!(d6 >= Duration::from_secs(240) && d6 <= Duration::from_secs(400));
+        let d30 = p.delay_after(30);
+        assert!(d30 <= Duration::from_secs(750));
+        // Total over the default six attempts is about ten minutes.
+        let total: f64 = (1..=6).map(|a| p.delay_after(a).as_secs_f64()).sum();
+        assert!((450.0..=800.0).contains(&total), "{total}");
+    }
+
+    #[test]
+    fn renew_caps_at_max() {
+        let t = Utc::now();
+        let max = t + chrono::Duration::seconds(100);
+        assert_eq!(
+            renewed_expiry(t, Duration::from_secs(50), max),
+            t + chrono::Duration::seconds(50)
+        );
+        assert_eq!(renewed_expiry(t, Duration::from_secs(500), max), max);
+    }
+}

@@ -1,0 +1,831 @@
+//! The lease manager's guarantees, against the in-memory store and the testkit's providers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use leasehold_core::{
+    AuditAction, AuditEvent, AuditSink, Capabilities, DynamicSecret, DynamicSecretProvider,
+    ErrorKind, IssueRequest, LeaseFilter, LeaseManager, LeaseState, LeaseStore, ManagerConfig,
+    MemoryStore, RetryPolicy, TtlOverMax,
+};
+use leasehold_testkit::{Fault, FaultyProvider, Operation, RecordingProvider};
+
+fn fast_config() -> ManagerConfig {
+    let mut c = ManagerConfig::default();
+    c.retry = RetryPolicy::new(Duration::from_millis(50), 3)
+        .max_delay(Duration::from_millis(200))
+        .irrevocable_retry(Duration::from_secs(3600));
+    c.max_idle = Duration::from_millis(200);
+    c.claim_hold = Duration::from_secs(5);
+    c.issue_timeout = Duration::from_secs(30);
+    c
+}
+
+fn secret(
+    name: &str,
+    provider: Arc<dyn DynamicSecretProvider>,
+    ttl: u64,
+    max: u64,
+) -> DynamicSecret {
+    DynamicSecret::builder(name, provider)
+        .default_ttl(Duration::from_secs(ttl))
+        .max_ttl(Duration::from_secs(max))
+        .build()
+        .unwrap()
+}
+
+async fn manager(store: &MemoryStore, secrets: Vec<DynamicSecret>) -> LeaseManager {
+    let mut b = LeaseManager::builder(Arc::new(store.clone())).config(fast_config());
+    for s in secrets {
+        b = b.secret(s);
+    }
+    b.build().await.unwrap()
+}
+
+/// Polls `cond` every 20 ms for at most `limit`.
+async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn memory_store_passes_the_store_suite_directly_and_through_arc_dyn() {
+    let store = MemoryStore::new();
+    leasehold_testkit::store_conformance(&store).await;
+    let shared: Arc<dyn LeaseStore> = Arc::new(MemoryStore::new());
+    leasehold_testkit::store_conformance(shared.as_ref()).await;
+}
+
+#[tokio::test]
+async fn recording_provider_passes_the_provider_suite() {
+    leasehold_testkit::provider_conformance(Arc::new(RecordingProvider::new()), None).await;
+    let faulty = FaultyProvider::new(Arc::new(RecordingProvider::new()));
+    leasehold_testkit::provider_conformance(Arc::new(faulty), None).await;
+}
+
+#[tokio::test]
+async fn issue_use_renew_revoke() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let m = manager(
+        &store,
+        vec![secret("orders", Arc::new(provider.clone()), 60, 600)],
+    )
+    .await;
+
+    let lease = m
+        .issue("orders", IssueRequest::new().identity("api"))
+        .await
+        .unwrap();
+    assert!(lease.lease_id.as_str().starts_with("orders/"));
+    assert!(lease.credentials.principal().starts_with("lh-"));
+    assert!(provider.authenticates(&lease.credentials));
+    assert!(lease.live());
+    let rec = m.lookup(&lease.lease_id).await.unwrap();
+    assert_eq!(rec.state, LeaseState::Active);
+    assert_eq!(rec.external.id, lease.credentials.principal());
+    assert_eq!(rec.identity.as_deref(), Some("api"));
+    assert_eq!(rec.expires_at, lease.expires_at);
+
+    let renewed = m
+        .renew(&lease.lease_id, Some(Duration::from_secs(300)))
+        .await
+        .unwrap();
+    assert!(renewed.expires_at > lease.expires_at);
+    assert_eq!(provider.renew_calls(), 1);
+
+    m.revoke(&lease.lease_id).await.unwrap();
+    assert!(!provider.authenticates(&lease.credentials));
+    assert_eq!(
+        m.lookup(&lease.lease_id).await.unwrap_err().kind(),
+        ErrorKind::LeaseNotFound
+    );
+    assert!(store.is_empty());
+    assert_eq!(
+        m.revoke(&lease.lease_id).await.unwrap_err().kind(),
+        ErrorKind::LeaseNotFound
+    );
+}
+
+#[tokio::test]
+async fn a_two_second_lease_is_revoked_within_a_second_of_expiry() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let m = manager(
+        &store,
+        vec![secret("short", Arc::new(provider.clone()), 2, 10)],
+    )
+    .await;
+    let lease = m.issue("short", IssueRequest::new()).await.unwrap();
+    assert!(provider.authenticates(&lease.credentials));
+    let until_expiry = (lease.expires_at - Utc::now()).to_std().unwrap();
+    tokio::time::sleep(until_expiry - Duration::from_millis(300)).await;
+    assert!(
+        provider.authenticates(&lease.credentials),
+        "still valid just before expiry"
+    );
+    tokio::time::sleep(Duration::from_millis(300) + Duration::from_secs(1)).await;
+    assert!(
+        !provider.authenticates(&lease.credentials),
+        "revoked within 1 s after expiry"
+    );
+    assert!(store.is_empty());
+    assert_eq!(provider.removals_of(lease.credentials.principal()), 1);
+}
+
+#[tokio::test]
+async fn three_failures_then_success_ends_revoked() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let faulty = FaultyProvider::new(Arc::new(provider.clone()));
+    // The default policy's six attempts, with short delays.
+    let m = LeaseManager::builder(Arc::new(store.clone()))
+        .config(fast_config())
+        .retry(RetryPolicy::new(Duration::from_millis(50), 6).max_delay(Duration::from_millis(400)))
+        .secret(secret("flaky", Arc::new(faulty.clone()), 1, 10))
+        .build()
+        .await
+        .unwrap();
+    let lease = m.issue("flaky", IssueRequest::new()).await.unwrap();
+    faulty.fail_next(Operation::Revoke, 3, Fault::unavailable());
+    // Watch the retries happen: the lease goes Revoking with attempts counted.
+    assert!(
+        eventually(Duration::from_secs(10), || faulty.calls(Operation::Revoke)
+            >= 2)
+        .await,
+        "the worker retries"
+    );
+    let mid = store
+        .get(&lease.lease_id)
+        .await
+        .unwrap()
+        .expect("kept while failing");
+    assert_eq!(mid.state, LeaseState::Revoking);
+    assert!(mid.revoke_attempts >= 1);
+    assert!(mid.last_error.as_deref().unwrap().contains("injected"));
+    assert!(
+        eventually(Duration::from_secs(10), || store.is_empty()).await,
+        "ends revoked"
+    );
+    assert_eq!(faulty.calls(Operation::Revoke), 4);
+    assert_eq!(provider.removals_of(lease.credentials.principal()), 1);
+    assert_eq!(provider.live_count(), 0);
+}
+
+#[tokio::test]
+async fn always_failing_revoke_ends_irrevocable_listed_and_operator_can_retry() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let faulty = FaultyProvider::new(Arc::new(provider.clone()));
+    let m = manager(
+        &store,
+        vec![secret("broken", Arc::new(faulty.clone()), 1, 10)],
+    )
+    .await;
+    let lease = m.issue("broken", IssueRequest::new()).await.unwrap();
+    faulty.fail_always(Operation::Revoke, Fault::unavailable());
+    let irrevocable = || async {
+        m.list(&LeaseFilter::all().state(LeaseState::Irrevocable))
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let l = irrevocable().await;
+        if !l.is_empty() || tokio::time::Instant::now() > deadline {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(listed.len(), 1, "the lease is irrevocable and listed");
+    assert_eq!(listed[0].id, lease.lease_id);
+    assert_eq!(listed[0].revoke_attempts, 3, "max_attempts tries were made");
+    assert!(listed[0].last_error.is_some());
+    assert!(
+        provider.authenticates(&lease.credentials),
+        "the credential still exists"
+    );
+    // It stays: no further tries until the (long) irrevocable retry interval.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(faulty.calls(Operation::Revoke), 3);
+    assert_eq!(irrevocable().await.len(), 1);
+
+    // The operator fixes the backend and retries.
+    faulty.clear();
+    m.revoke(&lease.lease_id).await.unwrap();
+    assert!(store.is_empty());
+    assert!(!provider.authenticates(&lease.credentials));
+}
+
+#[tokio::test]
+async fn a_permanent_revoke_error_is_irrevocable_at_once() {
+    let store = MemoryStore::new();
+    let faulty = FaultyProvider::new(Arc::new(RecordingProvider::new()));
+    let m = manager(
+        &store,
+        vec![secret("denied", Arc::new(faulty.clone()), 60, 600)],
+    )
+    .await;
+    let lease = m.issue("denied", IssueRequest::new()).await.unwrap();
+    faulty.fail_always(Operation::Revoke, Fault::denied());
+    let err = m.revoke(&lease.lease_id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    let rec = m.lookup(&lease.lease_id).await.unwrap();
+    assert_eq!(rec.state, LeaseState::Irrevocable);
+    assert_eq!(rec.revoke_attempts, 1);
+    // The operator's escape hatch: forget it (audited), the credential stays.
+    let forgotten = m.force_forget(&lease.lease_id).await.unwrap();
+    assert_eq!(forgotten.id, lease.lease_id);
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn renew_is_capped_at_max_ttl_and_typed_errors_follow() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let m = manager(
+        &store,
+        vec![secret("renewing", Arc::new(provider.clone()), 60, 120)],
+    )
+    .await;
+    let lease = m.issue("renewing", IssueRequest::new()).await.unwrap();
+    let r = m
+        .renew(&lease.lease_id, Some(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.expires_at, lease.max_expires_at,
+        "capped at issued_at + max_ttl"
+    );
+    assert_eq!(
+        m.renew(&lease.lease_id, None).await.unwrap_err().kind(),
+        ErrorKind::RenewLimitReached
+    );
+    assert_eq!(
+        m.renew(&lease.lease_id, Some(Duration::ZERO))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
+    m.revoke(&lease.lease_id).await.unwrap();
+    assert_eq!(
+        m.renew(&lease.lease_id, None).await.unwrap_err().kind(),
+        ErrorKind::LeaseNotFound
+    );
+
+    // An expired lease (worker off, so it is still there).
+    let idle = LeaseManager::builder(Arc::new(store.clone()))
+        .config(fast_config())
+        .run_worker(false)
+        .secret(secret("expiring", Arc::new(provider.clone()), 1, 10))
+        .build()
+        .await
+        .unwrap();
+    let short = idle.issue("expiring", IssueRequest::new()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        idle.renew(&short.lease_id, None).await.unwrap_err().kind(),
+        ErrorKind::LeaseExpired
+    );
+    idle.revoke(&short.lease_id).await.unwrap();
+
+    // A provider that cannot renew.
+    let fixed = RecordingProvider::new().with_capabilities(Capabilities::new().renewable(false));
+    let m2 = manager(&store, vec![secret("fixed", Arc::new(fixed), 60, 600)]).await;
+    let l = m2.issue("fixed", IssueRequest::new()).await.unwrap();
+    assert!(!l.renewable);
+    assert_eq!(
+        m2.renew(&l.lease_id, None).await.unwrap_err().kind(),
+        ErrorKind::NotRenewable
+    );
+    m2.revoke(&l.lease_id).await.unwrap();
+}
+
+#[tokio::test]
+async fn ttl_above_max_is_refused_or_clamped() {
+    let store = MemoryStore::new();
+    let provider = Arc::new(RecordingProvider::new());
+    let clamped = DynamicSecret::builder("clamped", provider.clone())
+        .default_ttl(Duration::from_secs(60))
+        .max_ttl(Duration::from_secs(120))
+        .ttl_over_max(TtlOverMax::Clamp)
+        .build()
+        .unwrap();
+    let m = manager(
+        &store,
+        vec![secret("strict", provider.clone(), 60, 120), clamped],
+    )
+    .await;
+    let err = m
+        .issue("strict", IssueRequest::new().ttl(Duration::from_secs(7200)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TtlExceedsMax);
+    assert!(
+        err.to_string().contains("ttl 2h exceeds max_ttl 2m"),
+        "{err}"
+    );
+    assert_eq!(provider.creates(), 0, "nothing is created");
+    assert!(store.is_empty());
+    let l = m
+        .issue(
+            "clamped",
+            IssueRequest::new().ttl(Duration::from_secs(7200)),
+        )
+        .await
+        .unwrap();
+    assert!(l.expires_at <= l.max_expires_at);
+    assert!((l.expires_at - l.issued_at).num_seconds() == 120);
+    assert_eq!(
+        m.issue("nope", IssueRequest::new())
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::SecretNotFound
+    );
+}
+
+#[tokio::test]
+async fn issue_above_the_active_lease_limit_is_refused_and_creates_nothing() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let limited = DynamicSecret::builder("limited", Arc::new(provider.clone()))
+        .max_active_leases(3)
+        .build()
+        .unwrap();
+    let m = manager(&store, vec![limited]).await;
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        leases.push(m.issue("limited", IssueRequest::new()).await.unwrap());
+    }
+    let err = m.issue("limited", IssueRequest::new()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
+    assert_eq!(provider.creates(), 3);
+    assert_eq!(store.len(), 3);
+    m.revoke(&leases[0].lease_id).await.unwrap();
+    m.issue("limited", IssueRequest::new())
+        .await
+        .expect("room again after a revoke");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_issues_and_revokes_leave_nothing() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new().with_latency(Duration::from_millis(1));
+    let m = manager(
+        &store,
+        vec![secret("busy", Arc::new(provider.clone()), 300, 600)],
+    )
+    .await;
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let m = m.clone();
+            tokio::spawn(async move {
+                let l = m.issue("busy", IssueRequest::new()).await.unwrap();
+                m.revoke(&l.lease_id).await.unwrap();
+                l.credentials.principal().to_string()
+            })
+        })
+        .collect();
+    let mut names = Vec::new();
+    for t in tasks {
+        names.push(t.await.unwrap());
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 1000, "every username is unique");
+    assert!(store.is_empty());
+    assert_eq!(provider.live_count(), 0);
+    assert_eq!(provider.creates(), 1000);
+    assert_eq!(provider.removed_count(), 1000);
+    assert!(provider.removed_more_than_once().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_create_is_compensated_by_name() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let faulty = FaultyProvider::new(Arc::new(provider.clone()));
+    let m = manager(
+        &store,
+        vec![secret("comp", Arc::new(faulty.clone()), 60, 600)],
+    )
+    .await;
+    // The backend made the user, but the call reported failure.
+    faulty.fail_next(
+        Operation::Create,
+        1,
+        Fault::FailAfter {
+            kind: ErrorKind::ProviderUnavailable,
+        },
+    );
+    let err = m.issue("comp", IssueRequest::new()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ProviderUnavailable);
+    assert_eq!(provider.creates(), 1);
+    assert_eq!(
+        provider.live_count(),
+        0,
+        "the half-made credential was revoked by name"
+    );
+    assert!(store.is_empty());
+
+    // Compensation itself fails: the record stays for the worker, which finishes the job.
+    faulty.fail_next(
+        Operation::Create,
+        1,
+        Fault::FailAfter {
+            kind: ErrorKind::ProviderUnavailable,
+        },
+    );
+    faulty.fail_next(Operation::Revoke, 1, Fault::unavailable());
+    assert!(m.issue("comp", IssueRequest::new()).await.is_err());
+    assert_eq!(store.len(), 1, "kept while the credential may exist");
+    assert!(eventually(Duration::from_secs(10), || store.is_empty()).await);
+    assert_eq!(provider.live_count(), 0);
+}
+
+#[tokio::test]
+async fn a_caller_that_drops_the_issue_future_leaks_nothing() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let faulty = FaultyProvider::new(Arc::new(provider.clone()));
+    let m = manager(
+        &store,
+        vec![secret("dropped", Arc::new(faulty.clone()), 60, 600)],
+    )
+    .await;
+    faulty.fail_next(
+        Operation::Create,
+        1,
+        Fault::Delay(Duration::from_millis(300)),
+    );
+    let r = tokio::time::timeout(
+        Duration::from_millis(50),
+        m.issue("dropped", IssueRequest::new()),
+    )
+    .await;
+    assert!(r.is_err(), "the caller gave up");
+    assert_eq!(store.len(), 1, "the pending lease names the credential");
+    assert!(
+        eventually(Duration::from_secs(5), || provider.creates() == 1
+            && provider.live_count() == 0
+            && store.is_empty())
+        .await,
+        "the abandoned credential is revoked as soon as it exists"
+    );
+}
+
+/// Runs a manager on its own runtime and kills the runtime mid-issue: the process dies with
+/// the provider call in flight. A second manager on the same store must revoke the credential.
+fn crash_during_issue(fault: Fault, same_instance: bool) {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let faulty = FaultyProvider::new(Arc::new(provider.clone()));
+    faulty.fault_nth(Operation::Create, 1, fault);
+    let mut cfg = fast_config();
+    cfg.issue_timeout = Duration::from_secs(2);
+    let build = |cfg: ManagerConfig| {
+        let b = LeaseManager::builder(Arc::new(store.clone()))
+            .config(cfg)
+            .secret(secret("crashy", Arc::new(faulty.clone()), 60, 600));
+        if same_instance {
+            b.instance_id("node-1")
+        } else {
+            b
+        }
+    };
+
+    let rt1 = tokio::runtime::Runtime::new().unwrap();
+    rt1.block_on(async {
+        let m = build(cfg.clone()).build().await.unwrap();
+        let r = tokio::time::timeout(
+            Duration::from_millis(300),
+            m.issue("crashy", IssueRequest::new()),
+        )
+        .await;
+        assert!(r.is_err(), "the issue is stuck in the provider");
+        std::mem::forget(m); // a crash runs no destructors
+    });
+    rt1.shutdown_background();
+    assert_eq!(store.len(), 1, "the write-ahead record survives the crash");
+
+    let rt2 = tokio::runtime::Runtime::new().unwrap();
+    rt2.block_on(async {
+        let _m = build(cfg.clone()).build().await.unwrap();
+        let limit = if same_instance {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_secs(8)
+        };
+        assert!(
+            eventually(limit, || store.is_empty()).await,
+            "the restarted manager revokes the stale pending lease"
+        );
+    });
+    assert_eq!(provider.live_count(), 0, "no credential is orphaned");
+}
+
+#[test]
+fn crash_before_the_provider_creates_anything() {
+    crash_during_issue(Fault::Hang, true);
+}
+
+#[test]
+fn crash_after_the_provider_created_the_credential() {
+    crash_during_issue(Fault::HangAfter, true);
+}
+
+#[test]
+fn crash_recovered_by_another_instance_after_the_issue_deadline() {
+    crash_during_issue(Fault::HangAfter, false);
+}
+
+#[derive(Debug, Default)]
+struct VecSink(Mutex<Vec<AuditEvent>>);
+
+impl AuditSink for VecSink {
+    fn record(&self, event: &AuditEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+#[tokio::test]
+async fn every_lifecycle_step_is_audited() {
+    let store = MemoryStore::new();
+    let sink = Arc::new(VecSink::default());
+    let m = LeaseManager::builder(Arc::new(store.clone()))
+        .config(fast_config())
+        .audit_sink(sink.clone())
+        .secret(secret("audited", Arc::new(RecordingProvider::new()), 1, 10))
+        .build()
+        .await
+        .unwrap();
+    let a = m
+        .issue("audited", IssueRequest::new().identity("svc-a"))
+        .await
+        .unwrap();
+    m.renew(&a.lease_id, None).await.unwrap();
+    let b = m.issue("audited", IssueRequest::new()).await.unwrap();
+    m.revoke(&b.lease_id).await.unwrap();
+    let c = m.issue("audited", IssueRequest::new()).await.unwrap();
+    m.force_forget(&c.lease_id).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || store.is_empty()).await);
+    let events = sink.0.lock().unwrap().clone();
+    let actions: Vec<AuditAction> = events.iter().map(|e| e.action).collect();
+    for want in [
+        AuditAction::Issue,
+        AuditAction::Renew,
+        AuditAction::Revoke,
+        AuditAction::ForceForget,
+        AuditAction::Expire,
+    ] {
+        assert!(actions.contains(&want), "{want} missing from {actions:?}");
+    }
+    let first = &events[0];
+    assert_eq!(first.identity.as_deref(), Some("svc-a"));
+    assert_eq!(first.lease_id.as_ref(), Some(&a.lease_id));
+    assert!(first.is_success());
+}
+
+#[tokio::test]
+async fn revoke_secret_revokes_everything_it_issued() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let m = manager(
+        &store,
+        vec![
+            secret("mass", Arc::new(provider.clone()), 300, 600),
+            secret("other", Arc::new(provider.clone()), 300, 600),
+        ],
+    )
+    .await;
+    for _ in 0..120 {
+        m.issue("mass", IssueRequest::new()).await.unwrap();
+    }
+    let keep = m.issue("other", IssueRequest::new()).await.unwrap();
+    let mut last = (0, 0);
+    let summary = m
+        .revoke_secret_with_progress("mass", |done, total| last = (done, total))
+        .await
+        .unwrap();
+    assert_eq!(summary.revoked, 120);
+    assert!(summary.failed.is_empty());
+    assert_eq!(last, (120, 120));
+    assert_eq!(store.len(), 1);
+    assert_eq!(
+        provider.live_usernames(),
+        vec![keep.credentials.principal().to_string()]
+    );
+}
+
+#[tokio::test]
+async fn reconcile_finds_and_removes_orphans_only_when_applied() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let m = manager(
+        &store,
+        vec![secret("rec", Arc::new(provider.clone()), 300, 600)],
+    )
+    .await;
+    let leased = m.issue("rec", IssueRequest::new()).await.unwrap();
+    provider.insert_out_of_band("lh-orphan1");
+    provider.insert_out_of_band("someone-else");
+    let dry = m.reconcile("rec", false).await.unwrap();
+    assert_eq!(dry.found, 2);
+    assert_eq!(dry.orphans.len(), 1);
+    assert_eq!(dry.orphans[0].external.id, "lh-orphan1");
+    assert!(dry.removed.is_empty());
+    assert!(provider.is_live("lh-orphan1"), "dry run removes nothing");
+    let applied = m.reconcile("rec", true).await.unwrap();
+    assert_eq!(applied.removed.len(), 1);
+    assert!(!provider.is_live("lh-orphan1"));
+    assert!(
+        provider.is_live("someone-else"),
+        "users without the prefix are left alone"
+    );
+    assert!(
+        provider.authenticates(&leased.credentials),
+        "leased users are left alone"
+    );
+}
+
+#[tokio::test]
+async fn no_secret_reaches_logs_debug_errors_or_the_store() {
+    let logs = leasehold_testkit::capture_tracing();
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let faulty = FaultyProvider::new(Arc::new(provider.clone()));
+    let m = manager(
+        &store,
+        vec![secret("leaky", Arc::new(faulty.clone()), 60, 600)],
+    )
+    .await;
+    let lease = m
+        .issue("leaky", IssueRequest::new().identity("svc"))
+        .await
+        .unwrap();
+    m.renew(&lease.lease_id, None).await.unwrap();
+    let rec = m.lookup(&lease.lease_id).await.unwrap();
+    let stored = format!("{rec:?} {}", serde_json::to_string(&rec).unwrap());
+    faulty.fail_next(Operation::Revoke, 1, Fault::unavailable());
+    let err = m.revoke(&lease.lease_id).await.unwrap_err();
+    m.revoke(&lease.lease_id).await.unwrap();
+    let c = &lease.credentials;
+    leasehold_testkit::assert_no_secret("IssuedLease Debug", &format!("{lease:?}"), c);
+    leasehold_testkit::assert_no_secret("the lease record", &stored, c);
+    leasehold_testkit::assert_no_secret("error text", &format!("{err} {err:?}"), c);
+    leasehold_testkit::assert_no_secret("manager Debug", &format!("{m:?}"), c);
+    let text = logs.contents();
+    assert!(
+        text.contains(lease.lease_id.as_str()),
+        "the audit trail names the lease"
+    );
+    leasehold_testkit::assert_no_secret("TRACE logs", &text, c);
+}
+
+#[tokio::test]
+async fn invalid_requests_are_refused_before_any_provider_call() {
+    let store = MemoryStore::new();
+    let faulty = FaultyProvider::new(Arc::new(RecordingProvider::new()));
+    let templated = DynamicSecret::builder("templ", Arc::new(faulty.clone()))
+        .username_template("{{identity.name}}-{{random 4}}")
+        .build()
+        .unwrap();
+    let m = manager(&store, vec![templated]).await;
+    let calls_before = faulty.calls(Operation::Create);
+    for req in [
+        IssueRequest::new().identity("bad\u{7}name"),
+        IssueRequest::new().identity(""),
+        IssueRequest::new(), // the template needs an identity
+        IssueRequest::new()
+            .identity("x")
+            .ttl(Duration::from_secs(10 * 24 * 3600)),
+    ] {
+        let err = m.issue("templ", req.clone()).await.unwrap_err();
+        assert!(err.kind().is_invalid_input(), "{req:?}: {err}");
+    }
+    assert_eq!(faulty.calls(Operation::Create), calls_before);
+    assert!(store.is_empty());
+    // Bad definitions are refused at build time.
+    let p: Arc<dyn DynamicSecretProvider> = Arc::new(RecordingProvider::new());
+    assert!(DynamicSecret::builder("bad name", p.clone())
+        .build()
+        .is_err());
+    assert!(DynamicSecret::builder("x", p.clone())
+        .default_ttl(Duration::from_secs(100))
+        .max_ttl(Duration::from_secs(10))
+        .build()
+        .is_err());
+    assert!(DynamicSecret::builder("x", p.clone())
+        .username_template("{{nope}}")
+        .build()
+        .is_err());
+    assert!(DynamicSecret::builder("x", p)
+        .username_template("a b {{random 3}}")
+        .build()
+        .is_err());
+}
+
+#[tokio::test]
+async fn non_revocable_leases_just_close_at_expiry() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new().with_capabilities(
+        Capabilities::new()
+            .renewable(false)
+            .revocable(false)
+            .needs_password(false),
+    );
+    let m = manager(
+        &store,
+        vec![secret("sts-like", Arc::new(provider.clone()), 1, 10)],
+    )
+    .await;
+    let l = m.issue("sts-like", IssueRequest::new()).await.unwrap();
+    assert!(matches!(
+        l.credentials,
+        leasehold_core::Credentials::AwsKeys { .. }
+    ));
+    assert!(eventually(Duration::from_secs(5), || store.is_empty()).await);
+    assert_eq!(provider.revoke_calls(), 0, "nothing to revoke");
+}
+
+#[tokio::test]
+async fn managers_sharing_a_store_revoke_each_lease_once() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new().with_latency(Duration::from_millis(2));
+    let mut managers = Vec::new();
+    for _ in 0..3 {
+        managers.push(
+            manager(
+                &store,
+                vec![secret("shared", Arc::new(provider.clone()), 1, 10)],
+            )
+            .await,
+        );
+    }
+    for i in 0..150 {
+        managers[i % 3]
+            .issue("shared", IssueRequest::new())
+            .await
+            .unwrap();
+    }
+    drop(managers.pop()); // one instance goes away without shutdown
+    assert!(eventually(Duration::from_secs(15), || store.is_empty()).await);
+    assert_eq!(provider.live_count(), 0);
+    assert_eq!(provider.removed_count(), 150);
+    assert!(provider.removed_more_than_once().is_empty());
+    for m in &managers {
+        m.shutdown().await;
+    }
+}
+
+mod props {
+    use super::*;
+    use leasehold_core::manager::renewed_expiry;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn renew_is_min_of_increment_and_max(inc in 1u64..1_000_000, max_after in 0i64..1_000_000) {
+            let now = Utc::now();
+            let max = now + chrono::Duration::seconds(max_after);
+            let got = renewed_expiry(now, Duration::from_secs(inc), max);
+            prop_assert!(got <= max);
+            prop_assert!(got <= now + chrono::Duration::seconds(inc as i64));
+            prop_assert!(got == max || got == now + chrono::Duration::seconds(inc as i64));
+        }
+
+        #[test]
+        fn effective_ttl_respects_max(default in 1u64..10_000, extra in 0u64..10_000, req in proptest::option::of(1u64..30_000), clamp in any::<bool>()) {
+            let max = default + extra;
+            let s = DynamicSecret::builder("p", Arc::new(RecordingProvider::new()))
+                .default_ttl(Duration::from_secs(default))
+                .max_ttl(Duration::from_secs(max))
+                .ttl_over_max(if clamp { TtlOverMax::Clamp } else { TtlOverMax::Error })
+                .build()
+                .unwrap();
+            let want = req.unwrap_or(default);
+            match s.effective_ttl(req.map(Duration::from_secs)) {
+                Ok(ttl) => {
+                    prop_assert!(ttl.as_secs() <= max);
+                    prop_assert_eq!(ttl.as_secs(), want.min(max));
+                    prop_assert!(want <= max || clamp);
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.kind(), ErrorKind::TtlExceedsMax);
+                    prop_assert!(want > max && !clamp);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! The conformance suites: every sentence of the traits' `# Behavior` sections, as code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use leasehold_core::{
+    CreateRequest, Credentials, DynamicSecretProvider, ErrorKind, ExternalRef, LeaseFilter,
+    LeaseId, LeaseRecord, LeaseState, LeaseStore,
+};
+
+/// Checks whether a credential works against the real backend (AUTH on Redis, an STS call
+/// with an AWS key). Used by [`provider_conformance`].
+#[async_trait]
+pub trait CredentialProbe: Send + Sync {
+    /// Whether `credentials` authenticate now. Implementations may retry briefly for backends
+    /// that are eventually consistent.
+    async fn authenticates(&self, credentials: &Credentials) -> bool;
+}
+
+fn ms_now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+fn record(secret: &str, state: LeaseState, due_at: DateTime<Utc>) -> LeaseRecord {
+    let t = ms_now();
+    LeaseRecord {
+        id: LeaseId::generate(secret),
+        secret: secret.into(),
+        provider_kind: "conformance".into(),
+        identity: Some("conformance-identity".into()),
+        external: ExternalRef::new(format!(
+            "lh-{}",
+            leasehold_core::template::random_lowercase(12)
+        ))
+        .with_attr("group", "g-1")
+        .with_attr("access_key_id", "AKIAEXAMPLE"),
+        state,
+        issued_at: t,
+        expires_at: t + chrono::Duration::seconds(3600),
+        max_expires_at: t + chrono::Duration::seconds(7200),
+        renewable: true,
+        due_at: due_at.trunc_subsecs(3),
+        revoke_attempts: 0,
+        last_error: None,
+        claimed_by: None,
+        claim_until: None,
+        version: 7,
+    }
+}
+
+async fn insert(store: &dyn LeaseStore, r: &LeaseRecord) -> LeaseRecord {
+    store.insert(r).await.expect("insert");
+    let mut r = r.clone();
+    r.version = 1;
+    r
+}
+
+/// Runs the store suite against `store`, which must be empty; it is empty again afterwards.
+///
+/// Stores must keep timestamps to at least millisecond precision; the suite uses
+/// millisecond-truncated times.
+///
+/// ```no_run
+/// # async fn f() {
+/// let store = leasehold_core::MemoryStore::new();
+/// leasehold_testkit::store_conformance(&store).await;
+/// # }
+/// ```
+pub async fn store_conformance(store: &dyn LeaseStore) {
+    assert_eq!(
+        store.count(&LeaseFilter::all()).await.expect("count"),
+        0,
+        "store_conformance needs an empty store"
+    );
+    assert_eq!(
+        store.next_due().await.expect("next_due"),
+        None,
+        "empty store has no next_due"
+    );
+
+    // insert stores with version 1 and refuses duplicates; get round-trips every field.
+    let far = ms_now() + chrono::Duration::seconds(3600);
+    let a = record("conf-a", LeaseState::Active, far);
+    let a = insert(store, &a).await;
+    let got = store
+        .get(&a.id)
+        .await
+        .expect("get")
+        .expect("inserted lease is found");
+    assert_eq!(got, a, "get returns what insert stored, with version 1");
+    let dup = store
+        .insert(&a)
+        .await
+        .expect_err("duplicate insert must fail");
+    assert_eq!(dup.kind(), ErrorKind::AlreadyExists);
+    assert!(store
+        .get(&LeaseId::generate("conf-a"))
+        .await
+        .expect("get")
+        .is_none());
+
+    // update is compare-and-set.
+    let mut a2 = a.clone();
+    a2.state = LeaseState::Revoking;
+    a2.revoke_attempts = 2;
+    a2.last_error = Some("ProviderUnavailable: injected".into());
+    a2.identity = None;
+    let v = store
+        .update(&a2)
+        .await
+        .expect("update with current version");
+    assert_eq!(v, 2);
+    a2.version = 2;
+    assert_eq!(store.get(&a.id).await.unwrap().unwrap(), a2);
+    let stale = store.update(&a).await.expect_err("stale update must fail");
+    assert_eq!(stale.kind(), ErrorKind::Conflict);
+    let ghost = record("conf-a", LeaseState::Active, far);
+    let missing = store
+        .update(&ghost)
+        .await
+        .expect_err("update of a missing lease fails");
+    assert_eq!(missing.kind(), ErrorKind::LeaseNotFound);
+
+    // delete is compare-and-set too.
+    let e = store
+        .delete(&a.id, 1)
+        .await
+        .expect_err("stale delete must fail");
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    store
+        .delete(&a.id, 2)
+        .await
+        .expect("delete with current version");
+    let e = store
+        .delete(&a.id, 2)
+        .await
+        .expect_err("second delete must fail");
+    assert_eq!(e.kind(), ErrorKind::LeaseNotFound);
+    assert!(store.get(&a.id).await.unwrap().is_none());
+
+    // list and count: ordered by id, filters, paging.
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let secret = if i % 2 == 0 { "conf-even" } else { "conf-odd" };
+        let state = if i < 3 {
+            LeaseState::Active
+        } else {
+            LeaseState::Irrevocable
+        };
+        let r = insert(store, &record(secret, state, far)).await;
+        ids.push(r.id);
+    }
+    let all = store.list(&LeaseFilter::all()).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(
+        all.windows(2).all(|w| w[0].id < w[1].id),
+        "list is ordered by id"
+    );
+    assert_eq!(
+        store
+            .count(&LeaseFilter::secret("conf-even"))
+            .await
+            .unwrap(),
+        3
+    );
+    let irrevocable = store
+        .list(&LeaseFilter::all().state(LeaseState::Irrevocable))
+        .await
+        .unwrap();
+    assert_eq!(irrevocable.len(), 3);
+    assert!(irrevocable
+        .iter()
+        .all(|l| l.state == LeaseState::Irrevocable));
+    let two_states = LeaseFilter::all().states([LeaseState::Active, LeaseState::Irrevocable]);
+    assert_eq!(store.count(&two_states).await.unwrap(), 6);
+    assert_eq!(
+        store
+            .count(&LeaseFilter::secret("conf-odd").state(LeaseState::Active))
+            .await
+            .unwrap(),
+        1
+    );
+    let page1 = store.list(&LeaseFilter::all().limit(4)).await.unwrap();
+    assert_eq!(page1.len(), 4);
+    let page2 = store
+        .list(&LeaseFilter::all().after(Some(page1[3].id.clone())).limit(4))
+        .await
+        .unwrap();
+    assert_eq!(page2.len(), 2);
+    assert!(page2[0].id > page1[3].id);
+    assert_eq!(
+        store.count(&LeaseFilter::all().limit(1)).await.unwrap(),
+        6,
+        "count ignores limit"
+    );
+    for l in store.list(&LeaseFilter::all()).await.unwrap() {
+        store.delete(&l.id, l.version).await.unwrap();
+    }
+
+    // claim_due: due and unclaimed only, earliest first, limit, claims expire.
+    let now = ms_now();
+    let past = |s: i64| now - chrono::Duration::seconds(s);
+    let d1 = insert(store, &record("conf-due", LeaseState::Active, past(30))).await;
+    let d2 = insert(store, &record("conf-due", LeaseState::Revoking, past(20))).await;
+    let d3 = insert(store, &record("conf-due", LeaseState::Pending, past(10))).await;
+    let future = insert(
+        store,
+        &record(
+            "conf-due",
+            LeaseState::Active,
+            now + chrono::Duration::seconds(600),
+        ),
+    )
+    .await;
+    let revoked = insert(store, &record("conf-due", LeaseState::Revoked, past(40))).await;
+    let mut claimed_elsewhere = record("conf-due", LeaseState::Active, past(50));
+    claimed_elsewhere.claimed_by = Some("other".into());
+    claimed_elsewhere.claim_until = Some(now + chrono::Duration::seconds(300));
+    let claimed_elsewhere = insert(store, &claimed_elsewhere).await;
+
+    assert_eq!(
+        store.next_due().await.unwrap(),
+        Some(d1.due_at),
+        "next_due is the earliest claimable time, ignoring revoked and claimed leases"
+    );
+    let hold = Duration::from_secs(60);
+    let first = store.claim_due(now, "owner-1", hold, 2).await.unwrap();
+    assert_eq!(
+        first.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        vec![d1.id.clone(), d2.id.clone()],
+        "claim_due returns the earliest due first and honours limit"
+    );
+    for l in &first {
+        assert_eq!(l.claimed_by.as_deref(), Some("owner-1"));
+        assert_eq!(l.claim_until, Some(now + chrono::Duration::seconds(60)));
+        assert_eq!(l.version, 2, "claiming bumps the version");
+        assert_eq!(
+            store.get(&l.id).await.unwrap().as_ref(),
+            Some(l),
+            "claim is stored"
+        );
+    }
+    let second = store.claim_due(now, "owner-2", hold, 10).await.unwrap();
+    assert_eq!(
+        second.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        vec![d3.id.clone()],
+        "claimed, future, revoked and elsewhere-claimed leases are not claimed again"
+    );
+    assert!(store
+        .claim_due(now, "owner-3", hold, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // After the hold, claims come free: the other owner's lease too.
+    let later = now + chrono::Duration::seconds(301);
+    let third = store.claim_due(later, "owner-3", hold, 10).await.unwrap();
+    let mut third_ids: Vec<_> = third.iter().map(|l| l.id.clone()).collect();
+    third_ids.sort();
+    let mut expect = vec![
+        d1.id.clone(),
+        d2.id.clone(),
+        d3.id.clone(),
+        claimed_elsewhere.id.clone(),
+    ];
+    expect.sort();
+    assert_eq!(third_ids, expect, "expired claims are claimable by anyone");
+    assert!(third
+        .iter()
+        .all(|l| l.claimed_by.as_deref() == Some("owner-3")));
+    let _ = (future, revoked);
+    for l in store.list(&LeaseFilter::all()).await.unwrap() {
+        store.delete(&l.id, l.version).await.unwrap();
+    }
+
+    // Concurrent claimers never get the same lease.
+    let now = ms_now();
+    let mut due_ids = Vec::new();
+    for _ in 0..60 {
+        due_ids.push(
+            insert(
+                store,
+                &record(
+                    "conf-race",
+                    LeaseState::Active,
+                    now - chrono::Duration::seconds(1),
+                ),
+            )
+            .await
+            .id,
+        );
+    }
+    let claimers = (0..6).map(|i| {
+        let owner = format!("racer-{i}");
+        async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .claim_due(now, &owner, Duration::from_secs(60), 7)
+                    .await
+                    .expect("claim_due");
+                if got.is_empty() {
+                    break;
+                }
+                mine.extend(got.into_iter().map(|l| l.id));
+            }
+            mine
+        }
+    });
+    let results = futures::future::join_all(claimers).await;
+    let mut all_claimed: Vec<LeaseId> = results.into_iter().flatten().collect();
+    let total = all_claimed.len();
+    all_claimed.sort();
+    all_claimed.dedup();
+    assert_eq!(
+        total,
+        all_claimed.len(),
+        "a lease was claimed by two owners"
+    );
+    due_ids.sort();
+    assert_eq!(all_claimed, due_ids, "every due lease was claimed");
+    for l in store.list(&LeaseFilter::all()).await.unwrap() {
+        store.delete(&l.id, l.version).await.unwrap();
+    }
+    assert_eq!(store.count(&LeaseFilter::all()).await.unwrap(), 0);
+    assert_eq!(store.next_due().await.unwrap(), None);
+}
+
+fn fresh_username(provider: &dyn DynamicSecretProvider) -> String {
+    let rule = provider.name_rule();
+    let name = rule.normalize(&format!(
+        "lh-conf{}",
+        leasehold_core::template::random_lowercase(10)
+    ));
+    rule.check(&name)
+        .expect("the suite's usernames satisfy the provider's rule");
+    name
+}
+
+fn request_for(provider: &dyn DynamicSecretProvider, username: &str) -> CreateRequest {
+    let caps = provider.capabilities();
+    let mut ttl = Duration::from_secs(900);
+    if let Some(min) = caps.min_ttl {
+        ttl = ttl.max(min);
+    }
+    if let Some(max) = caps.max_ttl {
+        ttl = ttl.min(max);
+    }
+    let mut req = CreateRequest::new(LeaseId::generate("conformance"), username, ttl)
+        .with_identity(Some("conformance".into()));
+    if caps.needs_password {
+        req = req.with_password(
+            provider
+                .password_policy()
+                .generate()
+                .expect("policy generates"),
+        );
+    }
+    req
+}
+
+/// Runs the provider suite against a configured, reachable provider. `probe`, when given,
+/// checks credentials against the real backend.
+///
+/// ```no_run
+/// # async fn f() {
+/// use std::sync::Arc;
+/// let provider = Arc::new(leasehold_testkit::RecordingProvider::new());
+/// leasehold_testkit::provider_conformance(provider, None).await;
+/// # }
+/// ```
+pub async fn provider_conformance(
+    provider: Arc<dyn DynamicSecretProvider>,
+    probe: Option<&dyn CredentialProbe>,
+) {
+    let p = provider.as_ref();
+    let caps = p.capabilities();
+    assert!(!p.kind().is_empty(), "kind is not empty");
+    assert_eq!(p.kind(), p.kind(), "kind is stable");
+    if caps.needs_password {
+        p.password_policy()
+            .validate()
+            .expect("the default password policy is valid");
+    }
+    p.validate()
+        .await
+        .expect("validate succeeds on a good configuration");
+
+    let username = fresh_username(p);
+    let req = request_for(p, &username);
+    let created = p.create(&req).await.expect("create succeeds");
+    assert!(
+        !created.external.id.is_empty(),
+        "create returns a reference"
+    );
+    if let Credentials::UsernamePassword { username: u, .. } = &created.credentials {
+        assert_eq!(
+            u, &username,
+            "the credential carries the requested username"
+        );
+    }
+    if let Some(pw) = &req.password {
+        if let Credentials::UsernamePassword { password, .. } = &created.credentials {
+            use secrecy::ExposeSecret;
+            assert_eq!(
+                password.expose_secret(),
+                pw.expose_secret(),
+                "the requested password is used"
+            );
+        }
+    }
+    let debug = format!("{created:?} {req:?}");
+    crate::assert_no_secret(
+        "Debug of Created/CreateRequest",
+        &debug,
+        &created.credentials,
+    );
+    if let Some(probe) = probe {
+        assert!(
+            probe.authenticates(&created.credentials).await,
+            "a created credential works"
+        );
+    }
+
+    if caps.revocable {
+        // A username that exists is never overwritten.
+        let mut again = request_for(p, &username);
+        again.lease_id = LeaseId::generate("conformance");
+        let err = p
+            .create(&again)
+            .await
+            .expect_err("creating an existing username fails");
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+        if let Some(probe) = probe {
+            assert!(
+                probe.authenticates(&created.credentials).await,
+                "a refused duplicate create leaves the first credential working"
+            );
+        }
+    }
+
+    if caps.lists_managed {
+        let listed = p.list_managed("lh-conf").await.expect("list_managed");
+        assert!(
+            listed.iter().any(|m| m.external.id == created.external.id),
+            "list_managed finds the created credential"
+        );
+    }
+
+    if caps.renewable {
+        p.renew(
+            &created.external,
+            Utc::now() + chrono::Duration::seconds(1800),
+        )
+        .await
+        .expect("renew succeeds on a live credential");
+    }
+
+    p.revoke(&created.external).await.expect("revoke succeeds");
+    if caps.revocable {
+        if let Some(probe) = probe {
+            assert!(
+                !probe.authenticates(&created.credentials).await,
+                "a revoked credential no longer works"
+            );
+        }
+        if caps.lists_managed {
+            let listed = p.list_managed("lh-conf").await.expect("list_managed");
+            assert!(
+                !listed.iter().any(|m| m.external.id == created.external.id),
+                "list_managed no longer finds a revoked credential"
+            );
+        }
+    }
+    p.revoke(&created.external)
+        .await
+        .expect("revoke is idempotent");
+    // The write-ahead reference of a credential that was never created.
+    let never = ExternalRef::new(fresh_username(p));
+    p.revoke(&never)
+        .await
+        .expect("revoking a credential that never existed succeeds");
+}

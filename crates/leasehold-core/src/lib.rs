@@ -14,6 +14,7 @@ pub mod provider;
 pub mod secret;
 pub mod store;
 pub mod template;
+pub mod watch;
 
 pub use audit::{AuditAction, AuditEvent, AuditSink};
 pub use duration::{format_duration, parse_duration};
@@ -34,6 +35,7 @@ pub use store::{LeaseFilter, LeaseStore};
 pub use template::{
     RenderedStatement, StatementTemplate, StatementVars, TemplateVars, UsernameTemplate,
 };
+pub use watch::{CredentialWatch, WatchEvent, WatchOptions};
 
 // Re-exported so providers and hosts name the same versions.
 pub use async_trait::async_trait;

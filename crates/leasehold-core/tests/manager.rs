@@ -829,3 +829,116 @@ mod props {
         }
     }
 }
+
+mod watching {
+    use super::*;
+    use leasehold_core::{WatchEvent, WatchOptions};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watched_credential_renews_rotates_and_is_revoked_on_close() {
+        let store = MemoryStore::new();
+        let provider = RecordingProvider::new();
+        let m = manager(
+            &store,
+            vec![secret("watched", Arc::new(provider.clone()), 2, 5)],
+        )
+        .await;
+        let w = m
+            .watch(
+                "watched",
+                IssueRequest::new(),
+                WatchOptions::default().grace(Duration::from_millis(500)),
+            )
+            .await
+            .unwrap();
+        let mut events = w.events();
+        let changes = w.subscribe();
+        let first = w.current();
+        let mut seen = vec![first.clone()];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+        while tokio::time::Instant::now() < deadline {
+            let c = w.current();
+            assert!(
+                provider.authenticates(&c.credentials),
+                "current() always works"
+            );
+            if seen.last().unwrap().lease_id != c.lease_id {
+                seen.push(c);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            seen.len() >= 3,
+            "at least two rotations in 12 s with max_ttl 5 s: {}",
+            seen.len()
+        );
+        assert!(
+            changes.has_changed().unwrap(),
+            "subscribers hear of rotations"
+        );
+        // Replaced credentials stop working once their grace is over.
+        assert!(!provider.authenticates(&first.credentials));
+        let mut renewed = 0;
+        let mut rotated = 0;
+        while let Ok(e) = events.try_recv() {
+            match e {
+                WatchEvent::Renewed { .. } => renewed += 1,
+                WatchEvent::Rotated { .. } => rotated += 1,
+                _ => {}
+            }
+        }
+        assert!(
+            renewed >= 1 && rotated >= 2,
+            "renewed {renewed}, rotated {rotated}"
+        );
+        w.close().await.unwrap();
+        assert_eq!(
+            provider.live_count(),
+            0,
+            "close revokes everything the watch issued"
+        );
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn renew_failures_are_retried_and_reported() {
+        let store = MemoryStore::new();
+        let provider = RecordingProvider::new();
+        let faulty = FaultyProvider::new(Arc::new(provider.clone()));
+        let m = manager(
+            &store,
+            vec![secret("wobbly", Arc::new(faulty.clone()), 3, 30)],
+        )
+        .await;
+        faulty.fail_next(Operation::Renew, 2, Fault::unavailable());
+        let w = m
+            .watch(
+                "wobbly",
+                IssueRequest::new(),
+                WatchOptions::default()
+                    .retry_delay(Duration::from_millis(100))
+                    .jitter(0.0),
+            )
+            .await
+            .unwrap();
+        let mut events = w.events();
+        let mut failed = 0;
+        let mut renewed = false;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+        while tokio::time::Instant::now() < deadline && !renewed {
+            match tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+                Ok(Ok(WatchEvent::RefreshFailed { kind, .. })) => {
+                    assert_eq!(kind, ErrorKind::ProviderUnavailable);
+                    failed += 1;
+                }
+                Ok(Ok(WatchEvent::Renewed { .. })) => renewed = true,
+                _ => {}
+            }
+            assert!(provider.authenticates(&w.current().credentials));
+        }
+        assert_eq!(failed, 2, "both failures were reported");
+        assert!(renewed, "the third try renewed");
+        drop(w); // dropping revokes too
+        assert!(eventually(Duration::from_secs(5), || provider.live_count() == 0).await);
+    }
+}

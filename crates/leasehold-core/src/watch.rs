@@ -1,0 +1,465 @@
+//! [`CredentialWatch`]: a credential that keeps itself fresh, for application code.
+//!
+//! `manager.watch(secret, request, options)` issues a lease and then, in the background,
+//! renews it before it expires; when renewal is capped by the max TTL or refused, it issues a
+//! **new** credential ahead of time, publishes it, and revokes the old one after a grace
+//! period so in-flight work can finish. Closing (or dropping) the watch revokes everything it
+//! issued.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::manager::{IssueRequest, IssuedLease, LeaseManager};
+use crate::model::LeaseId;
+
+/// How a [`CredentialWatch`] refreshes its credential.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct WatchOptions {
+    /// Refresh when this fraction of the remaining lifetime has passed (default 2/3: renew with
+    /// a third of the TTL left).
+    pub refresh_at: f64,
+    /// Random spread of the refresh time, as a fraction of the wait (default 0.1), so that
+    /// replicas do not renew in lock-step.
+    pub jitter: f64,
+    /// How long a replaced credential keeps working before it is revoked (default 30 s; never
+    /// past its own expiry).
+    pub grace: Duration,
+    /// First delay after a failed renew or re-issue (default 1 s, doubling, capped at a
+    /// quarter of the remaining lifetime).
+    pub retry_delay: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            refresh_at: 2.0 / 3.0,
+            jitter: 0.1,
+            grace: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+impl WatchOptions {
+    /// Sets the grace period of replaced credentials.
+    #[must_use]
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Sets the refresh fraction (0 < f < 1).
+    #[must_use]
+    pub fn refresh_at(mut self, fraction: f64) -> Self {
+        self.refresh_at = fraction;
+        self
+    }
+
+    /// Sets the jitter fraction (0 <= j < 1).
+    #[must_use]
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Sets the first retry delay.
+    #[must_use]
+    pub fn retry_delay(mut self, d: Duration) -> Self {
+        self.retry_delay = d;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.refresh_at > 0.0 && self.refresh_at < 1.0) {
+            return Err(Error::invalid_config(
+                "watch refresh_at: must be between 0 and 1",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.jitter) {
+            return Err(Error::invalid_config("watch jitter: must be in [0, 1)"));
+        }
+        if self.retry_delay.is_zero() {
+            return Err(Error::invalid_config("watch retry_delay: must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// What happened to a watched credential.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum WatchEvent {
+    /// The lease was renewed until `expires_at`; the credential is unchanged.
+    Renewed {
+        /// The lease.
+        lease_id: LeaseId,
+        /// The new expiry.
+        expires_at: DateTime<Utc>,
+    },
+    /// A new credential replaced the old one (published on the watch channel).
+    Rotated {
+        /// The old lease, revoked after the grace period.
+        old: LeaseId,
+        /// The new lease.
+        new: LeaseId,
+    },
+    /// A replaced credential was revoked after its grace period.
+    RetiredRevoked {
+        /// The old lease.
+        lease_id: LeaseId,
+    },
+    /// A renew or re-issue failed; it is retried.
+    RefreshFailed {
+        /// The lease being refreshed.
+        lease_id: LeaseId,
+        /// The error kind.
+        kind: ErrorKind,
+        /// The error message (no secret material).
+        message: String,
+        /// When the next try happens.
+        retry_at: DateTime<Utc>,
+    },
+    /// The current credential will expire before a replacement exists.
+    ExpiringWithoutReplacement {
+        /// The lease.
+        lease_id: LeaseId,
+        /// When it expires.
+        expires_at: DateTime<Utc>,
+    },
+}
+
+/// A credential kept fresh in the background. Cheap to read; see the module docs.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f(manager: leasehold_core::LeaseManager) -> leasehold_core::Result<()> {
+/// use leasehold_core::{IssueRequest, WatchOptions};
+///
+/// let watch = manager.watch("orders-cache", IssueRequest::new(), WatchOptions::default()).await?;
+/// let creds = watch.current();              // always the freshest credential
+/// let mut changes = watch.subscribe();      // rebuild a pool when it changes
+/// # let _ = (creds, &mut changes);
+/// watch.close().await?;                     // revokes everything it issued
+/// # Ok(()) }
+/// ```
+pub struct CredentialWatch {
+    rx: watch::Receiver<Arc<IssuedLease>>,
+    events: broadcast::Sender<WatchEvent>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<()>>>,
+}
+
+impl fmt::Debug for CredentialWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialWatch")
+            .field("current", &self.rx.borrow().lease_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CredentialWatch {
+    /// The current credential.
+    pub fn current(&self) -> Arc<IssuedLease> {
+        self.rx.borrow().clone()
+    }
+
+    /// A receiver that is notified whenever the credential is replaced.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<IssuedLease>> {
+        let mut rx = self.rx.clone();
+        rx.mark_unchanged();
+        rx
+    }
+
+    /// Renewals, rotations, failures and warnings, as they happen.
+    pub fn events(&self) -> broadcast::Receiver<WatchEvent> {
+        self.events.subscribe()
+    }
+
+    /// Stops refreshing and revokes every lease this watch issued. Returns the first
+    /// revocation error, if any (the manager keeps retrying those leases).
+    pub async fn close(mut self) -> Result<()> {
+        self.shutdown().await
+    }
+
+    async fn shutdown(&mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|_| Error::unexpected("the watch task panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for CredentialWatch {
+    fn drop(&mut self) {
+        // The task revokes everything when told to stop; it runs on without us.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+struct Retired {
+    lease_id: LeaseId,
+    revoke_at: DateTime<Utc>,
+}
+
+fn to_std(d: chrono::Duration) -> Duration {
+    d.to_std().unwrap_or(Duration::ZERO)
+}
+
+impl LeaseManager {
+    /// Issues a lease of `secret` and keeps it fresh in the background; see [`CredentialWatch`].
+    pub async fn watch(
+        &self,
+        secret: &str,
+        request: IssueRequest,
+        options: WatchOptions,
+    ) -> Result<CredentialWatch> {
+        options.validate()?;
+        let first = self.issue(secret, request.clone()).await?;
+        let (tx, rx) = watch::channel(Arc::new(first));
+        let (events, _) = broadcast::channel(64);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run_watch(
+            self.clone(),
+            secret.to_string(),
+            request,
+            options,
+            tx,
+            events.clone(),
+            stop_rx,
+        ));
+        Ok(CredentialWatch {
+            rx,
+            events,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
+    }
+}
+
+async fn run_watch(
+    manager: LeaseManager,
+    secret: String,
+    request: IssueRequest,
+    options: WatchOptions,
+    tx: watch::Sender<Arc<IssuedLease>>,
+    events: broadcast::Sender<WatchEvent>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<()> {
+    let mut retired: Vec<Retired> = Vec::new();
+    // Start of the current refresh window: issue time, then each successful renew.
+    let mut window_start = Utc::now();
+    let mut failures: u32 = 0;
+    let mut next_try: Option<DateTime<Utc>> = None;
+    let mut warned_expiry = false;
+    loop {
+        let current = tx.borrow().clone();
+        let now = Utc::now();
+        let refresh_at = next_try.unwrap_or_else(|| {
+            let window = to_std(current.expires_at - window_start);
+            let mut wait = window.mul_f64(options.refresh_at);
+            if options.jitter > 0.0 {
+                let j = rand::rng().random_range(-options.jitter..options.jitter);
+                wait = wait.mul_f64(1.0 + j);
+            }
+            window_start + chrono::Duration::from_std(wait).unwrap_or_default()
+        });
+        let next_retire = retired.iter().map(|r| r.revoke_at).min();
+        let wake_at = next_retire.map_or(refresh_at, |r| r.min(refresh_at));
+        let sleep = tokio::time::sleep(to_std(wake_at - now));
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = sleep => {}
+        }
+
+        // Revoke retired credentials whose grace is over.
+        let now = Utc::now();
+        let (due, keep): (Vec<_>, Vec<_>) = retired.into_iter().partition(|r| r.revoke_at <= now);
+        retired = keep;
+        for r in due {
+            match manager.revoke(&r.lease_id).await {
+                Ok(()) => {
+                    let _ = events.send(WatchEvent::RetiredRevoked {
+                        lease_id: r.lease_id,
+                    });
+                }
+                // Already gone (expired and revoked by the worker): fine.
+                Err(e) if e.kind() == ErrorKind::LeaseNotFound => {}
+                Err(e) => {
+                    // The manager has scheduled it for retry; it is no longer ours to track.
+                    tracing::warn!(lease_id = %r.lease_id, error = %e, "could not revoke a replaced credential; the manager will retry");
+                }
+            }
+        }
+        if Utc::now() < refresh_at {
+            continue;
+        }
+
+        // Refresh: renew if that still buys time, else issue a replacement.
+        let renewable = current.renewable && current.expires_at < current.max_expires_at;
+        let outcome = if renewable {
+            match manager.renew(&current.lease_id, None).await {
+                Ok(rec) => {
+                    let capped = rec.expires_at >= rec.max_expires_at;
+                    tx.send_if_modified(|v| {
+                        let mut updated = (**v).clone();
+                        updated.expires_at = rec.expires_at;
+                        *v = Arc::new(updated);
+                        false // same credential: no need to wake consumers
+                    });
+                    let _ = events.send(WatchEvent::Renewed {
+                        lease_id: rec.id.clone(),
+                        expires_at: rec.expires_at,
+                    });
+                    if capped {
+                        // The next refresh must be a rotation; schedule it in the same spirit.
+                        tracing::debug!(lease_id = %rec.id, "lease renewed up to its max TTL");
+                    }
+                    Ok(())
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::RenewLimitReached | ErrorKind::NotRenewable
+                    ) =>
+                {
+                    rotate(
+                        &manager,
+                        &secret,
+                        &request,
+                        &options,
+                        &tx,
+                        &events,
+                        &mut retired,
+                    )
+                    .await
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::LeaseNotFound
+                            | ErrorKind::LeaseExpired
+                            | ErrorKind::LeaseRevoked
+                    ) =>
+                {
+                    // The lease is gone (revoked by an operator?): replace it at once.
+                    rotate(
+                        &manager,
+                        &secret,
+                        &request,
+                        &options,
+                        &tx,
+                        &events,
+                        &mut retired,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            rotate(
+                &manager,
+                &secret,
+                &request,
+                &options,
+                &tx,
+                &events,
+                &mut retired,
+            )
+            .await
+        };
+        match outcome {
+            Ok(()) => {
+                failures = 0;
+                next_try = None;
+                warned_expiry = false;
+                window_start = Utc::now();
+            }
+            Err(e) => {
+                failures += 1;
+                let current = tx.borrow().clone();
+                let remaining = to_std(current.expires_at - Utc::now());
+                let delay = options
+                    .retry_delay
+                    .saturating_mul(1 << failures.min(16).saturating_sub(1))
+                    .min((remaining / 4).max(Duration::from_millis(100)));
+                let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                tracing::warn!(lease_id = %current.lease_id, error = %e, "refreshing a watched credential failed; retrying");
+                let _ = events.send(WatchEvent::RefreshFailed {
+                    lease_id: current.lease_id.clone(),
+                    kind: e.kind(),
+                    message: e.to_string(),
+                    retry_at,
+                });
+                if retry_at >= current.expires_at && !warned_expiry {
+                    warned_expiry = true;
+                    let _ = events.send(WatchEvent::ExpiringWithoutReplacement {
+                        lease_id: current.lease_id.clone(),
+                        expires_at: current.expires_at,
+                    });
+                }
+                next_try = Some(retry_at);
+            }
+        }
+    }
+
+    // Stopped: revoke everything this watch issued.
+    let mut first_err = None;
+    let current = tx.borrow().lease_id.clone();
+    for id in retired
+        .into_iter()
+        .map(|r| r.lease_id)
+        .chain(std::iter::once(current))
+    {
+        match manager.revoke(&id).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::LeaseNotFound => {}
+            Err(e) => {
+                if first_err.is_none() {
+                    first_err = Some(e);
+                }
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+async fn rotate(
+    manager: &LeaseManager,
+    secret: &str,
+    request: &IssueRequest,
+    options: &WatchOptions,
+    tx: &watch::Sender<Arc<IssuedLease>>,
+    events: &broadcast::Sender<WatchEvent>,
+    retired: &mut Vec<Retired>,
+) -> Result<()> {
+    let fresh = manager.issue(secret, request.clone()).await?;
+    let old = tx.borrow().clone();
+    let grace_end = Utc::now() + chrono::Duration::from_std(options.grace).unwrap_or_default();
+    retired.push(Retired {
+        lease_id: old.lease_id.clone(),
+        revoke_at: grace_end.min(old.expires_at),
+    });
+    let new_id = fresh.lease_id.clone();
+    tx.send_replace(Arc::new(fresh));
+    let _ = events.send(WatchEvent::Rotated {
+        old: old.lease_id.clone(),
+        new: new_id,
+    });
+    Ok(())
+}

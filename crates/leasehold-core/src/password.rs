@@ -1,7 +1,14 @@
-//! Password policies: length, alphabet, required character classes; generated from the
-//! OS-seeded CSPRNG with unbiased sampling.
+//! Password policies: length, alphabet, required character classes, and the target's own rule;
+//! generated from the OS-seeded CSPRNG with unbiased sampling.
+//!
+//! Every character is an index drawn with [`rand::distr::Uniform`] (Lemire's widening multiply
+//! with rejection, exactly uniform) from [`rand::rng`] (ChaCha, seeded and periodically reseeded
+//! from the operating system). Passwords that miss a required class are rejected and drawn
+//! again, so a password is uniform over every password the policy accepts. A policy that cannot
+//! be met, or whose required classes are so unlikely at its length that rejection would spin, is
+//! refused when it is built.
 
-use rand::Rng;
+use rand::distr::{Distribution, Uniform};
 use secrecy::SecretString;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -9,11 +16,86 @@ use crate::error::{Error, ErrorKind, Result};
 const LOWER: &str = "abcdefghijklmnopqrstuvwxyz";
 const UPPER: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 const DIGITS: &str = "0123456789";
-/// The non-alphanumeric characters ElastiCache and MemoryDB accept in passwords and AUTH tokens.
+
+/// The non-alphanumeric characters of the default ElastiCache / MemoryDB alphabet.
+///
+/// The current rule for RBAC user passwords allows more (see [`PasswordRule::AwsCache`]); these
+/// eight are the ones every documented ElastiCache password rule accepts (the `AUTH` token rule
+/// and the earlier RBAC rule allowed exactly these), so the default works on every engine
+/// version. Hosts that put a password into a URL must percent-encode it (`#`, `&`).
 pub const AWS_CACHE_SPECIALS: &str = "!&#$^<>-";
+
+/// Characters ElastiCache and MemoryDB refuse in user passwords: `,` `"` `/` `@` (ElastiCache
+/// user guide, "Role-Based Access Control (RBAC)"; MemoryDB developer guide, "Authenticating
+/// users with Access Control Lists (ACLs)").
+pub const AWS_CACHE_FORBIDDEN: &str = ",\"/@";
 
 /// The longest password any policy may produce.
 pub const MAX_PASSWORD_LEN: usize = 4096;
+
+/// The most required classes a policy may have (the satisfiability check is exponential in it).
+pub const MAX_REQUIRED_CLASSES: usize = 8;
+
+/// The least probability that a uniformly drawn password meets every required class. Below it
+/// the policy is refused: rejection sampling would need more than 100 draws on average.
+const MIN_ACCEPT_PROBABILITY: f64 = 0.01;
+
+/// Draws before [`PasswordPolicy::generate`] gives up. With an acceptance probability of at
+/// least 1 %, running out happens with probability below 0.99^4096 ≈ 1e-18.
+const MAX_DRAWS: usize = 4096;
+
+/// What a target system accepts as a password, whatever alphabet a policy picks.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PasswordRule {
+    /// ElastiCache (Valkey / Redis OSS RBAC) and MemoryDB user passwords: 16 to 128 printable
+    /// characters, not `,` `"` `/` `@` (ElastiCache user guide, "Role-Based Access Control
+    /// (RBAC)"; MemoryDB developer guide, "Authenticating users with Access Control Lists").
+    /// leasehold reads "printable" as printable ASCII without the space.
+    AwsCache,
+    /// Redis / Valkey ACL passwords (`ACL SETUSER u >password`): the server takes any bytes;
+    /// leasehold keeps to printable ASCII without spaces, at most 4096 characters, so a password
+    /// can be typed, quoted in a config file and passed to `redis-cli`.
+    RedisAcl,
+    /// Anything without control characters, 1 to 4096 characters.
+    Any,
+}
+
+impl PasswordRule {
+    /// A short human name of the rule, used in error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PasswordRule::AwsCache => "ElastiCache/MemoryDB password",
+            PasswordRule::RedisAcl => "Redis ACL password",
+            PasswordRule::Any => "password",
+        }
+    }
+
+    /// The shortest password the target accepts.
+    pub fn min_len(self) -> usize {
+        match self {
+            PasswordRule::AwsCache => 16,
+            PasswordRule::RedisAcl | PasswordRule::Any => 1,
+        }
+    }
+
+    /// The longest password the target accepts.
+    pub fn max_len(self) -> usize {
+        match self {
+            PasswordRule::AwsCache => 128,
+            PasswordRule::RedisAcl | PasswordRule::Any => MAX_PASSWORD_LEN,
+        }
+    }
+
+    /// Whether the target accepts `c` in a password.
+    pub fn allows(self, c: char) -> bool {
+        match self {
+            PasswordRule::AwsCache => c.is_ascii_graphic() && !AWS_CACHE_FORBIDDEN.contains(c),
+            PasswordRule::RedisAcl => c.is_ascii_graphic(),
+            PasswordRule::Any => !c.is_control(),
+        }
+    }
+}
 
 /// A password policy.
 ///
@@ -24,28 +106,43 @@ pub const MAX_PASSWORD_LEN: usize = 4096;
 /// let policy = PasswordPolicy::elasticache();
 /// let pw = policy.generate().unwrap();
 /// assert_eq!(pw.expose_secret().len(), 64);
+/// assert!(policy.accepts(pw.expose_secret()));
+///
+/// // Policies the target would refuse, or that cannot be met, are refused when built.
+/// assert!(PasswordPolicy::elasticache().with_length(12).is_err());
+/// assert!(PasswordPolicy::elasticache().with_alphabet("abc@def").is_err());
+/// assert!(PasswordPolicy::new(2, "abc").unwrap().require("a").unwrap().require("b").unwrap().require("c").is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasswordPolicy {
     length: usize,
     alphabet: Vec<char>,
+    /// Each class as given (deduplicated); only its overlap with the alphabet matters.
     required: Vec<Vec<char>>,
-    min_length: usize,
-    max_length: usize,
+    rule: PasswordRule,
+}
+
+fn chars_of(s: &str) -> Vec<char> {
+    let mut chars: Vec<char> = s.chars().collect();
+    chars.sort_unstable();
+    chars.dedup();
+    chars
 }
 
 impl PasswordPolicy {
-    /// A policy of `length` characters drawn from `alphabet`, no required classes.
+    /// A policy of `length` characters drawn from `alphabet`, no required classes, checked
+    /// against [`PasswordRule::Any`].
     pub fn new(length: usize, alphabet: &str) -> Result<Self> {
-        let mut chars: Vec<char> = alphabet.chars().collect();
-        chars.sort_unstable();
-        chars.dedup();
+        Self::for_rule(PasswordRule::Any, length, alphabet)
+    }
+
+    /// A policy of `length` characters drawn from `alphabet` that `rule` must accept.
+    pub fn for_rule(rule: PasswordRule, length: usize, alphabet: &str) -> Result<Self> {
         let p = PasswordPolicy {
             length,
-            alphabet: chars,
+            alphabet: chars_of(alphabet),
             required: Vec::new(),
-            min_length: 1,
-            max_length: MAX_PASSWORD_LEN,
+            rule,
         };
         p.validate()?;
         Ok(p)
@@ -53,33 +150,24 @@ impl PasswordPolicy {
 
     /// Requires at least one character from `class` (which must overlap the alphabet).
     pub fn require(mut self, class: &str) -> Result<Self> {
-        let class: Vec<char> = class
-            .chars()
-            .filter(|c| self.alphabet.contains(c))
-            .collect();
-        if class.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidConfig,
-                "password_policy: a required character class shares no character with the alphabet",
-            ));
-        }
-        self.required.push(class);
+        self.required.push(chars_of(class));
         self.validate()?;
         Ok(self)
     }
 
-    /// Sets the length, keeping the target's bounds.
+    /// Sets the length, keeping the target's rule.
     pub fn with_length(mut self, length: usize) -> Result<Self> {
         self.length = length;
         self.validate()?;
         Ok(self)
     }
 
-    /// Sets the bounds the length must stay within (a target's own rule).
-    fn with_bounds(mut self, min: usize, max: usize) -> Self {
-        self.min_length = min;
-        self.max_length = max;
-        self
+    /// Replaces the alphabet, keeping the length, the required classes and the target's rule;
+    /// every character must be one the target accepts.
+    pub fn with_alphabet(mut self, alphabet: &str) -> Result<Self> {
+        self.alphabet = chars_of(alphabet);
+        self.validate()?;
+        Ok(self)
     }
 
     /// The password length.
@@ -92,26 +180,55 @@ impl PasswordPolicy {
         &self.alphabet
     }
 
-    /// Checks the policy can be satisfied.
+    /// The required classes, each as given to [`require`](Self::require).
+    pub fn required_classes(&self) -> &[Vec<char>] {
+        &self.required
+    }
+
+    /// The target's rule the policy is checked against.
+    pub fn rule(&self) -> PasswordRule {
+        self.rule
+    }
+
+    /// Checks the policy can be satisfied and that the target accepts what it produces.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| {
-            Err(Error::new(
-                ErrorKind::InvalidConfig,
-                format!("password_policy: {m}"),
-            ))
+            Err(
+                Error::new(ErrorKind::InvalidConfig, format!("password_policy: {m}"))
+                    .with_context("field", "password_policy"),
+            )
         };
         if self.alphabet.is_empty() {
             return bad("the alphabet is empty".into());
         }
-        if let Some(c) = self.alphabet.iter().find(|c| c.is_control()) {
-            return bad(format!("the alphabet contains the control character {c:?}"));
-        }
-        if self.length < self.min_length || self.length > self.max_length {
+        if let Some(c) = self.alphabet.iter().find(|c| !self.rule.allows(**c)) {
             return bad(format!(
-                "length {} is outside {}..={}",
-                self.length, self.min_length, self.max_length
+                "the alphabet contains {c:?}, which a {} may not contain",
+                self.rule.describe()
             ));
         }
+        let (min, max) = (self.rule.min_len(), self.rule.max_len());
+        if self.length < min || self.length > max {
+            return bad(format!(
+                "length {} is outside {min}..={max} for a {}",
+                self.length,
+                self.rule.describe()
+            ));
+        }
+        if self.required.len() > MAX_REQUIRED_CLASSES {
+            return bad(format!(
+                "{} required character classes, at most {MAX_REQUIRED_CLASSES} are allowed",
+                self.required.len()
+            ));
+        }
+        if self
+            .required
+            .iter()
+            .any(|class| !class.iter().any(|c| self.alphabet.contains(c)))
+        {
+            return bad("a required character class shares no character with the alphabet".into());
+        }
+        // One character per class always meets the policy, so this makes it satisfiable.
         if self.required.len() > self.length {
             return bad(format!(
                 "length {} is shorter than the {} required character classes",
@@ -119,7 +236,51 @@ impl PasswordPolicy {
                 self.required.len()
             ));
         }
+        let p = self.accept_probability();
+        if p < MIN_ACCEPT_PROBABILITY {
+            return bad(format!(
+                "a random password of length {} meets every required class with probability {p:.2e}; \
+                 lengthen the password or drop a class",
+                self.length
+            ));
+        }
         Ok(())
+    }
+
+    /// The probability that `length` uniform draws from the alphabet hit every required class,
+    /// by inclusion–exclusion over the classes missed.
+    fn accept_probability(&self) -> f64 {
+        let n = self.alphabet.len() as f64;
+        let k = self.required.len();
+        let classes: Vec<Vec<char>> = self
+            .required
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .copied()
+                    .filter(|c| self.alphabet.contains(c))
+                    .collect()
+            })
+            .collect();
+        let mut p = 0.0;
+        for mask in 0u32..(1u32 << k) {
+            let mut union: Vec<char> = Vec::new();
+            for (i, class) in classes.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    union.extend(class);
+                }
+            }
+            union.sort_unstable();
+            union.dedup();
+            let miss = (n - union.len() as f64) / n;
+            let term = miss.powi(self.length.min(i32::MAX as usize) as i32);
+            if mask.count_ones() % 2 == 0 {
+                p += term;
+            } else {
+                p -= term;
+            }
+        }
+        p
     }
 
     /// Whether `password` satisfies the policy.
@@ -137,25 +298,30 @@ impl PasswordPolicy {
     /// the policy accepts.
     pub fn generate(&self) -> Result<SecretString> {
         self.validate()?;
+        let index = Uniform::new(0, self.alphabet.len()).map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidConfig,
+                "password_policy: the alphabet is empty",
+            )
+        })?;
         let mut rng = rand::rng();
-        // A valid policy is satisfied with positive probability; the bound only guards against
-        // pathological policies (many classes, tiny lengths).
-        for _ in 0..10_000 {
-            let pw: String = (0..self.length)
-                .map(|_| self.alphabet[rng.random_range(0..self.alphabet.len())])
-                .collect();
+        let mut pw = String::with_capacity(self.length * 4);
+        for _ in 0..MAX_DRAWS {
+            pw.clear();
+            pw.extend((0..self.length).map(|_| self.alphabet[index.sample(&mut rng)]));
             if self.accepts(&pw) {
                 return Ok(SecretString::from(pw));
             }
         }
         Err(Error::new(
-            ErrorKind::InvalidConfig,
-            "password_policy: required classes are too unlikely at this length; lengthen the password",
+            ErrorKind::Unexpected,
+            "password_policy: no password met the required classes; lengthen the password",
         ))
     }
 
-    /// ElastiCache RBAC user passwords: 16 to 128 printable characters; default 64 from
-    /// letters, digits and `!&#$^<>-`, with a lower-case letter, an upper-case letter and a digit.
+    /// ElastiCache RBAC user passwords ([`PasswordRule::AwsCache`]: 16 to 128 characters);
+    /// default 64 from letters, digits and [`AWS_CACHE_SPECIALS`], with a lower-case letter, an
+    /// upper-case letter and a digit.
     pub fn elasticache() -> Self {
         Self::aws_cache_default()
     }
@@ -167,19 +333,18 @@ impl PasswordPolicy {
 
     fn aws_cache_default() -> Self {
         let alphabet = format!("{LOWER}{UPPER}{DIGITS}{AWS_CACHE_SPECIALS}");
-        PasswordPolicy::new(64, &alphabet)
+        PasswordPolicy::for_rule(PasswordRule::AwsCache, 64, &alphabet)
             .and_then(|p| p.require(LOWER))
             .and_then(|p| p.require(UPPER))
             .and_then(|p| p.require(DIGITS))
-            .map(|p| p.with_bounds(16, 128))
             .expect("built-in policy is valid")
     }
 
-    /// Redis / Valkey ACL passwords: default 64 characters from letters, digits, `-` and `_`
-    /// (no spaces, nothing an ACL file would misread).
+    /// Redis / Valkey ACL passwords ([`PasswordRule::RedisAcl`]): default 64 characters from
+    /// letters, digits, `-` and `_` (no spaces, nothing an ACL file or a URL would misread).
     pub fn redis() -> Self {
         let alphabet = format!("{LOWER}{UPPER}{DIGITS}-_");
-        PasswordPolicy::new(64, &alphabet)
+        PasswordPolicy::for_rule(PasswordRule::RedisAcl, 64, &alphabet)
             .and_then(|p| p.require(LOWER))
             .and_then(|p| p.require(UPPER))
             .and_then(|p| p.require(DIGITS))
@@ -209,11 +374,13 @@ mod tests {
         for p in [
             PasswordPolicy::default(),
             PasswordPolicy::elasticache(),
+            PasswordPolicy::memorydb(),
             PasswordPolicy::redis(),
         ] {
             for _ in 0..200 {
                 let pw = p.generate().unwrap();
                 assert!(p.accepts(pw.expose_secret()));
+                assert!(pw.expose_secret().chars().all(|c| p.rule().allows(c)));
             }
         }
     }
@@ -222,6 +389,8 @@ mod tests {
     fn unsatisfiable_policies_are_refused() {
         assert!(PasswordPolicy::new(8, "").is_err());
         assert!(PasswordPolicy::new(0, "abc").is_err());
+        assert!(PasswordPolicy::new(8, "ab\u{7}").is_err());
+        assert!(PasswordPolicy::new(MAX_PASSWORD_LEN + 1, "ab").is_err());
         assert!(PasswordPolicy::new(1, "ab")
             .unwrap()
             .require("a")
@@ -234,5 +403,51 @@ mod tests {
             .is_err());
         assert!(PasswordPolicy::elasticache().with_length(15).is_err());
         assert!(PasswordPolicy::elasticache().with_length(129).is_err());
+        assert!(PasswordPolicy::elasticache().with_length(16).is_ok());
+        assert!(PasswordPolicy::elasticache().with_length(128).is_ok());
+        // Satisfiable in principle, but a uniform draw of 4 would hit both rarely (0.3 %).
+        let rare = PasswordPolicy::new(4, &format!("{LOWER}{UPPER}{DIGITS}!"))
+            .unwrap()
+            .require("!")
+            .unwrap();
+        let e = rare.require("q").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(e.to_string().contains("probability"), "{e}");
+    }
+
+    #[test]
+    fn target_rules_bound_the_alphabet() {
+        for c in AWS_CACHE_FORBIDDEN.chars().chain([' ', 'é']) {
+            let alphabet = format!("{LOWER}{UPPER}{DIGITS}{c}");
+            assert!(
+                PasswordPolicy::elasticache()
+                    .with_alphabet(&alphabet)
+                    .is_err(),
+                "{c:?}"
+            );
+        }
+        let wide: String = (0x21u8..=0x7e)
+            .map(char::from)
+            .filter(|c| !AWS_CACHE_FORBIDDEN.contains(*c))
+            .collect();
+        let p = PasswordPolicy::elasticache().with_alphabet(&wide).unwrap();
+        assert_eq!(p.alphabet().len(), 90);
+        assert!(PasswordPolicy::redis().with_alphabet("ab cd").is_err());
+        // Changing the alphabet re-checks the required classes.
+        assert!(PasswordPolicy::elasticache()
+            .with_alphabet("abcdefghijklmnop")
+            .is_err());
+    }
+
+    #[test]
+    fn accept_probability_matches_a_hand_count() {
+        // Alphabet {a, b}, length 2, require a and b: ab and ba of 4 passwords.
+        let p = PasswordPolicy::new(2, "ab")
+            .unwrap()
+            .require("a")
+            .unwrap()
+            .require("b")
+            .unwrap();
+        assert!((p.accept_probability() - 0.5).abs() < 1e-12);
     }
 }

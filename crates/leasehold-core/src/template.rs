@@ -45,9 +45,8 @@ const MAX_RANDOM_LEN: u64 = 256;
 /// Longest template source accepted.
 pub const MAX_TEMPLATE_LEN: usize = 16 * 1024;
 
-/// Deepest nesting of parentheses (subexpressions) accepted; the handlebars parser recurses
-/// once per level, so unbounded nesting could exhaust the stack.
-const MAX_NESTING: usize = 16;
+/// Deepest nesting of brackets (`(`, `[`, `{`, counting each brace of `{{`) accepted.
+const MAX_NESTING: usize = 48;
 
 /// Deepest nesting of helper calls accepted in a template.
 const MAX_HELPER_DEPTH: usize = 8;
@@ -295,27 +294,35 @@ fn param_name(p: &Parameter) -> Option<&str> {
 }
 
 fn check_nesting(kind: Kind, src: &str) -> Result<()> {
+    // The handlebars parser recurses once per level of subexpression, array or object literal
+    // and block; unbounded nesting could exhaust the stack, so it is bounded before parsing.
     let (mut depth, mut max) = (0usize, 0usize);
     for b in src.bytes() {
         match b {
-            b'(' => {
+            b'(' | b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);
             }
-            b')' => depth = depth.saturating_sub(1),
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
     if max > MAX_NESTING {
         return Err(invalid(
             kind,
-            format!("parentheses nest {max} deep, at most {MAX_NESTING} are allowed"),
+            format!("brackets nest {max} deep, at most {MAX_NESTING} are allowed"),
         ));
     }
-    // Blocks are refused below; refusing deep block nesting before parsing keeps the parser's
-    // recursion bounded too.
-    let blocks = src.matches("{{#").count() + src.matches("{{~#").count();
-    if blocks > MAX_NESTING {
+    // Blocks are never allowed; refusing them before parsing keeps the parser from recursing
+    // through nested ones. An opener is `{{`, an optional `~`, optional whitespace and `#`.
+    let opens_block = src.match_indices("{{").any(|(i, _)| {
+        src[i + 2..]
+            .trim_start()
+            .trim_start_matches('~')
+            .trim_start()
+            .starts_with('#')
+    });
+    if opens_block {
         return Err(invalid(kind, "block helpers ({{#...}}) are not supported"));
     }
     Ok(())
@@ -1154,8 +1161,32 @@ mod tests {
             ")".repeat(5000)
         );
         assert!(UsernameTemplate::parse(&deep).is_err());
-        let blocks = "{{#if a}}".repeat(5000);
-        assert!(UsernameTemplate::parse(&blocks).is_err());
+        for opener in ["{{#if a}}", "{{ ~ #if a}}", "{{~\n#if a}}"] {
+            assert!(UsernameTemplate::parse(&opener.repeat(5000)).is_err());
+        }
+        for deep in [
+            format!("{{{{uppercase {}}}}}", "[".repeat(8000)),
+            format!("{{{{uppercase {}}}}}", "{\"a\":".repeat(4000)),
+        ] {
+            assert!(UsernameTemplate::parse(&deep).is_err());
+            assert!(StatementTemplate::parse(&deep).is_err());
+        }
+    }
+
+    #[test]
+    fn nesting_at_the_limit_parses_without_overflow() {
+        // Runs on a test thread (2 MiB stack, debug build): the bound must leave headroom.
+        let n = MAX_NESTING - 2;
+        for src in [
+            format!("{{{{uppercase {}1{}}}}}", "[".repeat(n), "]".repeat(n)),
+            format!(
+                "{{{{uppercase {}identity.name{}}}}}",
+                "(lowercase ".repeat(n),
+                ")".repeat(n)
+            ),
+        ] {
+            let _ = UsernameTemplate::parse(&src);
+        }
     }
 
     #[test]

@@ -91,17 +91,21 @@ fn ratio() {
         ),
     ] {
         let t = UsernameTemplate::parse(src).unwrap();
-        // Interleave the two a few times so drift in the machine's load hits both alike.
-        let (mut ours, mut base) = (Duration::ZERO, Duration::ZERO);
-        for _ in 0..4 {
-            ours += time_per_call(iters / 4, || {
+        // Alternate short batches of the two and take each one's median, so other load on
+        // the machine (builds, tests) hits both alike and outliers do not count.
+        let batches = 21;
+        let (mut ours, mut base) = (Vec::new(), Vec::new());
+        for _ in 0..batches {
+            ours.push(time_per_call(iters / batches, || {
                 black_box(leasehold_issue(&t, &policy));
-            });
-            base += time_per_call(iters / 4, || {
+            }));
+            base.push(time_per_call(iters / batches, || {
                 black_box(baseline_issue());
-            });
+            }));
         }
-        let (ours, base) = (ours / 4, base / 4);
+        ours.sort();
+        base.sort();
+        let (ours, base) = (ours[batches as usize / 2], base[batches as usize / 2]);
         let us = ours.as_secs_f64() * 1e6;
         println!(
             "RESULT|render + check + password per issue ({label})|{us:.2} µs ({:.1}x a format!+rand baseline at {:.2} µs)|< 5 µs|{}",

@@ -120,6 +120,9 @@ pub struct PasswordPolicy {
     /// Each class as given (deduplicated); only its overlap with the alphabet matters.
     required: Vec<Vec<char>>,
     rule: PasswordRule,
+    /// For each alphabet index, a bit per required class it belongs to (derived, kept in step
+    /// by [`PasswordPolicy::checked`]); generation tracks class hits without searching.
+    class_bits: Vec<u8>,
 }
 
 fn chars_of(s: &str) -> Vec<char> {
@@ -138,36 +141,50 @@ impl PasswordPolicy {
 
     /// A policy of `length` characters drawn from `alphabet` that `rule` must accept.
     pub fn for_rule(rule: PasswordRule, length: usize, alphabet: &str) -> Result<Self> {
-        let p = PasswordPolicy {
+        PasswordPolicy {
             length,
             alphabet: chars_of(alphabet),
             required: Vec::new(),
             rule,
-        };
-        p.validate()?;
-        Ok(p)
+            class_bits: Vec::new(),
+        }
+        .checked()
+    }
+
+    /// Validates the policy and derives the per-character class bits.
+    fn checked(mut self) -> Result<Self> {
+        self.validate()?;
+        self.class_bits = self
+            .alphabet
+            .iter()
+            .map(|c| {
+                self.required
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, class)| class.contains(c))
+                    .fold(0u8, |bits, (i, _)| bits | (1 << i))
+            })
+            .collect();
+        Ok(self)
     }
 
     /// Requires at least one character from `class` (which must overlap the alphabet).
     pub fn require(mut self, class: &str) -> Result<Self> {
         self.required.push(chars_of(class));
-        self.validate()?;
-        Ok(self)
+        self.checked()
     }
 
     /// Sets the length, keeping the target's rule.
     pub fn with_length(mut self, length: usize) -> Result<Self> {
         self.length = length;
-        self.validate()?;
-        Ok(self)
+        self.checked()
     }
 
     /// Replaces the alphabet, keeping the length, the required classes and the target's rule;
     /// every character must be one the target accepts.
     pub fn with_alphabet(mut self, alphabet: &str) -> Result<Self> {
         self.alphabet = chars_of(alphabet);
-        self.validate()?;
-        Ok(self)
+        self.checked()
     }
 
     /// The password length.
@@ -297,19 +314,25 @@ impl PasswordPolicy {
     /// required class are rejected and drawn again, so the result is uniform over all passwords
     /// the policy accepts.
     pub fn generate(&self) -> Result<SecretString> {
-        self.validate()?;
+        // Every constructor validated the policy and derived `class_bits`; fields are private.
         let index = Uniform::new(0, self.alphabet.len()).map_err(|_| {
             Error::new(
                 ErrorKind::InvalidConfig,
                 "password_policy: the alphabet is empty",
             )
         })?;
+        let all: u8 = ((1u16 << self.required.len()) - 1) as u8;
         let mut rng = rand::rng();
         let mut pw = String::with_capacity(self.length * 4);
         for _ in 0..MAX_DRAWS {
             pw.clear();
-            pw.extend((0..self.length).map(|_| self.alphabet[index.sample(&mut rng)]));
-            if self.accepts(&pw) {
+            let mut hit = 0u8;
+            for _ in 0..self.length {
+                let i = index.sample(&mut rng);
+                hit |= self.class_bits[i];
+                pw.push(self.alphabet[i]);
+            }
+            if hit == all {
                 return Ok(SecretString::from(pw));
             }
         }

@@ -653,8 +653,9 @@ impl UsernameTemplate {
                 "the username template uses identity.name but the request names no identity",
             ));
         }
+        // A Context built from the value avoids `render`'s serialise-again copy.
         self.hb
-            .render("t", &vars.to_json(self.uses))
+            .render_with_context("t", &Context::from(vars.to_json(self.uses)))
             .map_err(|e| render_error(Kind::Username, &e))
     }
 
@@ -808,7 +809,7 @@ impl StatementTemplate {
         }
         let text = self
             .hb
-            .render("t", &ctx)
+            .render_with_context("t", &Context::from(ctx))
             .map_err(|e| render_error(Kind::Statement, &e))?;
         let text = SecretString::from(text);
         let value: Value = serde_json::from_str(text.expose_secret()).map_err(|e| {

@@ -108,7 +108,7 @@ pub struct ManagerConfig {
     /// Longest time an issue may take, readiness wait included (default 10 min). A `Pending`
     /// lease older than this is considered abandoned and revoked by the worker.
     pub issue_timeout: Duration,
-    /// Longest time one revoke call may take (default 2 min).
+    /// Longest time one revoke or renew call to the provider may take (default 2 min).
     pub revoke_timeout: Duration,
     /// Longest sleep of the worker between looks at the store (default 5 s): leases written by
     /// other instances are noticed at least this often.
@@ -640,12 +640,16 @@ impl LeaseManager {
             }
             let increment = increment.unwrap_or(entry.secret.default_ttl());
             let new_expiry = renewed_expiry(t, increment, lease.max_expires_at);
-            entry
-                .secret
-                .provider()
-                .renew(&lease.external, new_expiry)
-                .await
-                .map_err(ctx)?;
+            let renewing = entry.secret.provider().renew(&lease.external, new_expiry);
+            match tokio::time::timeout(self.inner.config.revoke_timeout, renewing).await {
+                Ok(r) => r.map_err(ctx)?,
+                Err(_) => {
+                    return Err(ctx(Error::new(
+                        ErrorKind::Timeout,
+                        "the provider did not renew in time",
+                    )))
+                }
+            }
             let old_expiry = lease.expires_at;
             lease.expires_at = new_expiry;
             lease.due_at = new_expiry;

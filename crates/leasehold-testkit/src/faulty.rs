@@ -10,6 +10,7 @@ use leasehold_core::{
     Capabilities, CreateRequest, Created, DynamicSecretProvider, Error, ErrorKind, ExternalRef,
     ManagedCredential, NameRule, PasswordPolicy, Result,
 };
+use rand::Rng;
 
 /// A provider operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,6 +78,8 @@ struct Plan {
     next: HashMap<Operation, (u64, Fault)>,
     /// Faults for every call per operation.
     always: HashMap<Operation, Fault>,
+    /// A random fault (drawn uniformly from the list) with this probability, per operation.
+    random: HashMap<Operation, (f64, Vec<Fault>)>,
     calls: HashMap<Operation, u64>,
     injected: u64,
 }
@@ -121,12 +124,20 @@ impl FaultyProvider {
         self.lock().always.insert(op, fault);
     }
 
+    /// With probability `p` (0..=1), applies one of `faults` (chosen uniformly) to each call of
+    /// `op`, until [`clear`](Self::clear). For soak tests.
+    pub fn fail_randomly(&self, op: Operation, p: f64, faults: Vec<Fault>) {
+        assert!((0.0..=1.0).contains(&p) && !faults.is_empty());
+        self.lock().random.insert(op, (p, faults));
+    }
+
     /// Removes every planned fault.
     pub fn clear(&self) {
         let mut p = self.lock();
         p.nth.clear();
         p.next.clear();
         p.always.clear();
+        p.random.clear();
     }
 
     /// Calls of `op` so far.
@@ -159,8 +170,17 @@ impl FaultyProvider {
                 p.next.remove(&op);
             }
             Some(f)
+        } else if let Some(f) = p.always.get(&op) {
+            Some(f.clone())
+        } else if let Some((prob, faults)) = p.random.get(&op) {
+            let mut rng = rand::rng();
+            if rng.random_bool(*prob) {
+                Some(faults[rng.random_range(0..faults.len())].clone())
+            } else {
+                None
+            }
         } else {
-            p.always.get(&op).cloned()
+            None
         };
         if fault.is_some() {
             p.injected += 1;

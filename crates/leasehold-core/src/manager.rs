@@ -253,6 +253,8 @@ pub struct ReconcileReport {
 
 struct SecretEntry {
     secret: DynamicSecret,
+    /// The provider kind, shared by every lease of the secret.
+    kind: Arc<str>,
     in_flight: AtomicU64,
 }
 
@@ -500,6 +502,7 @@ impl LeaseManager {
         }
         let name = secret.name().to_string();
         let entry = Arc::new(SecretEntry {
+            kind: secret.provider().kind().into(),
             secret,
             in_flight: AtomicU64::new(0),
         });
@@ -712,7 +715,11 @@ impl LeaseManager {
                     "the lease is being revoked by another instance",
                 )));
             }
-            // Claim it so that no worker revokes it at the same time.
+            // Claim it so that no worker revokes it at the same time (one write: the claim and
+            // the state change go together).
+            if lease.state != LeaseState::Irrevocable {
+                lease.state = LeaseState::Revoking;
+            }
             lease.claimed_by = Some(self.inner.owner.clone());
             lease.claim_until = Some(add_duration(t, self.inner.config.revoke_timeout));
             lease.due_at = lease.claim_until.unwrap_or(t);
@@ -1033,7 +1040,7 @@ impl Inner {
         let lease = LeaseRecord {
             id: LeaseId::generate(secret.name()),
             secret: secret.name_arc().clone(),
-            provider_kind: secret.provider().kind().into(),
+            provider_kind: entry.kind.clone(),
             identity: request.identity.as_deref().map(Into::into),
             external: ExternalRef::new(username.clone()),
             state: LeaseState::Pending,
@@ -1155,6 +1162,9 @@ impl Inner {
     /// Claims `lease` (whose version is current) for revocation and revokes it.
     async fn revoke_now(&self, mut lease: LeaseRecord, action: AuditAction) -> Result<()> {
         let t = now();
+        if lease.state != LeaseState::Irrevocable {
+            lease.state = LeaseState::Revoking;
+        }
         lease.claimed_by = Some(self.owner.clone());
         lease.claim_until = Some(add_duration(t, self.config.revoke_timeout));
         lease.due_at = lease.claim_until.unwrap_or(t);

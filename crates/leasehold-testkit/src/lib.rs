@@ -6,6 +6,8 @@ mod conformance;
 mod faulty;
 mod logs;
 mod recording;
+#[cfg(feature = "servers")]
+pub mod servers;
 
 pub use conformance::{provider_conformance, store_conformance, CredentialProbe};
 pub use faulty::{Fault, FaultyProvider, Operation};

@@ -79,6 +79,11 @@ pub struct IamUserConfig {
     /// The pause between the two `GetUser` checks for a reference without a creation time
     /// (default 2 s).
     pub absence_recheck_delay: Duration,
+    /// Whether revoke lists and deletes service-specific credentials (CodeCommit, Keyspaces,
+    /// Bedrock; default true). Turn off only for IAM-compatible endpoints that lack the
+    /// operation (moto); on real IAM a leftover credential makes `DeleteUser` fail with
+    /// `DeleteConflict` rather than leave anything behind.
+    pub sweep_service_specific_credentials: bool,
 }
 
 impl Default for IamUserConfig {
@@ -95,6 +100,7 @@ impl Default for IamUserConfig {
             ready_timeout: Duration::from_secs(30),
             consistency_window: Duration::from_secs(30),
             absence_recheck_delay: Duration::from_secs(2),
+            sweep_service_specific_credentials: true,
         }
     }
 }
@@ -179,6 +185,13 @@ impl IamUserConfig {
     #[must_use]
     pub fn absence_recheck_delay(mut self, d: Duration) -> Self {
         self.absence_recheck_delay = d;
+        self
+    }
+
+    /// Sets whether revoke sweeps service-specific credentials.
+    #[must_use]
+    pub fn sweep_service_specific_credentials(mut self, yes: bool) -> Self {
+        self.sweep_service_specific_credentials = yes;
         self
     }
 
@@ -520,24 +533,26 @@ impl IamUserProvider {
         }
 
         // Not paginated: IAM allows two per service, a handful in all.
-        let service = or_gone!(
-            "ListServiceSpecificCredentials",
-            self.iam
-                .list_service_specific_credentials()
-                .user_name(user)
-                .send()
-                .await
-        );
-        for c in service.service_specific_credentials() {
-            delete_ok!(
-                "DeleteServiceSpecificCredential",
+        if self.config.sweep_service_specific_credentials {
+            let service = or_gone!(
+                "ListServiceSpecificCredentials",
                 self.iam
-                    .delete_service_specific_credential()
+                    .list_service_specific_credentials()
                     .user_name(user)
-                    .service_specific_credential_id(c.service_specific_credential_id())
                     .send()
                     .await
             );
+            for c in service.service_specific_credentials() {
+                delete_ok!(
+                    "DeleteServiceSpecificCredential",
+                    self.iam
+                        .delete_service_specific_credential()
+                        .user_name(user)
+                        .service_specific_credential_id(c.service_specific_credential_id())
+                        .send()
+                        .await
+                );
+            }
         }
 
         let certs = or_gone!(

@@ -535,14 +535,21 @@ impl LeaseManager {
 
     async fn release_own_claims(&self) -> Result<()> {
         // Claims held under our id belong to a previous incarnation of this instance: nobody is
-        // working on them, so make them due now.
+        // working on them, so make them due now. Only in-flight states carry long claims (an
+        // issue's, a revoke's); a worker's claim on an active lease runs out within claim_hold.
+        // Filtering by state keeps start-up from reading every lease.
         let t = now();
         let mut after = None;
         loop {
             let page = self
                 .inner
                 .store
-                .list(&LeaseFilter::all().after(after.clone()).limit(1000))
+                .list(
+                    &LeaseFilter::all()
+                        .states([LeaseState::Pending, LeaseState::Revoking])
+                        .after(after.clone())
+                        .limit(1000),
+                )
                 .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
@@ -1253,15 +1260,27 @@ impl Inner {
     }
 
     fn audit(&self, action: AuditAction, lease: &LeaseRecord, error: Option<ErrorKind>) {
-        self.emit(AuditEvent {
-            at: now(),
-            action,
-            lease_id: Some(lease.id.clone()),
-            secret: lease.secret.to_string(),
-            identity: lease.identity.as_deref().map(str::to_string),
-            principal: Some(lease.external.id.clone()),
-            error,
-        });
+        tracing::info!(
+            target: "leasehold::audit",
+            action = action.as_str(),
+            lease_id = lease.id.as_str(),
+            secret = &*lease.secret,
+            identity = lease.identity.as_deref().unwrap_or(""),
+            principal = lease.external.id.as_str(),
+            outcome = error.map(|k| k.as_str()).unwrap_or("ok"),
+        );
+        // The event is built only for a sink: issue and revoke stay allocation-light without one.
+        if let Some(sink) = &self.audit {
+            sink.record(&AuditEvent {
+                at: now(),
+                action,
+                lease_id: Some(lease.id.clone()),
+                secret: lease.secret.to_string(),
+                identity: lease.identity.as_deref().map(str::to_string),
+                principal: Some(lease.external.id.clone()),
+                error,
+            });
+        }
     }
 
     fn emit(&self, event: AuditEvent) {

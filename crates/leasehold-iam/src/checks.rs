@@ -243,9 +243,11 @@ mod tests {
         let ok = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#;
         assert!(check_policy_document("p", ok).is_ok());
         let single = r#"{ "Statement": { "Effect": "Deny", "Action": "*", "Resource": "*" } }"#;
+        let compact = check_policy_document("p", single).unwrap();
+        assert!(!compact.contains(' '), "{compact}");
         assert_eq!(
-            check_policy_document("p", single).unwrap(),
-            r#"{"Statement":{"Action":"*","Effect":"Deny","Resource":"*"}}"#
+            serde_json::from_str::<serde_json::Value>(&compact).unwrap(),
+            serde_json::from_str::<serde_json::Value>(single).unwrap()
         );
         for bad in [
             "",

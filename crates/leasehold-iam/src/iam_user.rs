@@ -746,6 +746,42 @@ impl IamUserProvider {
     }
 }
 
+fn exists_or_config_error<T, E>(
+    r: std::result::Result<
+        T,
+        aws_smithy_runtime_api::client::result::SdkError<
+            E,
+            aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+        >,
+    >,
+    operation: &'static str,
+    field: &str,
+    name: &str,
+) -> Result<()>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+{
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_no_such_entity(&e) => Err(Error::invalid_config(format!(
+            "{field}: {name:?} does not exist"
+        ))),
+        Err(e) => {
+            let e = iam_error(operation, e);
+            if e.kind() == ErrorKind::PermissionDenied {
+                tracing::warn!(field, name, "cannot check that it exists: {e}");
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl DynamicSecretProvider for IamUserProvider {
     fn kind(&self) -> &'static str {
@@ -765,6 +801,10 @@ impl DynamicSecretProvider for IamUserProvider {
         NameRule::IamUserName
     }
 
+    /// Checks the settings, that the credentials work (`GetCallerIdentity`), and that the
+    /// groups, managed policies and boundary exist, so a typo fails at registration rather
+    /// than on every issue. Where the provider may not read a group or policy
+    /// (`AccessDenied`), that check is skipped with a warning.
     async fn validate(&self) -> Result<()> {
         self.config.checked_inline_policy()?;
         self.sts
@@ -772,6 +812,31 @@ impl DynamicSecretProvider for IamUserProvider {
             .send()
             .await
             .map_err(|e| leasehold_aws::map_sdk_error("GetCallerIdentity", e))?;
+        for group in &self.config.groups {
+            let r = self
+                .iam
+                .get_group()
+                .group_name(group)
+                .max_items(1)
+                .send()
+                .await;
+            exists_or_config_error(r, "GetGroup", "groups", group)?;
+        }
+        let policies = self
+            .config
+            .policy_arns
+            .iter()
+            .map(|a| ("policy_arns", a))
+            .chain(
+                self.config
+                    .permissions_boundary
+                    .iter()
+                    .map(|a| ("permissions_boundary", a)),
+            );
+        for (field, arn) in policies {
+            let r = self.iam.get_policy().policy_arn(arn).send().await;
+            exists_or_config_error(r, "GetPolicy", field, arn)?;
+        }
         Ok(())
     }
 

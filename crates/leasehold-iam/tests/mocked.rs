@@ -837,3 +837,38 @@ fn sts_configuration_is_checked_offline() {
         assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{ty:?}");
     }
 }
+
+#[tokio::test]
+async fn validate_checks_groups_and_policies_exist() {
+    let who = caller_is("arn:aws:iam::123456789012:user/leasehold-admin");
+    let missing_group = mock!(aws_sdk_iam::Client::get_group).then_error(|| {
+        aws_sdk_iam::operation::get_group::GetGroupError::generic(meta("NoSuchEntity"))
+    });
+    let policy = mock!(aws_sdk_iam::Client::get_policy)
+        .then_output(|| aws_sdk_iam::operation::get_policy::GetPolicyOutput::builder().build());
+    let p = provider(&[&missing_group, &policy], &[&who]);
+    let err = p.validate().await.expect_err("missing group");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.message().starts_with("groups: \"readers\""), "{err}");
+
+    // Least privilege may leave out iam:GetGroup: the check is skipped, not failed.
+    let denied_group = mock!(aws_sdk_iam::Client::get_group).then_error(|| {
+        aws_sdk_iam::operation::get_group::GetGroupError::generic(meta("AccessDenied"))
+    });
+    let p = provider(&[&denied_group, &policy], &[&who]);
+    p.validate().await.expect("validate");
+    assert_eq!(
+        policy.num_calls(),
+        2,
+        "the managed policy and the boundary were checked"
+    );
+
+    let bad_creds = mock!(aws_sdk_sts::Client::get_caller_identity).then_error(|| {
+        aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError::generic(meta(
+            "InvalidClientTokenId",
+        ))
+    });
+    let p = provider(&[], &[&bad_creds]);
+    let err = p.validate().await.expect_err("bad credentials");
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+}

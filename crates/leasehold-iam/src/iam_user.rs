@@ -724,15 +724,10 @@ impl IamUserProvider {
                     .temporary())
                 }
             }
-            // The manager's write-ahead reference (create never returned): two GetUser answers,
-            // a pause apart, that both say the user is missing are believed.
+            // The manager's write-ahead reference (create never returned): the sweep's GetUser
+            // said missing; a second GetUser a pause later decides. A user that shows up after
+            // that is tagged and named with the prefix, so reconcile finds it.
             None => {
-                tokio::time::sleep(self.config.absence_recheck_delay).await;
-                if self.user_exists(user).await? {
-                    return match Box::pin(self.sweep(user)).await? {
-                        Swept::Deleted | Swept::Gone => Ok(()),
-                    };
-                }
                 tokio::time::sleep(self.config.absence_recheck_delay).await;
                 if self.user_exists(user).await? {
                     match Box::pin(self.sweep(user)).await? {

@@ -11,6 +11,7 @@ mirror it started on the way out.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -40,6 +41,8 @@ def main() -> int:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
+    # One log line per request would only fill the caller's log file.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     leasehold_ext.install()
 
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer

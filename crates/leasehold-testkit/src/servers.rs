@@ -16,9 +16,14 @@
 //! With `LEASEHOLD_REQUIRE_SERVERS=1` (set by `scripts/test`) a missing server fails the test
 //! instead. Servers listen on free loopback ports and are stopped and cleaned up on `Drop`.
 
+mod aws;
+mod http;
 mod postgres_db;
 mod redis_server;
 
+pub use aws::{
+    AwsEmulator, FaultSpec, MirrorEndpoint, MirrorKind, TransitionKind, EMULATOR_REGION,
+};
 pub use postgres_db::PostgresDb;
 pub use redis_server::{RedisOptions, RedisServer};
 

@@ -34,6 +34,8 @@ pub const MANAGED_BY: &str = "leasehold";
 /// How long this instance remembers users its own `DeleteUser` removed.
 const RECENTLY_DELETED_FOR: Duration = Duration::from_secs(600);
 const RECENTLY_DELETED_MAX: usize = 10_000;
+/// Attempts of a call on a just-created user that meets `NoSuchEntity`.
+const FRESH_USER_ATTEMPTS: u32 = 4;
 
 /// Settings of an [`IamUserProvider`].
 ///
@@ -399,40 +401,42 @@ impl IamUserProvider {
     /// Groups, policies, then the access key; the user exists already.
     async fn attach_and_key(&self, user: &str) -> Result<aws_sdk_iam::types::AccessKey> {
         for group in &self.config.groups {
-            self.iam
-                .add_user_to_group()
-                .group_name(group)
-                .user_name(user)
-                .send()
-                .await
-                .map_err(|e| iam_error("AddUserToGroup", e).with_context("group", group))?;
+            on_fresh_user("AddUserToGroup", || {
+                self.iam
+                    .add_user_to_group()
+                    .group_name(group)
+                    .user_name(user)
+                    .send()
+            })
+            .await
+            .map_err(|e| e.with_context("group", group))?;
         }
         for arn in &self.config.policy_arns {
-            self.iam
-                .attach_user_policy()
-                .user_name(user)
-                .policy_arn(arn)
-                .send()
-                .await
-                .map_err(|e| iam_error("AttachUserPolicy", e).with_context("policy_arn", arn))?;
+            on_fresh_user("AttachUserPolicy", || {
+                self.iam
+                    .attach_user_policy()
+                    .user_name(user)
+                    .policy_arn(arn)
+                    .send()
+            })
+            .await
+            .map_err(|e| e.with_context("policy_arn", arn))?;
         }
         if let Some(doc) = &self.inline_policy {
-            self.iam
-                .put_user_policy()
-                .user_name(user)
-                .policy_name(&self.config.inline_policy_name)
-                .policy_document(doc)
-                .send()
-                .await
-                .map_err(|e| iam_error("PutUserPolicy", e))?;
+            on_fresh_user("PutUserPolicy", || {
+                self.iam
+                    .put_user_policy()
+                    .user_name(user)
+                    .policy_name(&self.config.inline_policy_name)
+                    .policy_document(doc)
+                    .send()
+            })
+            .await?;
         }
-        let out = self
-            .iam
-            .create_access_key()
-            .user_name(user)
-            .send()
-            .await
-            .map_err(|e| iam_error("CreateAccessKey", e))?;
+        let out = on_fresh_user("CreateAccessKey", || {
+            self.iam.create_access_key().user_name(user).send()
+        })
+        .await?;
         out.access_key
             .ok_or_else(|| Error::unexpected("CreateAccessKey returned no key"))
     }
@@ -737,6 +741,47 @@ impl IamUserProvider {
                     Ok(())
                 }
             }
+        }
+    }
+}
+
+/// Runs a call on a user created moments ago. IAM is eventually consistent, so such a call can
+/// meet `NoSuchEntity` for a short while; it is retried a few times (about 2 s in all) before
+/// the error stands (then it most likely names a missing group or policy).
+async fn on_fresh_user<T, E, F, Fut>(operation: &'static str, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+        Output = std::result::Result<
+            T,
+            aws_smithy_runtime_api::client::result::SdkError<
+                E,
+                aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+            >,
+        >,
+    >,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+{
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_no_such_entity(&e) && attempt < FRESH_USER_ATTEMPTS => {
+                tracing::debug!(
+                    operation,
+                    attempt,
+                    "NoSuchEntity right after CreateUser, retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(iam_error(operation, e)),
         }
     }
 }

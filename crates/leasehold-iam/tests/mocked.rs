@@ -872,3 +872,39 @@ async fn validate_checks_groups_and_policies_exist() {
     let err = p.validate().await.expect_err("bad credentials");
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
 }
+
+#[tokio::test]
+async fn calls_on_a_fresh_user_ride_out_no_such_entity() {
+    let (create_user, _, attach, put) = create_rules();
+    let key = access_key_rule();
+    // IAM has not caught up with CreateUser yet for the first call.
+    let lagging_group = mock!(aws_sdk_iam::Client::add_user_to_group)
+        .sequence()
+        .error(|| {
+            aws_sdk_iam::operation::add_user_to_group::AddUserToGroupError::generic(meta(
+                "NoSuchEntity",
+            ))
+        })
+        .output(|| AddUserToGroupOutput::builder().build())
+        .build();
+    let p = provider(&[&create_user, &lagging_group, &attach, &put, &key], &[]);
+    p.create(&request()).await.expect("create");
+    assert_eq!(lagging_group.num_calls(), 2);
+
+    // A group that does not exist: the error stands after a few tries, and the user goes.
+    let (create_user, _, attach, put) = create_rules();
+    let missing_group = mock!(aws_sdk_iam::Client::add_user_to_group).then_error(|| {
+        aws_sdk_iam::operation::add_user_to_group::AddUserToGroupError::generic(meta(
+            "NoSuchEntity",
+        ))
+    });
+    let full = Full::new();
+    let mut rules = full.rules(&[]);
+    rules.extend([&create_user, &missing_group, &attach, &put, &key]);
+    let p = provider(&rules, &[]);
+    let err = p.create(&request()).await.expect_err("missing group");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(err.context("group"), Some("readers"));
+    assert_eq!(missing_group.num_calls(), 4);
+    assert_eq!(full.delete_user.num_calls(), 1, "compensated");
+}

@@ -1,1 +1,17 @@
-//! leasehold-memorydb
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod access;
+mod acl;
+mod auth;
+mod config;
+mod provider;
+mod statement;
+
+pub use access::{check_access_string, AccessSummary};
+pub use config::{
+    MemoryDbConfig, DEFAULT_CREATION_STATEMENT, DEFAULT_REVOCATION_STATEMENT, MAX_USERS_PER_ACL,
+    OPEN_ACCESS_ACL,
+};
+pub use provider::{MemoryDbProvider, ATTR_ACL, ATTR_CLUSTER, KIND, MANAGED_BY, TAG_ACL};

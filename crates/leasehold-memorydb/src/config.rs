@@ -1,0 +1,434 @@
+//! Settings of a [`MemoryDbProvider`](crate::MemoryDbProvider), checked offline.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use leasehold_aws::AwsConfig;
+use leasehold_core::{Error, ErrorKind, Result, StatementTemplate, StatementVars};
+use secrecy::SecretString;
+
+use crate::statement::{check_tag, delete_user_name, CreateUserInput};
+
+/// The default creation statement: MemoryDB `CreateUser` input.
+pub const DEFAULT_CREATION_STATEMENT: &str = r#"{"UserName":"{{username}}","AccessString":"on ~* +@all","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]}}"#;
+
+/// The default revocation statement: MemoryDB `DeleteUser` input.
+pub const DEFAULT_REVOCATION_STATEMENT: &str = r#"{"UserName":"{{username}}"}"#;
+
+/// The most users a MemoryDB ACL holds (the `default` user included).
+pub const MAX_USERS_PER_ACL: usize = 100;
+
+/// The built-in ACL that lets every connection in as `default`, without a password.
+pub const OPEN_ACCESS_ACL: &str = "open-access";
+
+/// The most tags a MemoryDB resource carries.
+const MAX_TAGS: usize = 50;
+
+/// Tags the provider adds itself.
+pub(crate) const OWN_TAGS: usize = 5;
+
+/// Settings of a [`MemoryDbProvider`](crate::MemoryDbProvider).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use leasehold_aws::AwsConfig;
+/// use leasehold_core::StatementTemplate;
+/// use leasehold_memorydb::MemoryDbConfig;
+///
+/// let config = MemoryDbConfig::new("orders")
+///     .aws(AwsConfig::new().region("eu-west-1"))
+///     .acl_name("orders-acl")
+///     .creation_statement(StatementTemplate::parse(
+///         r#"{"UserName":"{{username}}","AccessString":"on ~orders:* +@read","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]}}"#,
+///     ).unwrap())
+///     .tag("team", "payments")
+///     .readiness_endpoint("rediss://clustercfg.orders.abc123.memorydb.eu-west-1.amazonaws.com:6379", None)
+///     .ready_timeout(Duration::from_secs(120));
+/// config.validate().unwrap();
+///
+/// // Offline checks refuse what MemoryDB would refuse later.
+/// let e = MemoryDbConfig::new("orders").acl_name("open-access").validate().unwrap_err();
+/// assert_eq!(e.kind(), leasehold_core::ErrorKind::InvalidConfig);
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct MemoryDbConfig {
+    /// AWS credentials, region and endpoint.
+    pub aws: AwsConfig,
+    /// The cluster the users are for.
+    pub cluster_name: String,
+    /// The ACL users are added to. `None`: the ACL the cluster uses, read at `validate` (or
+    /// the first issue). When set, `validate` checks that the cluster uses it.
+    pub acl_name: Option<String>,
+    /// `CreateUser` input as a JSON template (`username`, `password`, `expiration`).
+    pub creation_statement: StatementTemplate,
+    /// `DeleteUser` input as a JSON template (`username`).
+    pub revocation_statement: StatementTemplate,
+    /// Extra tags on every user (the provider adds `leasehold:*` tags itself).
+    pub tags: BTreeMap<String, String>,
+    /// `rediss://host:port` of the cluster, to confirm each new credential with `AUTH`
+    /// (optional). `redis://` is accepted for test setups; MemoryDB itself always uses TLS.
+    pub readiness_endpoint: Option<String>,
+    /// A PEM file with the CA of the endpoint's certificate (default: the system roots).
+    pub readiness_ca_pem: Option<PathBuf>,
+    /// How long `create` waits, at most, for the user and the ACL to be `active` and for the
+    /// `AUTH` check (default 5 min).
+    pub ready_timeout: Duration,
+    /// How long `revoke` rides out a user that is `creating` or `modifying`
+    /// (`InvalidUserStateFault`) and waits for the deletion to show (default 60 s). After that
+    /// it fails with a temporary error and the manager retries later.
+    pub revoke_timeout: Duration,
+    /// The first pause between polls of a user's or the ACL's status; later pauses grow up to
+    /// eight times this (default 250 ms).
+    pub poll_interval: Duration,
+}
+
+impl fmt::Debug for MemoryDbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryDbConfig")
+            .field("aws", &self.aws)
+            .field("cluster_name", &self.cluster_name)
+            .field("acl_name", &self.acl_name)
+            .field("creation_statement", &self.creation_statement)
+            .field("revocation_statement", &self.revocation_statement)
+            .field("tags", &self.tags)
+            .field("readiness_endpoint", &self.readiness_endpoint)
+            .field("readiness_ca_pem", &self.readiness_ca_pem)
+            .field("ready_timeout", &self.ready_timeout)
+            .field("revoke_timeout", &self.revoke_timeout)
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryDbConfig {
+    /// Defaults for `cluster_name`: its own ACL, the default statements, no `AUTH` check, a
+    /// 5 minute readiness bound.
+    pub fn new(cluster_name: impl Into<String>) -> Self {
+        MemoryDbConfig {
+            aws: AwsConfig::default(),
+            cluster_name: cluster_name.into(),
+            acl_name: None,
+            creation_statement: StatementTemplate::parse(DEFAULT_CREATION_STATEMENT)
+                .expect("the default creation statement parses"),
+            revocation_statement: StatementTemplate::parse(DEFAULT_REVOCATION_STATEMENT)
+                .expect("the default revocation statement parses"),
+            tags: BTreeMap::new(),
+            readiness_endpoint: None,
+            readiness_ca_pem: None,
+            ready_timeout: Duration::from_secs(300),
+            revoke_timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+
+    /// Sets the AWS settings.
+    #[must_use]
+    pub fn aws(mut self, aws: AwsConfig) -> Self {
+        self.aws = aws;
+        self
+    }
+
+    /// Sets the ACL explicitly.
+    #[must_use]
+    pub fn acl_name(mut self, name: impl Into<String>) -> Self {
+        self.acl_name = Some(name.into());
+        self
+    }
+
+    /// Sets the creation statement.
+    #[must_use]
+    pub fn creation_statement(mut self, t: StatementTemplate) -> Self {
+        self.creation_statement = t;
+        self
+    }
+
+    /// Sets the revocation statement.
+    #[must_use]
+    pub fn revocation_statement(mut self, t: StatementTemplate) -> Self {
+        self.revocation_statement = t;
+        self
+    }
+
+    /// Adds a tag.
+    #[must_use]
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the `AUTH` check endpoint and, optionally, its CA.
+    #[must_use]
+    pub fn readiness_endpoint(mut self, url: impl Into<String>, ca_pem: Option<PathBuf>) -> Self {
+        self.readiness_endpoint = Some(url.into());
+        self.readiness_ca_pem = ca_pem;
+        self
+    }
+
+    /// Sets the readiness bound.
+    #[must_use]
+    pub fn ready_timeout(mut self, d: Duration) -> Self {
+        self.ready_timeout = d;
+        self
+    }
+
+    /// Sets the revoke bound.
+    #[must_use]
+    pub fn revoke_timeout(mut self, d: Duration) -> Self {
+        self.revoke_timeout = d;
+        self
+    }
+
+    /// Sets the first pause between status polls.
+    #[must_use]
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.poll_interval = d;
+        self
+    }
+
+    /// Checks every setting without a network call: names, tags, bounds, the endpoint, and
+    /// that both statements render to valid MemoryDB input.
+    pub fn validate(&self) -> Result<()> {
+        self.aws.validate()?;
+        check_identifier("cluster_name", &self.cluster_name)?;
+        if let Some(acl) = &self.acl_name {
+            check_identifier("acl_name", acl)?;
+            if acl == OPEN_ACCESS_ACL {
+                return Err(Error::invalid_config(
+                    "acl_name: open-access lets everyone in as the default user; create an ACL for the cluster and name it here",
+                ));
+            }
+        }
+        for (name, d) in [
+            ("ready_timeout", self.ready_timeout),
+            ("revoke_timeout", self.revoke_timeout),
+            ("poll_interval", self.poll_interval),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid_config(format!("{name}: must be positive")));
+            }
+        }
+        if self.tags.len() + OWN_TAGS > MAX_TAGS {
+            return Err(Error::invalid_config(format!(
+                "tags: at most {} extra tags (MemoryDB allows {MAX_TAGS}, leasehold uses {OWN_TAGS})",
+                MAX_TAGS - OWN_TAGS
+            )));
+        }
+        for (k, v) in &self.tags {
+            check_tag(k, v).map_err(|m| Error::invalid_config(format!("tags: {m}")))?;
+        }
+        if let Some(url) = &self.readiness_endpoint {
+            check_redis_url(url)?;
+        }
+        if let Some(path) = &self.readiness_ca_pem {
+            if self.readiness_endpoint.is_none() {
+                return Err(Error::invalid_config(
+                    "readiness_ca_pem: set readiness_endpoint too (the CA is only used for the AUTH check)",
+                ));
+            }
+            if path.as_os_str().is_empty() {
+                return Err(Error::invalid_config("readiness_ca_pem: empty path"));
+            }
+        }
+        self.check_statements()
+    }
+
+    /// Renders both statements with sample values and reads them as API input.
+    fn check_statements(&self) -> Result<()> {
+        let username = "lh-sample-user";
+        let password = SecretString::from("Sample-password-0123456789");
+        let ctx = |field: &'static str| move |e: Error| e.with_context("field", field);
+        let rendered = self
+            .creation_statement
+            .render(&StatementVars {
+                username,
+                password: Some(&password),
+                expiration: Some(chrono::Utc::now()),
+            })
+            .map_err(ctx("creation_statement"))?;
+        let input = CreateUserInput::from_json(rendered.expose_json(), "creation_statement")?;
+        if input.user_name != username {
+            return Err(Error::new(
+                ErrorKind::InvalidTemplate,
+                "creation_statement: UserName must be \"{{username}}\" (the lease's username; revoke deletes the user by it)",
+            )
+            .with_context("field", "creation_statement"));
+        }
+        if !input.has_password(&password) {
+            return Err(Error::new(
+                ErrorKind::InvalidTemplate,
+                "creation_statement: AuthenticationMode.Passwords must contain \"{{password}}\" (the lease's generated password)",
+            )
+            .with_context("field", "creation_statement"));
+        }
+        if input.tags.len() + self.tags.len() + OWN_TAGS > MAX_TAGS {
+            return Err(Error::new(
+                ErrorKind::InvalidTemplate,
+                format!("creation_statement: with the configured tags and leasehold's own, a user would carry more than {MAX_TAGS} tags"),
+            )
+            .with_context("field", "creation_statement"));
+        }
+        let rendered = self
+            .revocation_statement
+            .render(&StatementVars {
+                username,
+                password: None,
+                expiration: Some(chrono::Utc::now()),
+            })
+            .map_err(ctx("revocation_statement"))?;
+        let name = delete_user_name(rendered.expose_json(), "revocation_statement")?;
+        if name != username {
+            return Err(Error::new(
+                ErrorKind::InvalidTemplate,
+                "revocation_statement: UserName must be \"{{username}}\"",
+            )
+            .with_context("field", "revocation_statement"));
+        }
+        Ok(())
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+/// MemoryDB cluster and ACL names: a letter, then letters, digits and single hyphens, not
+/// ending with a hyphen, at most 40 characters.
+fn check_identifier(field: &str, id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 40
+        && id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !id.ends_with('-')
+        && !id.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_config(format!(
+            "{field}: {:?} is not a MemoryDB name (a letter, then letters, digits and single hyphens, at most 40)",
+            short(id)
+        )))
+    }
+}
+
+fn check_redis_url(url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("rediss://")
+        .or_else(|| url.strip_prefix("redis://"));
+    let ok = rest.is_some_and(|r| {
+        let hostport = r.trim_end_matches('/');
+        !hostport.is_empty()
+            && !hostport.contains('@')
+            && !hostport.contains('/')
+            && hostport.chars().all(|c| c.is_ascii_graphic())
+    });
+    if ok && url.len() <= 2048 {
+        Ok(())
+    } else {
+        Err(Error::invalid_config(format!(
+            "readiness_endpoint: {:?} must be rediss://host:port (no user or password in it)",
+            short(url)
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> MemoryDbConfig {
+        MemoryDbConfig::new("orders").aws(AwsConfig::new().region("us-east-1"))
+    }
+
+    fn statement(s: &str) -> Result<()> {
+        base()
+            .creation_statement(StatementTemplate::parse(s)?)
+            .validate()
+    }
+
+    #[test]
+    fn defaults_validate() {
+        base().validate().unwrap();
+        base().acl_name("orders-acl").validate().unwrap();
+    }
+
+    #[test]
+    fn names_bounds_tags_and_endpoint_are_checked() {
+        for bad in [
+            MemoryDbConfig::new("1orders"),
+            MemoryDbConfig::new("a--b"),
+            MemoryDbConfig::new(""),
+            base().acl_name("open-access"),
+            base().acl_name("acl_x"),
+            base().ready_timeout(Duration::ZERO),
+            base().poll_interval(Duration::ZERO),
+            base().tag("leasehold:lease-id", "x"),
+            base().tag("aws:x", "y"),
+            base().readiness_endpoint("http://x:1", None),
+            base().readiness_endpoint("rediss://u:p@x:1", None),
+        ] {
+            let e = bad.validate().expect_err(&format!("{bad:?}"));
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
+        }
+        let mut many = base();
+        for i in 0..46 {
+            many = many.tag(format!("k{i}"), "v");
+        }
+        assert!(many.validate().is_err());
+        base()
+            .readiness_endpoint("rediss://cluster.example:6379", Some("/etc/ca.pem".into()))
+            .validate()
+            .unwrap();
+        let mut ca_only = base();
+        ca_only.readiness_ca_pem = Some("/etc/ca.pem".into());
+        assert!(ca_only.validate().is_err());
+    }
+
+    #[test]
+    fn statements_are_checked_as_api_input() {
+        let bad = [
+            (r#"{"UserName":"fixed-user","AccessString":"on ~* +@all","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]}}"#, "UserName"),
+            (r#"{"UserName":"{{username}}","AccessString":"on ~* +@all","AuthenticationMode":{"Type":"password","Passwords":["a-fixed-password-0123"]}}"#, "{{password}}"),
+            (r#"{"UserName":"{{username}}","AccessString":"on ~* +@all","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]},"Engine":"redis"}"#, "Engine"),
+            (r#"{"UserName":"{{username}}","AccessString":"on ~* +@all"}"#, "AuthenticationMode"),
+            (r#"{"UserName":"{{username}}","AccessString":"+@all","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]}}"#, "on"),
+        ];
+        for (s, needle) in bad {
+            let e = statement(s).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidTemplate, "{e}");
+            assert!(e.to_string().contains(needle), "{needle}: {e}");
+        }
+        statement(r#"{"UserName":"{{username}}","AccessString":"on ~app:* &* +@read","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]},"Tags":[{"Key":"expires","Value":"{{expiration}}"}]}"#).unwrap();
+
+        let e = base()
+            .revocation_statement(StatementTemplate::parse(r#"{"UserName":"someone-else"}"#).unwrap())
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidTemplate);
+        let e = base()
+            .revocation_statement(
+                StatementTemplate::parse(r#"{"UserName":"{{username}}","ACLName":"x"}"#).unwrap(),
+            )
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("ACLName"), "{e}");
+    }
+
+    #[test]
+    fn debug_hides_aws_secrets() {
+        let c = base().aws(
+            AwsConfig::new()
+                .region("us-east-1")
+                .credentials(leasehold_aws::AwsCredentials::from_keys(
+                    "AKIDEXAMPLE",
+                    SecretString::from("wJalrXUtnFEMI-very-secret"),
+                )),
+        );
+        let s = format!("{c:?}");
+        assert!(s.contains("AKIDEXAMPLE") && !s.contains("wJalrXUtnFEMI"), "{s}");
+    }
+}

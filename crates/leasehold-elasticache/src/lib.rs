@@ -1,1 +1,19 @@
-//! leasehold-elasticache
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod acl;
+mod auth_check;
+mod config;
+mod coordinator;
+mod provider;
+mod static_role;
+
+pub use config::{
+    ElastiCacheConfig, Engine, Target, DEFAULT_CREATION_STATEMENT, DEFAULT_REVOCATION_STATEMENT,
+    MAX_USERS_PER_GROUP,
+};
+pub use provider::{ElastiCacheProvider, ATTR_USER_GROUP, ATTR_USER_NAME, KIND, MANAGED_BY};
+pub use static_role::{
+    RotatedPassword, RotationTask, StaticRoleConfig, StaticRoleRotator, StaticRoleStatus,
+};

@@ -1,0 +1,800 @@
+//! Settings of an [`ElastiCacheProvider`](crate::ElastiCacheProvider), checked offline.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use leasehold_aws::{AwsConfig, AwsCredentials};
+use leasehold_core::{parse_duration, Error, NameRule, Result, StatementTemplate};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::acl::parse_access_string;
+
+/// The default creation statement (the issue's, and Infisical's ElastiCache default).
+pub const DEFAULT_CREATION_STATEMENT: &str = r#"{"UserId":"{{username}}","UserName":"{{username}}","Engine":"redis","Passwords":["{{password}}"],"AccessString":"on ~* +@all"}"#;
+
+/// The default revocation statement.
+pub const DEFAULT_REVOCATION_STATEMENT: &str = r#"{"UserId":"{{username}}"}"#;
+
+/// The members of ElastiCache `CreateUser` input.
+pub(crate) const CREATE_USER_KEYS: &[&str] = &[
+    "UserId",
+    "UserName",
+    "Engine",
+    "Passwords",
+    "AccessString",
+    "NoPasswordRequired",
+    "Tags",
+    "AuthenticationMode",
+];
+
+/// The members of ElastiCache `DeleteUser` input.
+pub(crate) const DELETE_USER_KEYS: &[&str] = &["UserId"];
+
+/// The most users an ElastiCache user group holds (AWS quota, not adjustable).
+pub const MAX_USERS_PER_GROUP: usize = 100;
+
+/// The most tags an ElastiCache resource carries.
+const MAX_TAGS: usize = 50;
+
+/// What the users are for: a replication group or a serverless cache.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// A replication group id (node-based cluster).
+    ReplicationGroup(String),
+    /// A serverless cache name.
+    ServerlessCache(String),
+}
+
+impl Target {
+    /// The id or name.
+    pub fn id(&self) -> &str {
+        match self {
+            Target::ReplicationGroup(id) | Target::ServerlessCache(id) => id,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Target::ReplicationGroup(id) => format!("replication group {id:?}"),
+            Target::ServerlessCache(id) => format!("serverless cache {id:?}"),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// The cache engine of the user group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Valkey.
+    #[default]
+    Valkey,
+    /// Redis OSS.
+    Redis,
+}
+
+impl Engine {
+    /// `valkey` or `redis`, as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Valkey => "valkey",
+            Engine::Redis => "redis",
+        }
+    }
+}
+
+/// Settings of an [`ElastiCacheProvider`](crate::ElastiCacheProvider).
+///
+/// Deserialises from a config file (see the crate README for the field names); build it in
+/// code with [`ElastiCacheConfig::new`] and the setters.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use leasehold_elasticache::{ElastiCacheConfig, Engine, Target};
+///
+/// let config = ElastiCacheConfig::new(Target::ReplicationGroup("orders".into()), "orders-users")
+///     .engine(Engine::Redis)
+///     .tag("team", "payments")
+///     .ready_timeout(Duration::from_secs(120));
+/// config.validate().unwrap();
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "RawConfig")]
+#[non_exhaustive]
+pub struct ElastiCacheConfig {
+    /// AWS credentials, region, endpoint.
+    pub aws: AwsConfig,
+    /// The cache the users are for.
+    pub target: Target,
+    /// The user group attached to the target; every user is added to it.
+    pub user_group_id: String,
+    /// The engine of the user group.
+    pub engine: Engine,
+    /// The `CreateUser` input as a JSON template.
+    pub creation_statement: StatementTemplate,
+    /// The `DeleteUser` input as a JSON template.
+    pub revocation_statement: StatementTemplate,
+    /// Extra tags on every user (the provider adds the `leasehold:*` tags itself).
+    pub tags: BTreeMap<String, String>,
+    /// A `rediss://host:port` URL to confirm each new credential with `AUTH` (optional).
+    /// `redis://` (no TLS) is accepted for test setups; AWS requires TLS for RBAC.
+    pub readiness_endpoint: Option<String>,
+    /// A PEM file with the CA that signs the endpoint's certificate (default: the system roots).
+    pub readiness_ca_pem: Option<PathBuf>,
+    /// How long `create` waits, at most, for the user and the group to be `active` and the
+    /// `AUTH` check to pass (default 5 min).
+    pub ready_timeout: Duration,
+    /// Accept a user group whose `default` user needs no password and may do everything
+    /// (default false: such a group lets anyone in, and leased credentials add nothing).
+    pub allow_open_default_user: bool,
+}
+
+impl fmt::Debug for ElastiCacheConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ElastiCacheConfig")
+            .field("aws", &self.aws)
+            .field("target", &self.target)
+            .field("user_group_id", &self.user_group_id)
+            .field("engine", &self.engine)
+            .field("creation_statement", &self.creation_statement)
+            .field("revocation_statement", &self.revocation_statement)
+            .field("tags", &self.tags)
+            .field("readiness_endpoint", &self.readiness_endpoint)
+            .field("readiness_ca_pem", &self.readiness_ca_pem)
+            .field("ready_timeout", &self.ready_timeout)
+            .field("allow_open_default_user", &self.allow_open_default_user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ElastiCacheConfig {
+    /// Defaults for `target` and its `user_group_id`: engine Valkey, the default statements,
+    /// a 5 minute readiness bound, no `AUTH` check, open default users refused.
+    pub fn new(target: Target, user_group_id: impl Into<String>) -> Self {
+        ElastiCacheConfig {
+            aws: AwsConfig::default(),
+            target,
+            user_group_id: user_group_id.into(),
+            engine: Engine::default(),
+            creation_statement: StatementTemplate::parse(DEFAULT_CREATION_STATEMENT)
+                .expect("the default creation statement parses"),
+            revocation_statement: StatementTemplate::parse(DEFAULT_REVOCATION_STATEMENT)
+                .expect("the default revocation statement parses"),
+            tags: BTreeMap::new(),
+            readiness_endpoint: None,
+            readiness_ca_pem: None,
+            ready_timeout: Duration::from_secs(300),
+            allow_open_default_user: false,
+        }
+    }
+
+    /// Sets the AWS settings.
+    #[must_use]
+    pub fn aws(mut self, aws: AwsConfig) -> Self {
+        self.aws = aws;
+        self
+    }
+
+    /// Sets the engine.
+    #[must_use]
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// Sets the creation statement.
+    #[must_use]
+    pub fn creation_statement(mut self, t: StatementTemplate) -> Self {
+        self.creation_statement = t;
+        self
+    }
+
+    /// Sets the revocation statement.
+    #[must_use]
+    pub fn revocation_statement(mut self, t: StatementTemplate) -> Self {
+        self.revocation_statement = t;
+        self
+    }
+
+    /// Adds a tag.
+    #[must_use]
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the `AUTH` check endpoint (and optionally its CA).
+    #[must_use]
+    pub fn readiness_endpoint(mut self, url: impl Into<String>, ca_pem: Option<PathBuf>) -> Self {
+        self.readiness_endpoint = Some(url.into());
+        self.readiness_ca_pem = ca_pem;
+        self
+    }
+
+    /// Sets the readiness bound.
+    #[must_use]
+    pub fn ready_timeout(mut self, d: Duration) -> Self {
+        self.ready_timeout = d;
+        self
+    }
+
+    /// Sets whether an open `default` user is accepted.
+    #[must_use]
+    pub fn allow_open_default_user(mut self, yes: bool) -> Self {
+        self.allow_open_default_user = yes;
+        self
+    }
+
+    /// Checks every setting without a network call.
+    pub fn validate(&self) -> Result<()> {
+        self.aws.validate()?;
+        let target_ok = match &self.target {
+            Target::ReplicationGroup(id) => check_identifier(id, 40),
+            Target::ServerlessCache(name) => check_identifier(name, 40),
+        };
+        if !target_ok {
+            return Err(Error::invalid_config(format!(
+                "target: {} is not an ElastiCache identifier (a letter, then letters, digits and single hyphens, at most 40)",
+                self.target
+            )));
+        }
+        if !check_identifier(&self.user_group_id, 40) {
+            return Err(Error::invalid_config(format!(
+                "user_group_id: {:?} is not an ElastiCache identifier (a letter, then letters, digits and single hyphens, at most 40)",
+                short(&self.user_group_id)
+            )));
+        }
+        if self.ready_timeout.is_zero() {
+            return Err(Error::invalid_config("ready_timeout: must be positive"));
+        }
+        check_tags(&self.tags)?;
+        self.check_statements()?;
+        if let Some(url) = &self.readiness_endpoint {
+            check_redis_url(url)?;
+        }
+        if let Some(path) = &self.readiness_ca_pem {
+            if self.readiness_endpoint.is_none() {
+                return Err(Error::invalid_config(
+                    "readiness_ca_pem: set readiness_endpoint too (the CA is only used for the AUTH check)",
+                ));
+            }
+            if path.as_os_str().is_empty() {
+                return Err(Error::invalid_config("readiness_ca_pem: empty path"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the statements render to valid `CreateUser` / `DeleteUser` input.
+    fn check_statements(&self) -> Result<()> {
+        let pw = SecretString::from("Sample-password-0123456789");
+        let username = "lh-sample-user";
+        let rendered = self
+            .creation_statement
+            .render(&leasehold_core::StatementVars {
+                username,
+                password: Some(&pw),
+                expiration: Some(chrono::Utc::now()),
+            })
+            .map_err(|e| Error::invalid_config(format!("creation_statement: {}", e.message())))?;
+        CreateUserStatement::from_rendered(rendered.expose_json(), self.engine)
+            .map_err(|e| Error::invalid_config(format!("creation_statement: {}", e.message())))
+            .and_then(|s| {
+                if s.user_id != username {
+                    Err(Error::invalid_config(
+                        "creation_statement: UserId must be \"{{username}}\" (revoke deletes the user by the lease's username)",
+                    ))
+                } else {
+                    Ok(())
+                }
+            })?;
+        let del = self
+            .revocation_statement
+            .render(&leasehold_core::StatementVars {
+                username,
+                password: None,
+                expiration: None,
+            })
+            .map_err(|e| {
+                Error::invalid_config(format!("revocation_statement: {}", e.message()))
+            })?;
+        del.check_shape(&["UserId"], DELETE_USER_KEYS).map_err(|e| {
+            Error::invalid_config(format!("revocation_statement: {}", e.message()))
+        })?;
+        if del.expose_json()["UserId"].as_str() != Some(username) {
+            return Err(Error::invalid_config(
+                "revocation_statement: UserId must be \"{{username}}\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `CreateUser` input taken from a rendered creation statement. Holds the passwords, so its
+/// `Debug` shows none of them.
+pub(crate) struct CreateUserStatement {
+    pub user_id: String,
+    pub user_name: String,
+    pub engine: String,
+    pub access_string: String,
+    pub passwords: Vec<SecretString>,
+    pub tags: Vec<(String, String)>,
+}
+
+impl fmt::Debug for CreateUserStatement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateUserStatement")
+            .field("user_id", &self.user_id)
+            .field("user_name", &self.user_name)
+            .field("engine", &self.engine)
+            .field("access_string", &self.access_string)
+            .field("passwords", &self.passwords.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CreateUserStatement {
+    /// Reads and checks a rendered statement: required keys present, unknown keys refused,
+    /// password authentication only, an access string that parses.
+    pub(crate) fn from_rendered(v: &serde_json::Value, engine: Engine) -> Result<Self> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| Error::invalid_config("it must be a JSON object"))?;
+        let unknown: Vec<&str> = obj
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !CREATE_USER_KEYS.contains(k))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Error::invalid_config(format!(
+                "key(s) {} are not CreateUser input; allowed: {}",
+                unknown.join(", "),
+                CREATE_USER_KEYS.join(", ")
+            )));
+        }
+        let string = |key: &str, required: bool| -> Result<Option<String>> {
+            match obj.get(key) {
+                None | Some(serde_json::Value::Null) if required => Err(Error::invalid_config(
+                    format!("the required key {key} is missing"),
+                )),
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(Error::invalid_config(format!("{key} must be a string"))),
+            }
+        };
+        let user_id = string("UserId", true)?.unwrap_or_default();
+        let user_name = string("UserName", true)?.unwrap_or_default();
+        let access_string = string("AccessString", true)?.unwrap_or_default();
+        let engine = string("Engine", false)?.unwrap_or_else(|| engine.as_str().to_string());
+        if !matches!(engine.to_ascii_lowercase().as_str(), "redis" | "valkey") {
+            return Err(Error::invalid_config(
+                "Engine must be \"redis\" or \"valkey\"",
+            ));
+        }
+        let user_id_norm = NameRule::ElastiCacheUserId.normalize(&user_id);
+        NameRule::ElastiCacheUserId
+            .check(&user_id_norm)
+            .map_err(|e| Error::invalid_config(format!("UserId: {}", e.message())))?;
+        NameRule::ElastiCacheUserName
+            .check(&user_name)
+            .map_err(|e| Error::invalid_config(format!("UserName: {}", e.message())))?;
+        parse_access_string(&access_string)?;
+        if matches!(obj.get("NoPasswordRequired"), Some(serde_json::Value::Bool(true))) {
+            return Err(Error::invalid_config(
+                "NoPasswordRequired: a leased credential needs a password",
+            ));
+        }
+        let mut passwords = password_list(obj.get("Passwords"), "Passwords")?;
+        if let Some(mode) = obj.get("AuthenticationMode") {
+            let mode = mode
+                .as_object()
+                .ok_or_else(|| Error::invalid_config("AuthenticationMode must be an object"))?;
+            if let Some(k) = mode.keys().find(|k| !matches!(k.as_str(), "Type" | "Passwords")) {
+                return Err(Error::invalid_config(format!(
+                    "AuthenticationMode.{k} is not CreateUser input; allowed: Type, Passwords"
+                )));
+            }
+            match mode.get("Type").and_then(|t| t.as_str()) {
+                Some("password") | None => {}
+                Some(_) => {
+                    return Err(Error::invalid_config(
+                        "AuthenticationMode.Type must be \"password\" (IAM and no-password users are not leased)",
+                    ))
+                }
+            }
+            let more = password_list(mode.get("Passwords"), "AuthenticationMode.Passwords")?;
+            if !more.is_empty() && !passwords.is_empty() {
+                return Err(Error::invalid_config(
+                    "give the passwords either in Passwords or in AuthenticationMode.Passwords, not both",
+                ));
+            }
+            passwords.extend(more);
+        }
+        if passwords.is_empty() {
+            return Err(Error::invalid_config(
+                "the required key Passwords (or AuthenticationMode.Passwords) is missing",
+            ));
+        }
+        if passwords.len() > 2 {
+            return Err(Error::invalid_config("a user has at most two passwords"));
+        }
+        let mut tags = Vec::new();
+        if let Some(t) = obj.get("Tags") {
+            let arr = t
+                .as_array()
+                .ok_or_else(|| Error::invalid_config("Tags must be a list of {Key, Value}"))?;
+            for item in arr {
+                let key = item.get("Key").and_then(|k| k.as_str());
+                let value = item.get("Value").and_then(|k| k.as_str()).unwrap_or("");
+                let Some(key) = key else {
+                    return Err(Error::invalid_config("Tags must be a list of {Key, Value}"));
+                };
+                tags.push((key.to_string(), value.to_string()));
+            }
+        }
+        Ok(CreateUserStatement {
+            user_id: user_id_norm,
+            user_name,
+            engine: engine.to_ascii_lowercase(),
+            access_string,
+            passwords,
+            tags,
+        })
+    }
+}
+
+fn password_list(v: Option<&serde_json::Value>, key: &str) -> Result<Vec<SecretString>> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .map(|p| {
+                let s = p.as_str().ok_or_else(|| {
+                    Error::invalid_config(format!("{key} must be a list of strings"))
+                })?;
+                if !(16..=128).contains(&s.chars().count()) {
+                    // Never quote the value: it is a password.
+                    return Err(Error::invalid_config(format!(
+                        "{key}: a password has 16 to 128 characters"
+                    )));
+                }
+                Ok(SecretString::from(s.to_string()))
+            })
+            .collect(),
+        Some(_) => Err(Error::invalid_config(format!(
+            "{key} must be a list of strings"
+        ))),
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+/// ElastiCache identifiers: a letter, then letters, digits and hyphens, no trailing or double
+/// hyphen.
+pub(crate) fn check_identifier(id: &str, max: usize) -> bool {
+    !id.is_empty()
+        && id.len() <= max
+        && id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !id.ends_with('-')
+        && !id.contains("--")
+}
+
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
+    // The provider adds four tags of its own.
+    if tags.len() + 4 > MAX_TAGS {
+        return Err(Error::invalid_config(format!(
+            "tags: at most {} extra tags (ElastiCache allows {MAX_TAGS}, leasehold uses 4)",
+            MAX_TAGS - 4
+        )));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > 128 || k.starts_with("aws:") {
+            return Err(Error::invalid_config(format!(
+                "tags: key {:?} must be 1 to 128 characters and not start with aws:",
+                short(k)
+            )));
+        }
+        if k.starts_with("leasehold:") {
+            return Err(Error::invalid_config(format!(
+                "tags: key {:?} is reserved for the provider's own tags",
+                short(k)
+            )));
+        }
+        if v.chars().count() > 256 {
+            return Err(Error::invalid_config(format!(
+                "tags: the value of {:?} is longer than 256 characters",
+                short(k)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_redis_url(url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("rediss://")
+        .or_else(|| url.strip_prefix("redis://"));
+    let ok = rest.is_some_and(|r| {
+        let hostport = r.trim_end_matches('/');
+        !hostport.is_empty()
+            && !hostport.contains('@')
+            && !hostport.contains('/')
+            && hostport.chars().all(|c| c.is_ascii_graphic())
+    });
+    if ok && url.len() <= 2048 {
+        Ok(())
+    } else {
+        Err(Error::invalid_config(format!(
+            "readiness_endpoint: {:?} must be rediss://host:port (no user or password in it)",
+            short(url)
+        )))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deserialisation. `AwsConfig` has no serde support of its own, so its fields are read here.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    aws: RawAws,
+    replication_group_id: Option<String>,
+    serverless_cache_name: Option<String>,
+    user_group_id: String,
+    #[serde(default)]
+    engine: Engine,
+    creation_statement: Option<String>,
+    revocation_statement: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    readiness_endpoint: Option<String>,
+    readiness_ca_pem: Option<PathBuf>,
+    ready_timeout: Option<String>,
+    #[serde(default)]
+    allow_open_default_user: bool,
+}
+
+/// AWS settings as they appear in a config file.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAws {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    #[serde(default)]
+    credentials: RawCredentials,
+    max_attempts: Option<u32>,
+    attempt_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum RawCredentials {
+    #[default]
+    DefaultChain,
+    Static {
+        access_key_id: String,
+        secret_access_key: SecretString,
+        session_token: Option<SecretString>,
+    },
+    AssumeRole {
+        role_arn: String,
+        external_id: Option<String>,
+        session_name: Option<String>,
+        #[serde(default)]
+        source: Option<Box<RawCredentials>>,
+    },
+}
+
+impl RawCredentials {
+    fn into_credentials(self) -> AwsCredentials {
+        match self {
+            RawCredentials::DefaultChain => AwsCredentials::DefaultChain,
+            RawCredentials::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => AwsCredentials::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            },
+            RawCredentials::AssumeRole {
+                role_arn,
+                external_id,
+                session_name,
+                source,
+            } => AwsCredentials::AssumeRole {
+                role_arn,
+                external_id,
+                session_name,
+                source: Box::new(
+                    source
+                        .map(|s| s.into_credentials())
+                        .unwrap_or(AwsCredentials::DefaultChain),
+                ),
+            },
+        }
+    }
+}
+
+impl RawAws {
+    pub(crate) fn into_aws(self) -> Result<AwsConfig> {
+        let mut aws = AwsConfig::new().credentials(self.credentials.into_credentials());
+        aws.region = self.region;
+        aws.endpoint_url = self.endpoint_url;
+        aws.max_attempts = self.max_attempts;
+        aws.attempt_timeout = self
+            .attempt_timeout
+            .map(|t| parse_duration("aws.attempt_timeout", &t))
+            .transpose()?;
+        Ok(aws)
+    }
+}
+
+impl TryFrom<RawConfig> for ElastiCacheConfig {
+    type Error = Error;
+
+    fn try_from(raw: RawConfig) -> Result<Self> {
+        let target = match (raw.replication_group_id, raw.serverless_cache_name) {
+            (Some(id), None) => Target::ReplicationGroup(id),
+            (None, Some(name)) => Target::ServerlessCache(name),
+            _ => {
+                return Err(Error::invalid_config(
+                    "set exactly one of replication_group_id and serverless_cache_name",
+                ))
+            }
+        };
+        let mut c = ElastiCacheConfig::new(target, raw.user_group_id)
+            .aws(raw.aws.into_aws()?)
+            .engine(raw.engine)
+            .allow_open_default_user(raw.allow_open_default_user);
+        if let Some(s) = raw.creation_statement {
+            c.creation_statement = StatementTemplate::parse(&s)?;
+        }
+        if let Some(s) = raw.revocation_statement {
+            c.revocation_statement = StatementTemplate::parse(&s)?;
+        }
+        c.tags = raw.tags;
+        c.readiness_endpoint = raw.readiness_endpoint;
+        c.readiness_ca_pem = raw.readiness_ca_pem;
+        if let Some(t) = raw.ready_timeout {
+            c.ready_timeout = parse_duration("ready_timeout", &t)?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> ElastiCacheConfig {
+        ElastiCacheConfig::new(Target::ReplicationGroup("orders".into()), "orders-users")
+            .aws(AwsConfig::new().region("us-east-1"))
+    }
+
+    fn with_statement(s: &str) -> Result<()> {
+        base()
+            .creation_statement(StatementTemplate::parse(s)?)
+            .validate()
+    }
+
+    #[test]
+    fn defaults_validate() {
+        base().validate().unwrap();
+        assert_eq!(base().ready_timeout, Duration::from_secs(300));
+        assert!(!base().allow_open_default_user);
+    }
+
+    #[test]
+    fn refuses_bad_identifiers_and_tags() {
+        let bad = ElastiCacheConfig::new(Target::ReplicationGroup("1x".into()), "g");
+        assert!(bad.validate().is_err());
+        let bad = ElastiCacheConfig::new(Target::ServerlessCache("ok".into()), "g--x");
+        assert!(bad.validate().is_err());
+        assert!(base().tag("leasehold:x", "y").validate().is_err());
+        assert!(base().tag("aws:x", "y").validate().is_err());
+        assert!(base()
+            .readiness_endpoint("http://x:1", None)
+            .validate()
+            .is_err());
+        assert!(base()
+            .readiness_endpoint("rediss://u:p@x:1", None)
+            .validate()
+            .is_err());
+        base()
+            .readiness_endpoint("rediss://cache.example:6379", None)
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn statement_shape_is_checked() {
+        // Missing AccessString.
+        let e = with_statement(
+            r#"{"UserId":"{{username}}","UserName":"{{username}}","Passwords":["{{password}}"]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("AccessString"), "{e}");
+        // Unknown key.
+        let e = with_statement(
+            r#"{"UserId":"{{username}}","UserName":"{{username}}","Passwords":["{{password}}"],"AccessString":"on ~* +@all","Color":"red"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("Color"), "{e}");
+        // Garbage access string.
+        let e = with_statement(
+            r#"{"UserId":"{{username}}","UserName":"{{username}}","Passwords":["{{password}}"],"AccessString":"on ~* +@everything"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("access string"), "{e}");
+        // No password.
+        assert!(with_statement(
+            r#"{"UserId":"{{username}}","UserName":"{{username}}","NoPasswordRequired":true,"AccessString":"on ~* +@all"}"#,
+        )
+        .is_err());
+        // UserId not the username.
+        assert!(with_statement(
+            r#"{"UserId":"fixed","UserName":"{{username}}","Passwords":["{{password}}"],"AccessString":"on ~* +@all"}"#,
+        )
+        .is_err());
+        // AuthenticationMode form is fine.
+        with_statement(
+            r#"{"UserId":"{{username}}","UserName":"{{username}}","Engine":"valkey","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]},"AccessString":"on ~app:* +@read"}"#,
+        )
+        .unwrap();
+        // IAM mode is not leased.
+        assert!(with_statement(
+            r#"{"UserId":"{{username}}","UserName":"{{username}}","AuthenticationMode":{"Type":"iam"},"AccessString":"on ~* +@all"}"#,
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn deserialises_from_json() {
+        let c: ElastiCacheConfig = serde_json::from_value(serde_json::json!({
+            "aws": {"region": "eu-west-1", "credentials": {"type": "static", "access_key_id": "AKIDEXAMPLE", "secret_access_key": "wJalrXUtnFEMI-secret"}},
+            "replication_group_id": "orders",
+            "user_group_id": "orders-users",
+            "engine": "redis",
+            "ready_timeout": "2m",
+            "tags": {"team": "payments"}
+        }))
+        .unwrap();
+        assert_eq!(c.target, Target::ReplicationGroup("orders".into()));
+        assert_eq!(c.engine, Engine::Redis);
+        assert_eq!(c.ready_timeout, Duration::from_secs(120));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("wJalrXUtnFEMI-secret"), "{dbg}");
+        assert!(serde_json::from_value::<ElastiCacheConfig>(serde_json::json!({
+            "replication_group_id": "a", "serverless_cache_name": "b", "user_group_id": "g"
+        }))
+        .is_err());
+        assert!(serde_json::from_value::<ElastiCacheConfig>(serde_json::json!({
+            "replication_group_id": "a", "user_group_id": "g", "colour": "red"
+        }))
+        .is_err());
+    }
+}

@@ -1,0 +1,576 @@
+//! [`ElastiCacheProvider`]: one RBAC user per lease, added to the cache's user group.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_elasticache::types::{AuthenticationType, Tag, User};
+use aws_sdk_elasticache::Client;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use leasehold_aws::{caller_identity, error_code, map_sdk_error, tags, wait_until};
+use leasehold_core::{
+    Capabilities, CreateRequest, Created, Credentials, DynamicSecretProvider, Error, ErrorKind,
+    ExternalRef, ManagedCredential, NameRule, PasswordPolicy, Readiness, Result, StatementVars,
+};
+
+use crate::acl::summarize_existing;
+use crate::auth_check::{AuthChecker, AuthOutcome};
+use crate::config::{CreateUserStatement, ElastiCacheConfig, Target};
+use crate::coordinator::{GroupCoordinator, Joined, Pacing};
+
+/// The provider's [`kind`](DynamicSecretProvider::kind).
+pub const KIND: &str = "aws-elasticache";
+
+/// Value of the `leasehold:managed-by` tag.
+pub const MANAGED_BY: &str = "leasehold";
+
+/// `ExternalRef` attribute: the user group the user was added to.
+pub const ATTR_USER_GROUP: &str = "user_group";
+
+/// `ExternalRef` attribute: the user name clients authenticate with.
+pub const ATTR_USER_NAME: &str = "user_name";
+
+/// How long revoke and compensation retry a user that is `creating` / `modifying`.
+const BUSY_USER_BUDGET: Duration = Duration::from_secs(20);
+
+/// Issues an ElastiCache RBAC user per lease (kind `aws-elasticache`).
+///
+/// `create` renders the creation statement, checks the group's quota, calls `CreateUser`
+/// (tagged with the lease), waits until the user is `active`, adds it to the user group
+/// (batched with concurrent issues, see the crate README), waits until the group is `active`
+/// with the user in it and, when an endpoint is configured, confirms the credential with
+/// `AUTH`. A failure after `CreateUser` deletes the user again. `revoke` calls `DeleteUser`,
+/// which removes the user from every group.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> leasehold_core::Result<()> {
+/// use std::sync::Arc;
+/// use leasehold_aws::AwsConfig;
+/// use leasehold_core::{DynamicSecret, DynamicSecretProvider};
+/// use leasehold_elasticache::{ElastiCacheConfig, ElastiCacheProvider, Target};
+///
+/// let provider = ElastiCacheProvider::new(
+///     ElastiCacheConfig::new(Target::ReplicationGroup("orders".into()), "orders-users")
+///         .aws(AwsConfig::new().region("eu-west-1"))
+///         .readiness_endpoint("rediss://master.orders.abc123.euw1.cache.amazonaws.com:6379", None),
+/// )
+/// .await?;
+/// provider.validate().await?;
+/// let secret = DynamicSecret::builder("orders-cache", Arc::new(provider)).build()?;
+/// # let _ = secret;
+/// # Ok(()) }
+/// ```
+pub struct ElastiCacheProvider {
+    config: ElastiCacheConfig,
+    client: Client,
+    sdk: Option<SdkConfig>,
+    coordinator: Arc<GroupCoordinator>,
+    auth: Option<AuthChecker>,
+    poll_initial: Duration,
+}
+
+impl fmt::Debug for ElastiCacheProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ElastiCacheProvider")
+            .field("config", &self.config)
+            .field("auth_check", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+fn user_error(op: &'static str, user_id: &str, e: Error) -> Error {
+    e.with_context("user_id", user_id).with_context("operation", op)
+}
+
+impl ElastiCacheProvider {
+    /// Validates `config` (offline) and loads its AWS settings.
+    pub async fn new(config: ElastiCacheConfig) -> Result<Self> {
+        config.validate()?;
+        let sdk = config.aws.load().await?;
+        let mut p = Self::from_client(config, Client::new(&sdk))?;
+        p.sdk = Some(sdk);
+        Ok(p)
+    }
+
+    /// Uses an SDK configuration built elsewhere (`config.aws` is then not used).
+    pub fn from_sdk_config(config: ElastiCacheConfig, sdk: &SdkConfig) -> Result<Self> {
+        let mut p = Self::from_client(config, Client::new(sdk))?;
+        p.sdk = Some(sdk.clone());
+        Ok(p)
+    }
+
+    /// Uses a ready client (tests hand in mocked ones). `validate` then skips the STS
+    /// credentials check, which needs an SDK configuration.
+    pub fn from_client(config: ElastiCacheConfig, client: Client) -> Result<Self> {
+        config.validate()?;
+        let auth = config
+            .readiness_endpoint
+            .as_deref()
+            .map(|url| AuthChecker::new(url, config.readiness_ca_pem.as_deref()))
+            .transpose()?;
+        let coordinator =
+            GroupCoordinator::new(client.clone(), config.user_group_id.clone(), Pacing::default());
+        Ok(ElastiCacheProvider {
+            config,
+            client,
+            sdk: None,
+            coordinator,
+            auth,
+            poll_initial: Duration::from_millis(200),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ElastiCacheConfig {
+        &self.config
+    }
+
+    fn group_id(&self) -> String {
+        self.config.user_group_id.to_ascii_lowercase()
+    }
+
+    /// The user groups attached to the target.
+    async fn target_groups(&self) -> Result<Vec<String>> {
+        match &self.config.target {
+            Target::ReplicationGroup(id) => {
+                let out = self
+                    .client
+                    .describe_replication_groups()
+                    .replication_group_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk_error("DescribeReplicationGroups", e))?;
+                let rg = out.replication_groups().first().ok_or_else(|| {
+                    Error::new(ErrorKind::NotFound, format!("replication group {id:?} not found"))
+                })?;
+                Ok(rg.user_group_ids().to_vec())
+            }
+            Target::ServerlessCache(name) => {
+                let out = self
+                    .client
+                    .describe_serverless_caches()
+                    .serverless_cache_name(name)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk_error("DescribeServerlessCaches", e))?;
+                let sc = out.serverless_caches().first().ok_or_else(|| {
+                    Error::new(ErrorKind::NotFound, format!("serverless cache {name:?} not found"))
+                })?;
+                Ok(sc.user_group_id().map(str::to_string).into_iter().collect())
+            }
+        }
+    }
+
+    async fn describe_user(&self, user_id: &str) -> Result<Option<User>> {
+        match self.client.describe_users().user_id(user_id).send().await {
+            Ok(out) => Ok(out
+                .users()
+                .iter()
+                .find(|u| u.user_id().is_some_and(|id| id.eq_ignore_ascii_case(user_id)))
+                .cloned()),
+            Err(e) if error_code(&e) == Some("UserNotFound") => Ok(None),
+            Err(e) => Err(map_sdk_error("DescribeUsers", e)),
+        }
+    }
+
+    /// Waits until the user is `active`. `Ok(false)` when the budget ran out.
+    async fn wait_user_active(&self, user_id: &str, budget: Duration) -> Result<bool> {
+        wait_until(budget, self.poll_initial, Duration::from_secs(2), || async {
+            match self.describe_user(user_id).await? {
+                Some(u) => Ok(u.status() == Some("active")),
+                // DescribeUsers may lag CreateUser for a moment.
+                None => Ok(false),
+            }
+        })
+        .await
+    }
+
+    /// Deletes the user, retrying while it is `creating` / `modifying`. Gone or already
+    /// `deleting` is success.
+    async fn delete_user(&self, user_id: &str, budget: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut delay = self.poll_initial;
+        loop {
+            match self.client.delete_user().user_id(user_id).send().await {
+                Ok(_) => {
+                    self.coordinator.forget(user_id);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let code = error_code(&e).map(str::to_string);
+                    let err = user_error("DeleteUser", user_id, map_sdk_error("DeleteUser", e));
+                    match code.as_deref() {
+                        Some("UserNotFound") => {
+                            self.coordinator.forget(user_id);
+                            return Ok(());
+                        }
+                        Some("InvalidUserState") => {
+                            if let Ok(Some(u)) = self.describe_user(user_id).await {
+                                if u.status() == Some("deleting") {
+                                    self.coordinator.forget(user_id);
+                                    return Ok(());
+                                }
+                            } else if let Ok(None) = self.describe_user(user_id).await {
+                                return Ok(());
+                            }
+                        }
+                        _ if err.is_temporary() => {}
+                        _ => return Err(err),
+                    }
+                    if tokio::time::Instant::now() + delay > deadline {
+                        return Err(err.temporary());
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Removes a user this `create` made, after a later step failed. Best effort: the
+    /// manager revokes by the written-ahead name if this fails too.
+    async fn compensate(&self, user_id: &str, cause: Error) -> Error {
+        match self.delete_user(user_id, BUSY_USER_BUDGET).await {
+            Ok(()) => cause,
+            Err(e) => {
+                tracing::warn!(user_id, error = %e, "could not delete the user after a failed create; the lease's revoke will retry");
+                cause.with_context("compensation", "failed")
+            }
+        }
+    }
+
+    fn render_create(&self, request: &CreateRequest, user_id: &str) -> Result<CreateUserStatement> {
+        let password = request.require_password(KIND)?;
+        let rendered = self.config.creation_statement.render(&StatementVars {
+            username: user_id,
+            password: Some(password),
+            expiration: Some(request.expires_at),
+        })?;
+        let stmt = CreateUserStatement::from_rendered(rendered.expose_json(), self.config.engine)?;
+        if stmt.user_id != user_id {
+            return Err(Error::invalid_config(
+                "creation_statement: UserId must render to the lease's username",
+            ));
+        }
+        Ok(stmt)
+    }
+
+    fn revoke_user_id(&self, external: &ExternalRef) -> Result<String> {
+        let id = NameRule::ElastiCacheUserId.normalize(&external.id);
+        NameRule::ElastiCacheUserId
+            .check(&id)
+            .map_err(|e| Error::invalid_input(format!("revoke: {}", e.message())))?;
+        let rendered = self.config.revocation_statement.render(&StatementVars {
+            username: &id,
+            password: None,
+            expiration: None,
+        })?;
+        let user_id = rendered.expose_json()["UserId"]
+            .as_str()
+            .map(|s| NameRule::ElastiCacheUserId.normalize(s))
+            .ok_or_else(|| Error::invalid_config("revocation_statement: UserId must be a string"))?;
+        NameRule::ElastiCacheUserId
+            .check(&user_id)
+            .map_err(|e| Error::invalid_input(format!("revoke: {}", e.message())))?;
+        Ok(user_id)
+    }
+
+    async fn confirm_auth(
+        &self,
+        checker: &AuthChecker,
+        user_name: &str,
+        password: &secrecy::SecretString,
+        budget: Duration,
+    ) -> Result<bool> {
+        wait_until(budget, self.poll_initial, Duration::from_secs(2), || async {
+            Ok(checker.check(user_name, password).await? == AuthOutcome::Accepted)
+        })
+        .await
+    }
+
+    async fn tags_of(&self, arn: &str) -> Result<Vec<(String, String)>> {
+        let out = self
+            .client
+            .list_tags_for_resource()
+            .resource_name(arn)
+            .send()
+            .await
+            .map_err(|e| map_sdk_error("ListTagsForResource", e))?;
+        Ok(out
+            .tag_list()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl DynamicSecretProvider for ElastiCacheProvider {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+            .renewable(true)
+            .revocable(true)
+            .needs_password(true)
+            .lists_managed(true)
+    }
+
+    fn name_rule(&self) -> NameRule {
+        NameRule::ElastiCacheUserId
+    }
+
+    fn password_policy(&self) -> PasswordPolicy {
+        PasswordPolicy::elasticache()
+    }
+
+    async fn validate(&self) -> Result<()> {
+        self.config.validate()?;
+        if let Some(sdk) = &self.sdk {
+            caller_identity(sdk).await?;
+        }
+        let group_id = self.group_id();
+        let attached = self.target_groups().await?;
+        if !attached.iter().any(|g| g.eq_ignore_ascii_case(&group_id)) {
+            return Err(Error::invalid_config(format!(
+                "user_group_id: {group_id:?} is not attached to {} (attached: {}); attach it with ModifyReplicationGroup / ModifyServerlessCache",
+                self.config.target,
+                if attached.is_empty() { "none".to_string() } else { attached.join(", ") }
+            )));
+        }
+        let group = self.coordinator.describe().await?;
+        if let Some(engine) = group.engine() {
+            if !engine.eq_ignore_ascii_case(self.config.engine.as_str()) {
+                return Err(Error::invalid_config(format!(
+                    "engine: the user group's engine is {engine:?}, the configuration says {:?}",
+                    self.config.engine.as_str()
+                )));
+            }
+        }
+        // The group's `default` member: the user every unauthenticated connection runs as.
+        let mut default_user = None;
+        for uid in group.user_ids() {
+            if let Some(u) = self.describe_user(uid).await? {
+                if u.user_name() == Some("default") {
+                    default_user = Some(u);
+                    break;
+                }
+            }
+        }
+        let Some(default_user) = default_user else {
+            return Err(Error::invalid_config(format!(
+                "user group {group_id:?} has no member with the user name \"default\"; ElastiCache requires one (add a default user that is \"off\" or has a password)"
+            )));
+        };
+        let no_password = default_user
+            .authentication()
+            .and_then(|a| a.r#type())
+            .is_some_and(|t| *t == AuthenticationType::NoPassword);
+        let access = summarize_existing(default_user.access_string().unwrap_or(""));
+        if no_password && access.is_full_access() {
+            if self.config.allow_open_default_user {
+                tracing::warn!(user_group = %group_id, "the group's default user needs no password and may do everything; leased credentials add no protection");
+            } else {
+                return Err(Error::invalid_config(format!(
+                    "user group {group_id:?}: its default user ({:?}) needs no password and has \"on ~* +@all\", so anyone can connect without a leased credential; give it a password or switch it off (\"off -@all\"), or set allow_open_default_user",
+                    default_user.user_id().unwrap_or("default")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&self, request: &CreateRequest) -> Result<Created> {
+        let user_id = NameRule::ElastiCacheUserId.normalize(&request.username);
+        NameRule::ElastiCacheUserId
+            .check(&user_id)
+            .map_err(|e| Error::invalid_input(e.message().to_string()))?;
+        let stmt = self.render_create(request, &user_id)?;
+        let started = tokio::time::Instant::now();
+        let budget = self.config.ready_timeout;
+        let remaining = move || budget.saturating_sub(started.elapsed());
+
+        // The quota check comes before CreateUser: a user that cannot join is never made.
+        let _slot = self.coordinator.reserve(&user_id).await?;
+
+        let mut tag_list: Vec<Tag> = Vec::new();
+        let mut push = |k: &str, v: &str| {
+            tag_list.push(Tag::builder().key(k).value(v).build());
+        };
+        for (k, v) in &stmt.tags {
+            push(k, v);
+        }
+        for (k, v) in &self.config.tags {
+            push(k, v);
+        }
+        push(tags::LEASE_ID, request.lease_id.as_str());
+        push(tags::SECRET, &request.secret);
+        push(tags::EXPIRES_AT, &request.expires_at.to_rfc3339());
+        push(tags::MANAGED_BY, MANAGED_BY);
+
+        let mut call = self
+            .client
+            .create_user()
+            .user_id(&stmt.user_id)
+            .user_name(&stmt.user_name)
+            .engine(&stmt.engine)
+            .access_string(&stmt.access_string)
+            .set_tags(Some(tag_list));
+        for pw in &stmt.passwords {
+            call = call.passwords(secrecy::ExposeSecret::expose_secret(pw));
+        }
+        if let Err(e) = call.send().await {
+            let err = user_error("CreateUser", &user_id, map_sdk_error("CreateUser", e));
+            // A timeout or 5xx may have created the user after all; it is ours (the name is
+            // fresh), so remove it. AlreadyExists is someone else's user: never touch it.
+            if matches!(err.kind(), ErrorKind::Timeout | ErrorKind::ProviderUnavailable) {
+                return Err(self.compensate(&user_id, err).await);
+            }
+            return Err(err);
+        }
+
+        match self.wait_user_active(&user_id, remaining()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let e = Error::new(
+                    ErrorKind::Timeout,
+                    format!("user {user_id:?} did not become active within {budget:?}"),
+                );
+                return Err(self.compensate(&user_id, e).await);
+            }
+            Err(e) => return Err(self.compensate(&user_id, e).await),
+        }
+
+        let rx = self.coordinator.submit(&user_id, request.wait_ready);
+        let joined = match tokio::time::timeout(remaining(), rx).await {
+            Ok(Ok(Ok(j))) => Some(j),
+            Ok(Ok(Err(e))) => return Err(self.compensate(&user_id, e).await),
+            Ok(Err(_closed)) => {
+                let e = Error::unexpected("the user group coordinator stopped");
+                return Err(self.compensate(&user_id, e).await);
+            }
+            Err(_elapsed) => {
+                if self.coordinator.withdraw(&user_id) {
+                    let e = Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "user group {:?} did not accept a change within {budget:?}",
+                            self.group_id()
+                        ),
+                    );
+                    return Err(self.compensate(&user_id, e).await);
+                }
+                // ModifyUserGroup took the user; the group is still modifying.
+                None
+            }
+        };
+
+        let password = request.require_password(KIND)?;
+        let readiness = match joined {
+            None => Readiness::TimedOut,
+            Some(Joined::Accepted) => Readiness::Unchecked,
+            Some(Joined::Active) => match &self.auth {
+                None => Readiness::Confirmed,
+                Some(checker) => {
+                    match self
+                        .confirm_auth(checker, &stmt.user_name, password, remaining())
+                        .await
+                    {
+                        Ok(true) => Readiness::Confirmed,
+                        Ok(false) => Readiness::TimedOut,
+                        Err(e) => {
+                            tracing::warn!(user_id, error = %e, "readiness AUTH check failed");
+                            Readiness::TimedOut
+                        }
+                    }
+                }
+            },
+        };
+        let external = ExternalRef::new(&user_id)
+            .with_attr(ATTR_USER_GROUP, self.group_id())
+            .with_attr(ATTR_USER_NAME, &stmt.user_name);
+        Ok(Created::new(
+            external,
+            Credentials::UsernamePassword {
+                username: stmt.user_name.clone(),
+                password: password.clone(),
+            },
+            readiness,
+        ))
+    }
+
+    async fn renew(&self, _external: &ExternalRef, _expires_at: DateTime<Utc>) -> Result<()> {
+        // ElastiCache users have no expiry of their own: the lease alone ends them.
+        Ok(())
+    }
+
+    async fn revoke(&self, external: &ExternalRef) -> Result<()> {
+        let user_id = self.revoke_user_id(external)?;
+        self.delete_user(&user_id, Duration::from_secs(5))
+            .await
+            .map_err(|e| e.with_context("operation", "revoke"))
+    }
+
+    async fn list_managed(&self, prefix: &str) -> Result<Vec<ManagedCredential>> {
+        let prefix = prefix.to_ascii_lowercase();
+        let mut users: Vec<User> = Vec::new();
+        let mut pages = self.client.describe_users().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk_error("DescribeUsers", e))?;
+            users.extend(page.users().iter().cloned());
+        }
+        let candidates: Vec<User> = users
+            .into_iter()
+            .filter(|u| u.status() != Some("deleting"))
+            .filter(|u| u.user_name() != Some("default") && u.user_id() != Some("default"))
+            .collect();
+        let looked_up = futures::stream::iter(candidates)
+            .map(|u| async move {
+                let tags = match u.arn() {
+                    Some(arn) => self.tags_of(arn).await,
+                    None => Ok(Vec::new()),
+                };
+                (u, tags)
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await;
+        let mut found = Vec::new();
+        for (u, tags_result) in looked_up {
+            let Some(id) = u.user_id() else { continue };
+            let prefixed = !prefix.is_empty() && id.starts_with(&prefix);
+            let tag_pairs = match tags_result {
+                Ok(t) => t,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::debug!(user_id = id, error = %e, "could not read the user's tags");
+                    Vec::new()
+                }
+            };
+            let managed = tag_pairs
+                .iter()
+                .any(|(k, v)| k == tags::MANAGED_BY && v == MANAGED_BY);
+            if !(prefixed || managed) {
+                continue;
+            }
+            let lease_id = tag_pairs
+                .iter()
+                .find(|(k, _)| k == tags::LEASE_ID)
+                .map(|(_, v)| v.clone());
+            let mut external = ExternalRef::new(id).with_attr(ATTR_USER_GROUP, self.group_id());
+            if let Some(name) = u.user_name() {
+                external = external.with_attr(ATTR_USER_NAME, name);
+            }
+            found.push(ManagedCredential { external, lease_id });
+        }
+        found.sort_by(|a, b| a.external.id.cmp(&b.external.id));
+        Ok(found)
+    }
+}

@@ -1,3 +1,149 @@
-//! The `leasehold` operator CLI.
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
-fn main() {}
+mod build;
+mod commands;
+mod config;
+mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code of success.
+const EXIT_OK: u8 = 0;
+/// Exit code of a failed operation.
+const EXIT_FAILED: u8 = 1;
+/// Exit code of bad usage or configuration.
+const EXIT_USAGE: u8 = 2;
+
+/// Issue, renew, revoke and list dynamic-secret leases; run the expiry worker.
+#[derive(Debug, Parser)]
+#[command(name = "leasehold", version, about, long_about = None)]
+struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "LEASEHOLD_CONFIG",
+        default_value = "leasehold.toml"
+    )]
+    config: PathBuf,
+    /// Print JSON even on a terminal (it is the default when stdout is not a terminal).
+    #[arg(long, global = true)]
+    json: bool,
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the configured secrets.
+    Secrets,
+    /// Check configuration and reachability of the named secrets (default: all).
+    Validate {
+        /// Secret names.
+        names: Vec<String>,
+    },
+    /// Issue a credential under a new lease; prints the credential once.
+    Issue {
+        /// The secret.
+        name: String,
+        /// The lease's TTL (default: the secret's default_ttl), e.g. 15m, 1h30m.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Who asks (recorded on the lease; `identity.name` in templates).
+        #[arg(long)]
+        identity: Option<String>,
+        /// Return without waiting until the credential is confirmed live.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Extend a lease (up to its max TTL).
+    Renew {
+        /// The lease id.
+        lease_id: String,
+        /// New TTL from now (default: the secret's default_ttl).
+        #[arg(long)]
+        increment: Option<String>,
+    },
+    /// Revoke leases now, or every lease of a secret.
+    Revoke {
+        /// Lease ids.
+        #[arg(required_unless_present = "secret", conflicts_with = "secret")]
+        lease_ids: Vec<String>,
+        /// Revoke every lease of this secret.
+        #[arg(long)]
+        secret: Option<String>,
+        /// Forget a lease whose revocation fails (the credential may survive: check by hand).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show one lease (never its credential).
+    Lookup {
+        /// The lease id.
+        lease_id: String,
+    },
+    /// List leases.
+    List {
+        /// Only leases of this secret.
+        #[arg(long)]
+        secret: Option<String>,
+        /// Only leases in this state (pending, active, revoking, revoked, irrevocable).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Run the expiry worker in the foreground until SIGINT or SIGTERM.
+    Run,
+    /// Find (and with --apply remove) provider users that no lease points at.
+    Reconcile {
+        /// Remove the orphans (default: dry run).
+        #[arg(long)]
+        apply: bool,
+        /// Only this secret (default: all).
+        #[arg(long)]
+        secret: Option<String>,
+    },
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("leasehold: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let json = cli.json || !std::io::stdout().is_terminal();
+    let code = runtime.block_on(commands::run(cli.config, json, cli.command));
+    // Do not wait for lingering connection tasks (a pool's keep-alive) at exit.
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}

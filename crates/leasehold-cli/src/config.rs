@@ -1,0 +1,614 @@
+//! The TOML configuration: parsing and offline checks.
+//!
+//! A secret's table mixes the keys every secret has (`name`, `type`, TTLs, template) with the
+//! keys of its provider. serde's `deny_unknown_fields` does not work through `flatten`, so the
+//! table is split by key name first and each part is deserialized into a struct that refuses
+//! unknown keys: a typo is an error naming the key, never silently ignored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use leasehold_core::{parse_duration, ErrorKind, TtlOverMax};
+use secrecy::SecretString;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// A configuration error: one line, naming the file and the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The provider types the CLI knows, as spelled in `type = "..."`.
+pub const TYPES: &[&str] = &["aws-elasticache", "aws-memorydb", "aws-iam", "redis"];
+
+/// The whole file, checked.
+#[derive(Debug)]
+pub struct Config {
+    /// Where leases are kept.
+    pub store: StoreConfig,
+    /// Settings of the lease manager.
+    pub manager: ManagerSettings,
+    /// The secrets, in file order.
+    pub secrets: Vec<SecretConfig>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `memory`, `sqlite://path`, or `postgres://...`.
+    pub url: String,
+}
+
+/// `[manager]` (optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManager {
+    instance_id: Option<String>,
+    max_idle: Option<DurationText>,
+    revoke_concurrency: Option<usize>,
+    retry_initial_delay: Option<DurationText>,
+    retry_max_attempts: Option<u32>,
+}
+
+/// Settings of the lease manager, checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ManagerSettings {
+    /// A stable instance id (recommended for `run`).
+    pub instance_id: Option<String>,
+    /// Longest sleep of the worker between looks at the store.
+    pub max_idle: Option<Duration>,
+    /// Revocations at once.
+    pub revoke_concurrency: Option<usize>,
+    /// Delay after the first failed revocation.
+    pub retry_initial_delay: Option<Duration>,
+    /// Attempts before a lease becomes irrevocable.
+    pub retry_max_attempts: Option<u32>,
+}
+
+/// One `[[secrets]]` entry, checked offline.
+#[derive(Debug)]
+pub struct SecretConfig {
+    /// The secret's name.
+    pub name: String,
+    /// Default TTL.
+    pub default_ttl: Duration,
+    /// Max TTL.
+    pub max_ttl: Duration,
+    /// Username template, if set.
+    pub username_template: Option<String>,
+    /// Prefix of `randomUsername`, if set.
+    pub username_prefix: Option<String>,
+    /// Limit on active leases, if set.
+    pub max_active_leases: Option<u64>,
+    /// What a TTL above the max does.
+    pub ttl_over_max: TtlOverMax,
+    /// The provider's settings.
+    pub provider: ProviderConfig,
+}
+
+/// The provider part of a secret.
+#[derive(Debug)]
+pub enum ProviderConfig {
+    /// `type = "aws-iam"`.
+    AwsIam(Box<IamSection>, AwsSection),
+}
+
+impl ProviderConfig {
+    /// The `type` as written in the file.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ProviderConfig::AwsIam(..) => "aws-iam",
+        }
+    }
+}
+
+/// Keys every secret has.
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "default_ttl",
+    "max_ttl",
+    "username_template",
+    "username_prefix",
+    "max_active_leases",
+    "ttl_over_max",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonSection {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    default_ttl: Option<DurationText>,
+    max_ttl: Option<DurationText>,
+    username_template: Option<String>,
+    username_prefix: Option<String>,
+    max_active_leases: Option<u64>,
+    ttl_over_max: Option<String>,
+}
+
+/// Keys every AWS secret has.
+const AWS_KEYS: &[&str] = &[
+    "region",
+    "endpoint_url",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "assume_role_arn",
+    "assume_role_external_id",
+    "max_attempts",
+];
+
+/// The AWS settings of a secret: region, endpoint, credentials.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSection {
+    /// The region (else the environment's).
+    pub region: Option<String>,
+    /// Endpoint override.
+    pub endpoint_url: Option<String>,
+    /// Static access key id (else the default chain).
+    pub access_key_id: Option<String>,
+    /// Static secret access key.
+    pub secret_access_key: Option<SecretString>,
+    /// Session token of static temporary keys.
+    pub session_token: Option<SecretString>,
+    /// A role to assume with the credentials above (or the default chain).
+    pub assume_role_arn: Option<String>,
+    /// The external id the role requires.
+    pub assume_role_external_id: Option<String>,
+    /// Attempts per SDK call.
+    pub max_attempts: Option<u32>,
+}
+
+impl fmt::Debug for AwsSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsSection")
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("assume_role_arn", &self.assume_role_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys of `type = "aws-iam"` besides the AWS ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IamSection {
+    /// `iam_user`, `assumed_role`, `federation_token` or `session_token`.
+    pub credential_type: String,
+    /// The inline policy (`iam_user`), session policy (`assumed_role`) or federated user's
+    /// policy (`federation_token`).
+    pub policy_document: Option<String>,
+    /// Managed policies.
+    #[serde(default)]
+    pub policy_arns: Vec<String>,
+    /// `iam_user`: IAM path.
+    pub path: Option<String>,
+    /// `iam_user`: permissions boundary ARN.
+    pub permissions_boundary: Option<String>,
+    /// `iam_user`: groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// `iam_user`: extra tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// `iam_user`: inline policy name.
+    pub inline_policy_name: Option<String>,
+    /// `iam_user`: how old a lease must be before `NoSuchEntity` on revoke is believed.
+    pub consistency_window: Option<DurationText>,
+    /// `iam_user`: whether revoke sweeps service-specific credentials.
+    pub sweep_service_specific_credentials: Option<bool>,
+    /// `assumed_role`: the role.
+    pub role_arn: Option<String>,
+    /// `assumed_role`: the external id.
+    pub external_id: Option<String>,
+    /// `assumed_role`: the role's max session duration.
+    pub max_session_duration: Option<DurationText>,
+    /// How long issue waits, at most, for the credential to work.
+    pub ready_timeout: Option<DurationText>,
+}
+
+/// A duration as written: a string such as `"1h30m"` or a number of seconds. Parsed (with the
+/// field's name in the error) by [`leasehold_core::parse_duration`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationText(pub String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a duration such as \"30s\", \"15m\", \"1h30m\", \"2d\" or a number of seconds",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl DurationText {
+    /// Parses the text; `field` names the setting in the error.
+    pub fn parse(&self, field: &str) -> Result<Duration, String> {
+        parse_duration(field, &self.0).map_err(|e| e.message().to_string())
+    }
+}
+
+fn opt_duration(field: &str, v: &Option<DurationText>) -> Result<Option<Duration>, String> {
+    v.as_ref().map(|d| d.parse(field)).transpose()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    store: StoreConfig,
+    #[serde(default)]
+    manager: RawManager,
+    #[serde(default)]
+    secrets: Vec<toml::Spanned<toml::Table>>,
+}
+
+/// 1-based line of byte offset `pos` in `text`.
+fn line_of(text: &str, pos: usize) -> usize {
+    text.as_bytes()[..pos.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The dotted key whose value starts at `pos` (`store.url`), for errors that do not name it.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let pos = pos.min(text.len());
+    let start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+    let (key, _) = text[start..pos].split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return None;
+    }
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
+/// Reads and checks the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "{shown}: cannot read the configuration file: {e} (use --config PATH)"
+        ))
+    })?;
+    parse(&shown, &text)
+}
+
+/// Parses and checks configuration `text`; `source` names it in errors.
+pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let msg = e.message().trim_end();
+        let Some(span) = e.span() else {
+            return ConfigError(format!("{source}: {msg}"));
+        };
+        let line = line_of(text, span.start);
+        match key_at(text, span.start).filter(|_| !msg.contains("field `")) {
+            Some(key) => ConfigError(format!("{source}:{line}: {key}: {msg}")),
+            None => ConfigError(format!("{source}:{line}: {msg}")),
+        }
+    })?;
+    if raw.store.url.trim().is_empty() {
+        return Err(ConfigError(format!(
+            "{source}: store.url: must not be empty"
+        )));
+    }
+    let manager =
+        check_manager(&raw.manager).map_err(|m| ConfigError(format!("{source}: manager.{m}")))?;
+    let mut secrets: Vec<SecretConfig> = Vec::with_capacity(raw.secrets.len());
+    for (i, spanned) in raw.secrets.into_iter().enumerate() {
+        let line = line_of(text, spanned.span().start);
+        let table = spanned.into_inner();
+        let label = match table.get("name").and_then(|v| v.as_str()) {
+            Some(n) => format!("{source}:{line}: secrets[{i}] ({n:?})"),
+            None => format!("{source}:{line}: secrets[{i}]"),
+        };
+        let secret = parse_secret(table).map_err(|m| ConfigError(format!("{label}: {m}")))?;
+        if secrets.iter().any(|s| s.name == secret.name) {
+            return Err(ConfigError(format!(
+                "{label}: name: {:?} is used by an earlier secret",
+                secret.name
+            )));
+        }
+        secrets.push(secret);
+    }
+    Ok(Config {
+        store: raw.store,
+        manager,
+        secrets,
+    })
+}
+
+fn check_manager(m: &RawManager) -> Result<ManagerSettings, String> {
+    if m.revoke_concurrency == Some(0) {
+        return Err("revoke_concurrency: must be at least 1".into());
+    }
+    if m.retry_max_attempts == Some(0) {
+        return Err("retry_max_attempts: must be at least 1".into());
+    }
+    if let Some(id) = &m.instance_id {
+        if id.is_empty() || id.len() > 128 {
+            return Err("instance_id: must be 1 to 128 characters".into());
+        }
+    }
+    Ok(ManagerSettings {
+        instance_id: m.instance_id.clone(),
+        max_idle: opt_duration("max_idle", &m.max_idle)?,
+        revoke_concurrency: m.revoke_concurrency,
+        retry_initial_delay: opt_duration("retry_initial_delay", &m.retry_initial_delay)?,
+        retry_max_attempts: m.retry_max_attempts,
+    })
+}
+
+/// Removes `keys` from `table` and returns them as a table of their own.
+fn take_keys(table: &mut toml::Table, keys: &[&str]) -> toml::Table {
+    let mut out = toml::Table::new();
+    for k in keys {
+        if let Some(v) = table.remove(*k) {
+            out.insert((*k).to_string(), v);
+        }
+    }
+    out
+}
+
+fn try_table<T: de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim_end().to_string())
+}
+
+/// Deserializes `table` into `T`. serde names the key in "unknown field" and "missing field"
+/// errors but not in type errors ("invalid type: boolean `true`, expected ..."); for those the
+/// key whose removal changes the error is the culprit, and the message is prefixed with it.
+fn from_table<T: de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
+    let msg = match try_table::<T>(table.clone()) {
+        Ok(v) => return Ok(v),
+        Err(m) => m,
+    };
+    if msg.contains("field `") {
+        return Err(msg);
+    }
+    for key in table.keys() {
+        let mut without = table.clone();
+        without.remove(key);
+        match try_table::<T>(without) {
+            Err(m) if m == msg => continue,
+            _ => return Err(format!("{key}: {msg}")),
+        }
+    }
+    Err(msg)
+}
+
+fn parse_secret(mut table: toml::Table) -> Result<SecretConfig, String> {
+    let common: CommonSection = from_table(take_keys(&mut table, COMMON_KEYS))?;
+    let default_ttl = common
+        .default_ttl
+        .as_ref()
+        .map(|d| d.parse("default_ttl"))
+        .transpose()?
+        .unwrap_or(Duration::from_secs(3600));
+    let max_ttl = common
+        .max_ttl
+        .as_ref()
+        .map(|d| d.parse("max_ttl"))
+        .transpose()?
+        .unwrap_or(Duration::from_secs(24 * 3600));
+    leasehold_core::duration::check_default_within_max(
+        "default_ttl",
+        default_ttl,
+        "max_ttl",
+        max_ttl,
+    )
+    .map_err(|e| e.message().to_string())?;
+    let ttl_over_max = match common.ttl_over_max.as_deref() {
+        None | Some("error") => TtlOverMax::Error,
+        Some("clamp") => TtlOverMax::Clamp,
+        Some(other) => {
+            return Err(format!(
+                "ttl_over_max: {other:?} is not one of \"error\", \"clamp\""
+            ))
+        }
+    };
+    let provider = match common.kind.as_str() {
+        "aws-iam" => {
+            let aws: AwsSection = from_table(take_keys(&mut table, AWS_KEYS))?;
+            let iam: IamSection = from_table(table)?;
+            ProviderConfig::AwsIam(Box::new(iam), aws)
+        }
+        "redis" | "aws-elasticache" | "aws-memorydb" => {
+            return Err(format!(
+                "type: {:?} is not available in this build of the leasehold CLI yet",
+                common.kind
+            ))
+        }
+        other => {
+            return Err(format!(
+                "type: unknown type {other:?}; expected one of {}",
+                TYPES.join(", ")
+            ))
+        }
+    };
+    Ok(SecretConfig {
+        name: common.name,
+        default_ttl,
+        max_ttl,
+        username_template: common.username_template,
+        username_prefix: common.username_prefix,
+        max_active_leases: common.max_active_leases,
+        ttl_over_max,
+        provider,
+    })
+}
+
+/// Whether an error of this kind is the caller's (exit code 2) rather than a failed operation.
+pub fn is_usage_error(kind: ErrorKind) -> bool {
+    kind.is_invalid_input() || kind == ErrorKind::SecretNotFound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[store]
+url = "memory"
+
+[[secrets]]
+name = "reports"
+type = "aws-iam"
+default_ttl = "15m"
+max_ttl = 7200
+region = "us-east-1"
+credential_type = "iam_user"
+"#;
+
+    fn err(text: &str) -> String {
+        parse("t.toml", text).unwrap_err().0
+    }
+
+    #[test]
+    fn good_config_parses() {
+        let c = parse("t.toml", GOOD).unwrap();
+        assert_eq!(c.store.url, "memory");
+        assert_eq!(c.secrets.len(), 1);
+        let s = &c.secrets[0];
+        assert_eq!(s.name, "reports");
+        assert_eq!(s.default_ttl, Duration::from_secs(900));
+        assert_eq!(s.max_ttl, Duration::from_secs(7200));
+        assert_eq!(s.provider.type_name(), "aws-iam");
+    }
+
+    #[test]
+    fn errors_name_the_field_on_one_line() {
+        let cases = [
+            (
+                GOOD.replace("aws-iam", "aws-foo"),
+                "type: unknown type \"aws-foo\"",
+            ),
+            (GOOD.replace("\"15m\"", "\"15x\""), "default_ttl:"),
+            (
+                GOOD.replace("\"15m\"", "\"3h\""),
+                "default_ttl 3h exceeds max_ttl 2h",
+            ),
+            (
+                GOOD.replace("name = \"reports\"\n", ""),
+                "missing field `name`",
+            ),
+            (
+                GOOD.replace("credential_type", "credentail_type"),
+                "unknown field `credentail_type`",
+            ),
+            (
+                GOOD.replace("[store]\n", "[store]\npath = 1\n"),
+                "unknown field `path`",
+            ),
+            (GOOD.replace("region", "regoin"), "unknown field `regoin`"),
+            (format!("{GOOD}\n[worker]\n"), "unknown field `worker`"),
+            (
+                GOOD.replace("max_ttl = 7200", "max_ttl = true"),
+                "max_ttl: invalid type",
+            ),
+            (
+                GOOD.replace("url = \"memory\"", "url = 5"),
+                "t.toml:3: store.url: invalid type",
+            ),
+            (
+                GOOD.replace("[store]\nurl = \"memory\"\n", ""),
+                "missing field `store`",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = err(&text);
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+            assert!(!e.contains('\n'), "{e:?} is more than one line");
+            assert!(e.starts_with("t.toml:"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn secret_errors_carry_the_line_and_name() {
+        let e = err(&GOOD.replace("\"15m\"", "\"15x\""));
+        assert!(
+            e.starts_with("t.toml:5: secrets[0] (\"reports\"): default_ttl:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let dup = format!("{GOOD}{}", &GOOD[GOOD.find("[[secrets]]").unwrap()..]);
+        assert!(err(&dup).contains("used by an earlier secret"));
+    }
+
+    #[test]
+    fn aws_debug_redacts_the_secret_key() {
+        let c = parse(
+            "t.toml",
+            &GOOD.replace(
+                "region = \"us-east-1\"",
+                "region = \"us-east-1\"\naccess_key_id = \"AKIAX\"\nsecret_access_key = \"wJalrXUtnFEMI-sekrit\"",
+            ),
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("AKIAX"));
+        assert!(!shown.contains("sekrit"), "{shown}");
+    }
+
+    #[test]
+    fn manager_section_is_checked() {
+        let text = GOOD.replace(
+            "[store]",
+            "[manager]\nmax_idle = \"1s\"\nrevoke_concurrency = 0\n\n[store]",
+        );
+        assert!(err(&text).contains("manager.revoke_concurrency"));
+        let text = GOOD.replace("[store]", "[manager]\nmax_idle = \"1s\"\n\n[store]");
+        let c = parse("t.toml", &text).unwrap();
+        assert_eq!(c.manager.max_idle, Some(Duration::from_secs(1)));
+    }
+}

@@ -127,12 +127,10 @@ pub fn parse_access_string(access: &str) -> Result<AccessSummary> {
             "allchannels" | "resetchannels" => {}
             "allcommands" => s.all_commands = true,
             "nocommands" => s.all_commands = false,
-            "nopass" | "resetpass" | "reset" => {
-                return Err(bad(
-                    rule,
-                    "passwords are set with Passwords / NoPasswordRequired, not in the access string",
-                ))
-            }
+            "nopass" | "resetpass" | "reset" => return Err(bad(
+                rule,
+                "passwords are set with Passwords / NoPasswordRequired, not in the access string",
+            )),
             _ => {
                 let first = rule.chars().next().unwrap_or(' ');
                 match first {
@@ -151,8 +149,7 @@ pub fn parse_access_string(access: &str) -> Result<AccessSummary> {
                             return Err(bad(rule, "expected %R~, %W~ or %RW~ and a key pattern"));
                         };
                         let perm = perm.to_ascii_uppercase();
-                        if !matches!(perm.as_str(), "R" | "W" | "RW" | "WR") || !pattern_ok(pat)
-                        {
+                        if !matches!(perm.as_str(), "R" | "W" | "RW" | "WR") || !pattern_ok(pat) {
                             return Err(bad(rule, "expected %R~, %W~ or %RW~ and a key pattern"));
                         }
                         if pat == "*" && matches!(perm.as_str(), "RW" | "WR") {
@@ -269,9 +266,7 @@ mod tests {
 
     #[test]
     fn summaries() {
-        assert!(parse_access_string("on ~* +@all")
-            .unwrap()
-            .is_full_access());
+        assert!(parse_access_string("on ~* +@all").unwrap().is_full_access());
         assert!(!parse_access_string("on ~* +@all -flushall")
             .unwrap()
             .is_full_access());

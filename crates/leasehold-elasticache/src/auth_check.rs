@@ -59,7 +59,11 @@ impl AuthChecker {
     }
 
     /// One attempt: connect, `AUTH username password`, `PING`, on one connection.
-    pub(crate) async fn check(&self, username: &str, password: &SecretString) -> Result<AuthOutcome> {
+    pub(crate) async fn check(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<AuthOutcome> {
         let info = self
             .url
             .as_str()
@@ -93,7 +97,8 @@ impl AuthChecker {
             .await
         {
             Ok(mut conn) => {
-                let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut conn).await;
                 match pong {
                     Ok(_) => Ok(AuthOutcome::Accepted),
                     // Authenticated, but the access string does not allow PING.
@@ -109,7 +114,10 @@ impl AuthChecker {
 
 fn is_auth_refusal(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::AuthenticationFailed
-        || matches!(e.code(), Some("WRONGPASS") | Some("NOAUTH") | Some("NOPERM"))
+        || matches!(
+            e.code(),
+            Some("WRONGPASS") | Some("NOAUTH") | Some("NOPERM")
+        )
 }
 
 // Redis error text can echo the command; only the kind and code go into our error.

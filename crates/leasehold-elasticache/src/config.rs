@@ -72,13 +72,18 @@ impl fmt::Display for Target {
 }
 
 /// The cache engine of the user group.
+///
+/// The default is `redis`, matching the default creation statement (`"Engine":"redis"`) and
+/// the engine of user groups made for Redis OSS caches. Set `valkey` for a Valkey user group
+/// and give a creation statement with `"Engine":"valkey"` (or none: the configured engine is
+/// used when the statement names none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// Valkey.
-    #[default]
     Valkey,
     /// Redis OSS.
+    #[default]
     Redis,
 }
 
@@ -138,6 +143,10 @@ pub struct ElastiCacheConfig {
     /// Accept a user group whose `default` user needs no password and may do everything
     /// (default false: such a group lets anyone in, and leased credentials add nothing).
     pub allow_open_default_user: bool,
+    /// How long `revoke` waits, at most, after `DeleteUser` for the user to be gone (a user
+    /// that is `deleting` can still log in). Zero returns as soon as `DeleteUser` is accepted.
+    /// Default 60 s; when it runs out, revoke still succeeds (the deletion is under way).
+    pub revoke_wait: Duration,
 }
 
 impl fmt::Debug for ElastiCacheConfig {
@@ -154,12 +163,13 @@ impl fmt::Debug for ElastiCacheConfig {
             .field("readiness_ca_pem", &self.readiness_ca_pem)
             .field("ready_timeout", &self.ready_timeout)
             .field("allow_open_default_user", &self.allow_open_default_user)
+            .field("revoke_wait", &self.revoke_wait)
             .finish_non_exhaustive()
     }
 }
 
 impl ElastiCacheConfig {
-    /// Defaults for `target` and its `user_group_id`: engine Valkey, the default statements,
+    /// Defaults for `target` and its `user_group_id`: engine `redis`, the default statements,
     /// a 5 minute readiness bound, no `AUTH` check, open default users refused.
     pub fn new(target: Target, user_group_id: impl Into<String>) -> Self {
         ElastiCacheConfig {
@@ -176,6 +186,7 @@ impl ElastiCacheConfig {
             readiness_ca_pem: None,
             ready_timeout: Duration::from_secs(300),
             allow_open_default_user: false,
+            revoke_wait: Duration::from_secs(60),
         }
     }
 
@@ -226,6 +237,13 @@ impl ElastiCacheConfig {
     #[must_use]
     pub fn ready_timeout(mut self, d: Duration) -> Self {
         self.ready_timeout = d;
+        self
+    }
+
+    /// Sets how long revoke waits for the user to be gone.
+    #[must_use]
+    pub fn revoke_wait(mut self, d: Duration) -> Self {
+        self.revoke_wait = d;
         self
     }
 
@@ -306,12 +324,9 @@ impl ElastiCacheConfig {
                 password: None,
                 expiration: None,
             })
-            .map_err(|e| {
-                Error::invalid_config(format!("revocation_statement: {}", e.message()))
-            })?;
-        del.check_shape(&["UserId"], DELETE_USER_KEYS).map_err(|e| {
-            Error::invalid_config(format!("revocation_statement: {}", e.message()))
-        })?;
+            .map_err(|e| Error::invalid_config(format!("revocation_statement: {}", e.message())))?;
+        del.check_shape(&["UserId"], DELETE_USER_KEYS)
+            .map_err(|e| Error::invalid_config(format!("revocation_statement: {}", e.message())))?;
         if del.expose_json()["UserId"].as_str() != Some(username) {
             return Err(Error::invalid_config(
                 "revocation_statement: UserId must be \"{{username}}\"",
@@ -390,7 +405,10 @@ impl CreateUserStatement {
             .check(&user_name)
             .map_err(|e| Error::invalid_config(format!("UserName: {}", e.message())))?;
         parse_access_string(&access_string)?;
-        if matches!(obj.get("NoPasswordRequired"), Some(serde_json::Value::Bool(true))) {
+        if matches!(
+            obj.get("NoPasswordRequired"),
+            Some(serde_json::Value::Bool(true))
+        ) {
             return Err(Error::invalid_config(
                 "NoPasswordRequired: a leased credential needs a password",
             ));
@@ -400,7 +418,10 @@ impl CreateUserStatement {
             let mode = mode
                 .as_object()
                 .ok_or_else(|| Error::invalid_config("AuthenticationMode must be an object"))?;
-            if let Some(k) = mode.keys().find(|k| !matches!(k.as_str(), "Type" | "Passwords")) {
+            if let Some(k) = mode
+                .keys()
+                .find(|k| !matches!(k.as_str(), "Type" | "Passwords"))
+            {
                 return Err(Error::invalid_config(format!(
                     "AuthenticationMode.{k} is not CreateUser input; allowed: Type, Passwords"
                 )));
@@ -493,12 +514,14 @@ pub(crate) fn check_identifier(id: &str, max: usize) -> bool {
         && !id.contains("--")
 }
 
+/// How many `leasehold:*` tags the provider puts on each user.
+pub(crate) const OWN_TAGS: usize = 5;
+
 fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
-    // The provider adds four tags of its own.
-    if tags.len() + 4 > MAX_TAGS {
+    if tags.len() + OWN_TAGS > MAX_TAGS {
         return Err(Error::invalid_config(format!(
-            "tags: at most {} extra tags (ElastiCache allows {MAX_TAGS}, leasehold uses 4)",
-            MAX_TAGS - 4
+            "tags: at most {} extra tags (ElastiCache allows {MAX_TAGS}, leasehold uses {OWN_TAGS})",
+            MAX_TAGS - OWN_TAGS
         )));
     }
     for (k, v) in tags {
@@ -567,6 +590,7 @@ struct RawConfig {
     ready_timeout: Option<String>,
     #[serde(default)]
     allow_open_default_user: bool,
+    revoke_wait: Option<String>,
 }
 
 /// AWS settings as they appear in a config file.
@@ -674,6 +698,9 @@ impl TryFrom<RawConfig> for ElastiCacheConfig {
         c.readiness_ca_pem = raw.readiness_ca_pem;
         if let Some(t) = raw.ready_timeout {
             c.ready_timeout = parse_duration("ready_timeout", &t)?;
+        }
+        if let Some(t) = raw.revoke_wait {
+            c.revoke_wait = parse_duration("revoke_wait", &t)?;
         }
         c.validate()?;
         Ok(c)
@@ -788,13 +815,17 @@ mod tests {
         assert_eq!(c.ready_timeout, Duration::from_secs(120));
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("wJalrXUtnFEMI-secret"), "{dbg}");
-        assert!(serde_json::from_value::<ElastiCacheConfig>(serde_json::json!({
-            "replication_group_id": "a", "serverless_cache_name": "b", "user_group_id": "g"
-        }))
-        .is_err());
-        assert!(serde_json::from_value::<ElastiCacheConfig>(serde_json::json!({
-            "replication_group_id": "a", "user_group_id": "g", "colour": "red"
-        }))
-        .is_err());
+        assert!(
+            serde_json::from_value::<ElastiCacheConfig>(serde_json::json!({
+                "replication_group_id": "a", "serverless_cache_name": "b", "user_group_id": "g"
+            }))
+            .is_err()
+        );
+        assert!(
+            serde_json::from_value::<ElastiCacheConfig>(serde_json::json!({
+                "replication_group_id": "a", "user_group_id": "g", "colour": "red"
+            }))
+            .is_err()
+        );
     }
 }

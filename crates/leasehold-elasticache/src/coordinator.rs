@@ -17,6 +17,10 @@ use tokio::sync::oneshot;
 
 use crate::config::MAX_USERS_PER_GROUP;
 
+/// How many `active` looks at the group a user that is neither listed nor pending gets before
+/// its addition counts as failed.
+const MAX_MISSES: u32 = 3;
+
 /// How a queued user ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Joined {
@@ -41,6 +45,8 @@ struct Inner {
     members_at: Option<Instant>,
     /// Users that passed the quota check and are not yet known members.
     reserved: HashSet<String>,
+    /// Reserved users that have not reached [`GroupCoordinator::submit`] yet (being created).
+    arriving: HashSet<String>,
 }
 
 /// Timing of the coordinator's polls.
@@ -48,6 +54,11 @@ struct Inner {
 pub(crate) struct Pacing {
     pub poll_initial: Duration,
     pub poll_max: Duration,
+    /// How long a batch waits, at most, for users that are still being created (reserved,
+    /// not yet submitted) before `ModifyUserGroup` goes out without them. A group change
+    /// costs a whole `modifying` window, so a short wait for concurrent issues pays off;
+    /// an issue with nothing else in flight never waits.
+    pub gather: Duration,
     pub members_fresh_for: Duration,
     pub max_temporary_failures: u32,
 }
@@ -57,6 +68,7 @@ impl Default for Pacing {
         Pacing {
             poll_initial: Duration::from_millis(200),
             poll_max: Duration::from_secs(2),
+            gather: Duration::from_secs(2),
             members_fresh_for: Duration::from_secs(30),
             max_temporary_failures: 8,
         }
@@ -80,6 +92,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut inner = self.coordinator.lock();
         inner.reserved.remove(&self.user_id);
+        inner.arriving.remove(&self.user_id);
     }
 }
 
@@ -97,7 +110,11 @@ pub(crate) fn replicate(e: &Error) -> Error {
 }
 
 fn group_members(g: &aws_sdk_elasticache::types::UserGroup) -> HashSet<String> {
-    let mut set: HashSet<String> = g.user_ids().iter().map(|s| s.to_ascii_lowercase()).collect();
+    let mut set: HashSet<String> = g
+        .user_ids()
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
     if let Some(p) = g.pending_changes() {
         set.extend(p.user_ids_to_add().iter().map(|s| s.to_ascii_lowercase()));
         for r in p.user_ids_to_remove() {
@@ -184,6 +201,7 @@ impl GroupCoordinator {
             .with_context("user_group", &self.group_id));
         }
         inner.reserved.insert(user_id.to_string());
+        inner.arriving.insert(user_id.to_string());
         Ok(Slot {
             coordinator: self.clone(),
             user_id: user_id.to_string(),
@@ -204,6 +222,7 @@ impl GroupCoordinator {
     ) -> oneshot::Receiver<Result<Joined>> {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.lock();
+        inner.arriving.remove(user_id);
         inner.queue.push(Waiter {
             user_id: user_id.to_string(),
             confirm,
@@ -227,8 +246,11 @@ impl GroupCoordinator {
     }
 
     fn delay(&self, round: u32) -> Duration {
-        let factor = 1.5f64.powi(i32::try_from(round.min(20)).unwrap_or(20));
-        self.pacing.poll_initial.mul_f64(factor).min(self.pacing.poll_max)
+        let factor = 1.25f64.powi(i32::try_from(round.min(20)).unwrap_or(20));
+        self.pacing
+            .poll_initial
+            .mul_f64(factor)
+            .min(self.pacing.poll_max)
     }
 
     fn fail_all(&self, waiters: Vec<Waiter>, e: &Error) {
@@ -245,7 +267,7 @@ impl GroupCoordinator {
     }
 
     async fn drive(self: Arc<Self>) {
-        let mut outstanding: Vec<Waiter> = Vec::new();
+        let mut outstanding: Vec<(Waiter, u32)> = Vec::new();
         let mut poll_round = 0u32;
         let mut failures = 0u32;
         loop {
@@ -266,7 +288,8 @@ impl GroupCoordinator {
                 }
                 Err(e) => {
                     let queued = std::mem::take(&mut self.lock().queue);
-                    self.fail_all(std::mem::take(&mut outstanding), &e);
+                    let waiting = std::mem::take(&mut outstanding).into_iter().map(|(w, _)| w);
+                    self.fail_all(waiting.collect(), &e);
                     self.fail_all(queued, &e);
                     failures = 0;
                     continue;
@@ -285,20 +308,39 @@ impl GroupCoordinator {
                 .iter()
                 .map(|s| s.to_ascii_lowercase())
                 .collect();
-            for w in outstanding.drain(..) {
-                let result = if listed.contains(&w.user_id) {
-                    Ok(Joined::Active)
+            // A Describe right after ModifyUserGroup may still show the old, `active` group:
+            // a user that is neither listed nor pending gets a few more looks before it fails.
+            let pending: HashSet<String> = group
+                .pending_changes()
+                .map(|p| {
+                    p.user_ids_to_add()
+                        .iter()
+                        .map(|s| s.to_ascii_lowercase())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut still_waiting = Vec::new();
+            for (w, misses) in outstanding.drain(..) {
+                if listed.contains(&w.user_id) {
+                    let _ = w.tx.send(Ok(Joined::Active));
+                } else if pending.contains(&w.user_id) || misses < MAX_MISSES {
+                    still_waiting.push((w, misses + 1));
                 } else {
-                    Err(Error::new(
+                    let _ = w.tx.send(Err(Error::new(
                         ErrorKind::Unexpected,
                         format!(
-                            "user {:?} is not in user group {:?} after ModifyUserGroup finished",
+                            "user {:?} is not in user group {:?} after ModifyUserGroup finished (deleted meanwhile?)",
                             w.user_id, self.group_id
                         ),
-                    ))
-                };
-                let _ = w.tx.send(result);
+                    )));
+                }
             }
+            if !still_waiting.is_empty() {
+                outstanding = still_waiting;
+                tokio::time::sleep(self.delay(0)).await;
+                continue;
+            }
+            self.gather_arrivals().await;
             let batch: Vec<Waiter> = {
                 let mut inner = self.lock();
                 std::mem::take(&mut inner.queue)
@@ -327,7 +369,7 @@ impl GroupCoordinator {
                     }
                     for w in batch {
                         if w.confirm {
-                            outstanding.push(w);
+                            outstanding.push((w, 0));
                         } else {
                             let _ = w.tx.send(Ok(Joined::Accepted));
                         }
@@ -342,6 +384,7 @@ impl GroupCoordinator {
                         Some("InvalidUserGroupState") => {
                             // Someone else changed the group meanwhile: wait and retry.
                             self.requeue_front(batch);
+                            tokio::time::sleep(self.delay(0)).await;
                         }
                         Some("UserNotFound") => {
                             // A queued user vanished (deleted meanwhile): fail it, keep the rest.
@@ -375,6 +418,22 @@ impl GroupCoordinator {
                     }
                 }
             }
+        }
+    }
+
+    /// Waits, up to [`Pacing::gather`], while users that passed the quota check are still on
+    /// their way to [`submit`](Self::submit), so that concurrent issues share one change.
+    async fn gather_arrivals(&self) {
+        let deadline = tokio::time::Instant::now() + self.pacing.gather;
+        loop {
+            let (arriving, queued) = {
+                let inner = self.lock();
+                (inner.arriving.len(), inner.queue.len())
+            };
+            if arriving == 0 || queued == 0 || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

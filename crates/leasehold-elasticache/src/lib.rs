@@ -13,7 +13,9 @@ pub use config::{
     ElastiCacheConfig, Engine, Target, DEFAULT_CREATION_STATEMENT, DEFAULT_REVOCATION_STATEMENT,
     MAX_USERS_PER_GROUP,
 };
-pub use provider::{ElastiCacheProvider, ATTR_USER_GROUP, ATTR_USER_NAME, KIND, MANAGED_BY};
+pub use provider::{
+    ElastiCacheProvider, ATTR_USER_GROUP, ATTR_USER_NAME, KIND, MANAGED_BY, TAG_USER_GROUP,
+};
 pub use static_role::{
     RotatedPassword, RotationTask, StaticRoleConfig, StaticRoleRotator, StaticRoleStatus,
 };

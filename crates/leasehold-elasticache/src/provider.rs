@@ -27,6 +27,10 @@ pub const KIND: &str = "aws-elasticache";
 /// Value of the `leasehold:managed-by` tag.
 pub const MANAGED_BY: &str = "leasehold";
 
+/// Tag naming the user group a user was made for, so reconcile finds users that never
+/// joined it (a failed create whose clean-up failed too).
+pub const TAG_USER_GROUP: &str = "leasehold:user-group";
+
 /// `ExternalRef` attribute: the user group the user was added to.
 pub const ATTR_USER_GROUP: &str = "user_group";
 
@@ -84,7 +88,8 @@ impl fmt::Debug for ElastiCacheProvider {
 }
 
 fn user_error(op: &'static str, user_id: &str, e: Error) -> Error {
-    e.with_context("user_id", user_id).with_context("operation", op)
+    e.with_context("user_id", user_id)
+        .with_context("operation", op)
 }
 
 impl ElastiCacheProvider {
@@ -113,8 +118,11 @@ impl ElastiCacheProvider {
             .as_deref()
             .map(|url| AuthChecker::new(url, config.readiness_ca_pem.as_deref()))
             .transpose()?;
-        let coordinator =
-            GroupCoordinator::new(client.clone(), config.user_group_id.clone(), Pacing::default());
+        let coordinator = GroupCoordinator::new(
+            client.clone(),
+            config.user_group_id.clone(),
+            Pacing::default(),
+        );
         Ok(ElastiCacheProvider {
             config,
             client,
@@ -146,7 +154,10 @@ impl ElastiCacheProvider {
                     .await
                     .map_err(|e| map_sdk_error("DescribeReplicationGroups", e))?;
                 let rg = out.replication_groups().first().ok_or_else(|| {
-                    Error::new(ErrorKind::NotFound, format!("replication group {id:?} not found"))
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!("replication group {id:?} not found"),
+                    )
                 })?;
                 Ok(rg.user_group_ids().to_vec())
             }
@@ -159,7 +170,10 @@ impl ElastiCacheProvider {
                     .await
                     .map_err(|e| map_sdk_error("DescribeServerlessCaches", e))?;
                 let sc = out.serverless_caches().first().ok_or_else(|| {
-                    Error::new(ErrorKind::NotFound, format!("serverless cache {name:?} not found"))
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!("serverless cache {name:?} not found"),
+                    )
                 })?;
                 Ok(sc.user_group_id().map(str::to_string).into_iter().collect())
             }
@@ -171,22 +185,41 @@ impl ElastiCacheProvider {
             Ok(out) => Ok(out
                 .users()
                 .iter()
-                .find(|u| u.user_id().is_some_and(|id| id.eq_ignore_ascii_case(user_id)))
+                .find(|u| {
+                    u.user_id()
+                        .is_some_and(|id| id.eq_ignore_ascii_case(user_id))
+                })
                 .cloned()),
             Err(e) if error_code(&e) == Some("UserNotFound") => Ok(None),
             Err(e) => Err(map_sdk_error("DescribeUsers", e)),
         }
     }
 
+    /// Every user of the account and region (`DescribeUsers`, all pages).
+    async fn all_users(&self) -> Result<Vec<User>> {
+        let mut users: Vec<User> = Vec::new();
+        let mut pages = self.client.describe_users().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk_error("DescribeUsers", e))?;
+            users.extend(page.users().iter().cloned());
+        }
+        Ok(users)
+    }
+
     /// Waits until the user is `active`. `Ok(false)` when the budget ran out.
     async fn wait_user_active(&self, user_id: &str, budget: Duration) -> Result<bool> {
-        wait_until(budget, self.poll_initial, Duration::from_secs(2), || async {
-            match self.describe_user(user_id).await? {
-                Some(u) => Ok(u.status() == Some("active")),
-                // DescribeUsers may lag CreateUser for a moment.
-                None => Ok(false),
-            }
-        })
+        wait_until(
+            budget,
+            self.poll_initial,
+            Duration::from_secs(2),
+            || async {
+                match self.describe_user(user_id).await? {
+                    Some(u) => Ok(u.status() == Some("active")),
+                    // DescribeUsers may lag CreateUser for a moment.
+                    None => Ok(false),
+                }
+            },
+        )
         .await
     }
 
@@ -209,16 +242,19 @@ impl ElastiCacheProvider {
                             self.coordinator.forget(user_id);
                             return Ok(());
                         }
-                        Some("InvalidUserState") => {
-                            if let Ok(Some(u)) = self.describe_user(user_id).await {
-                                if u.status() == Some("deleting") {
-                                    self.coordinator.forget(user_id);
-                                    return Ok(());
-                                }
-                            } else if let Ok(None) = self.describe_user(user_id).await {
+                        Some("InvalidUserState") => match self.describe_user(user_id).await {
+                            // Already on its way out (a second revoke), or gone meanwhile.
+                            Ok(None) => {
+                                self.coordinator.forget(user_id);
                                 return Ok(());
                             }
-                        }
+                            Ok(Some(u)) if u.status() == Some("deleting") => {
+                                self.coordinator.forget(user_id);
+                                return Ok(());
+                            }
+                            // `creating` / `modifying`: it passes; retry.
+                            _ => {}
+                        },
                         _ if err.is_temporary() => {}
                         _ => return Err(err),
                     }
@@ -273,7 +309,9 @@ impl ElastiCacheProvider {
         let user_id = rendered.expose_json()["UserId"]
             .as_str()
             .map(|s| NameRule::ElastiCacheUserId.normalize(s))
-            .ok_or_else(|| Error::invalid_config("revocation_statement: UserId must be a string"))?;
+            .ok_or_else(|| {
+                Error::invalid_config("revocation_statement: UserId must be a string")
+            })?;
         NameRule::ElastiCacheUserId
             .check(&user_id)
             .map_err(|e| Error::invalid_input(format!("revoke: {}", e.message())))?;
@@ -287,10 +325,25 @@ impl ElastiCacheProvider {
         password: &secrecy::SecretString,
         budget: Duration,
     ) -> Result<bool> {
-        wait_until(budget, self.poll_initial, Duration::from_secs(2), || async {
-            Ok(checker.check(user_name, password).await? == AuthOutcome::Accepted)
-        })
+        wait_until(
+            budget,
+            self.poll_initial,
+            Duration::from_secs(2),
+            || async { Ok(checker.check(user_name, password).await? == AuthOutcome::Accepted) },
+        )
         .await
+    }
+
+    /// Whether `user_id` exists and carries the lease id tag of `request`.
+    async fn made_for(&self, user_id: &str, request: &CreateRequest) -> bool {
+        let Ok(Some(user)) = self.describe_user(user_id).await else {
+            return false;
+        };
+        let Some(arn) = user.arn() else { return false };
+        self.tags_of(arn).await.is_ok_and(|tags| {
+            tags.iter()
+                .any(|(k, v)| k == tags::LEASE_ID && v == request.lease_id.as_str())
+        })
     }
 
     async fn tags_of(&self, arn: &str) -> Result<Vec<(String, String)>> {
@@ -355,15 +408,20 @@ impl DynamicSecretProvider for ElastiCacheProvider {
             }
         }
         // The group's `default` member: the user every unauthenticated connection runs as.
-        let mut default_user = None;
-        for uid in group.user_ids() {
-            if let Some(u) = self.describe_user(uid).await? {
-                if u.user_name() == Some("default") {
-                    default_user = Some(u);
-                    break;
-                }
-            }
-        }
+        let members: Vec<String> = group
+            .user_ids()
+            .iter()
+            .map(|u| u.to_ascii_lowercase())
+            .collect();
+        let default_user = self
+            .all_users()
+            .await?
+            .into_iter()
+            .filter(|u| {
+                u.user_id()
+                    .is_some_and(|id| members.contains(&id.to_ascii_lowercase()))
+            })
+            .find(|u| u.user_name() == Some("default"));
         let Some(default_user) = default_user else {
             return Err(Error::invalid_config(format!(
                 "user group {group_id:?} has no member with the user name \"default\"; ElastiCache requires one (add a default user that is \"off\" or has a password)"
@@ -414,6 +472,7 @@ impl DynamicSecretProvider for ElastiCacheProvider {
         push(tags::SECRET, &request.secret);
         push(tags::EXPIRES_AT, &request.expires_at.to_rfc3339());
         push(tags::MANAGED_BY, MANAGED_BY);
+        push(TAG_USER_GROUP, &self.group_id());
 
         let mut call = self
             .client
@@ -428,12 +487,23 @@ impl DynamicSecretProvider for ElastiCacheProvider {
         }
         if let Err(e) = call.send().await {
             let err = user_error("CreateUser", &user_id, map_sdk_error("CreateUser", e));
-            // A timeout or 5xx may have created the user after all; it is ours (the name is
-            // fresh), so remove it. AlreadyExists is someone else's user: never touch it.
-            if matches!(err.kind(), ErrorKind::Timeout | ErrorKind::ProviderUnavailable) {
-                return Err(self.compensate(&user_id, err).await);
+            match err.kind() {
+                // A timeout or 5xx may have created the user after all; it is ours (the name
+                // is fresh), so remove it.
+                ErrorKind::Timeout | ErrorKind::ProviderUnavailable => {
+                    return Err(self.compensate(&user_id, err).await);
+                }
+                // The SDK retries a call whose answer was lost; the retry then finds the user
+                // the first attempt made. Only a user tagged with this lease is ours to keep
+                // going with; anyone else's is never touched.
+                ErrorKind::AlreadyExists if self.made_for(&user_id, request).await => {
+                    tracing::debug!(
+                        user_id,
+                        "CreateUser answered AlreadyExists for this lease's own user"
+                    );
+                }
+                _ => return Err(err),
             }
-            return Err(err);
         }
 
         match self.wait_user_active(&user_id, remaining()).await {
@@ -515,37 +585,80 @@ impl DynamicSecretProvider for ElastiCacheProvider {
         let user_id = self.revoke_user_id(external)?;
         self.delete_user(&user_id, Duration::from_secs(5))
             .await
-            .map_err(|e| e.with_context("operation", "revoke"))
+            .map_err(|e| e.with_context("operation", "revoke"))?;
+        // A `deleting` user still logs in; wait (bounded) until it is gone so a revoked lease
+        // means a dead credential.
+        let wait = self.config.revoke_wait;
+        if !wait.is_zero() {
+            let gone = wait_until(wait, self.poll_initial, Duration::from_secs(2), || async {
+                Ok(self.describe_user(&user_id).await?.is_none())
+            })
+            .await;
+            match gone {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(
+                        user_id,
+                        "user still deleting after revoke_wait; DeleteUser was accepted"
+                    )
+                }
+                Err(e) => {
+                    tracing::debug!(user_id, error = %e, "could not confirm the user is gone; DeleteUser was accepted")
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn list_managed(&self, prefix: &str) -> Result<Vec<ManagedCredential>> {
         let prefix = prefix.to_ascii_lowercase();
-        let mut users: Vec<User> = Vec::new();
-        let mut pages = self.client.describe_users().into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| map_sdk_error("DescribeUsers", e))?;
-            users.extend(page.users().iter().cloned());
-        }
-        let candidates: Vec<User> = users
+        let group_id = self.group_id();
+        let pending: Vec<String> = match self.coordinator.describe().await {
+            Ok(g) => g
+                .pending_changes()
+                .map(|p| {
+                    p.user_ids_to_add()
+                        .iter()
+                        .map(|s| s.to_ascii_lowercase())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(e) => return Err(e.with_context("operation", "list_managed")),
+        };
+        // Only users that belong to this provider's group are candidates: members (or pending
+        // additions) of the group, and users in no group that were tagged for it. A user with
+        // the prefix in another group belongs to another secret's group, and reconcile must
+        // never remove it from here.
+        let candidates: Vec<(User, bool)> = self
+            .all_users()
+            .await?
             .into_iter()
             .filter(|u| u.status() != Some("deleting"))
             .filter(|u| u.user_name() != Some("default") && u.user_id() != Some("default"))
+            .filter_map(|u| {
+                let id = u.user_id()?.to_ascii_lowercase();
+                let in_group = u
+                    .user_group_ids()
+                    .iter()
+                    .any(|g| g.eq_ignore_ascii_case(&group_id))
+                    || pending.contains(&id);
+                (in_group || u.user_group_ids().is_empty()).then_some((u, in_group))
+            })
             .collect();
         let looked_up = futures::stream::iter(candidates)
-            .map(|u| async move {
+            .map(|(u, in_group)| async move {
                 let tags = match u.arn() {
                     Some(arn) => self.tags_of(arn).await,
                     None => Ok(Vec::new()),
                 };
-                (u, tags)
+                (u, in_group, tags)
             })
             .buffer_unordered(4)
             .collect::<Vec<_>>()
             .await;
         let mut found = Vec::new();
-        for (u, tags_result) in looked_up {
+        for (u, in_group, tags_result) in looked_up {
             let Some(id) = u.user_id() else { continue };
-            let prefixed = !prefix.is_empty() && id.starts_with(&prefix);
             let tag_pairs = match tags_result {
                 Ok(t) => t,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -554,21 +667,33 @@ impl DynamicSecretProvider for ElastiCacheProvider {
                     Vec::new()
                 }
             };
-            let managed = tag_pairs
-                .iter()
-                .any(|(k, v)| k == tags::MANAGED_BY && v == MANAGED_BY);
-            if !(prefixed || managed) {
+            let tag = |key: &str| {
+                tag_pairs
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str())
+            };
+            let prefixed = !prefix.is_empty() && id.to_ascii_lowercase().starts_with(&prefix);
+            let managed = tag(tags::MANAGED_BY) == Some(MANAGED_BY);
+            let tagged_for_group =
+                tag(TAG_USER_GROUP).is_some_and(|g| g.eq_ignore_ascii_case(&group_id));
+            let ours = if in_group {
+                prefixed || managed
+            } else {
+                // In no group at all: only what this provider tagged for this group.
+                managed && tagged_for_group
+            };
+            if !ours {
                 continue;
             }
-            let lease_id = tag_pairs
-                .iter()
-                .find(|(k, _)| k == tags::LEASE_ID)
-                .map(|(_, v)| v.clone());
-            let mut external = ExternalRef::new(id).with_attr(ATTR_USER_GROUP, self.group_id());
+            let mut external = ExternalRef::new(id).with_attr(ATTR_USER_GROUP, &group_id);
             if let Some(name) = u.user_name() {
                 external = external.with_attr(ATTR_USER_NAME, name);
             }
-            found.push(ManagedCredential { external, lease_id });
+            found.push(ManagedCredential {
+                external,
+                lease_id: tag(tags::LEASE_ID).map(str::to_string),
+            });
         }
         found.sort_by(|a, b| a.external.id.cmp(&b.external.id));
         Ok(found)

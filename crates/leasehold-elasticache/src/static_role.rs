@@ -319,13 +319,21 @@ impl StaticRoleRotator {
             .user_id(&self.user_id)
             .send()
             .await
-            .map_err(|e| map_sdk_error("DescribeUsers", e).with_context("user_id", &self.user_id))?;
+            .map_err(|e| {
+                map_sdk_error("DescribeUsers", e).with_context("user_id", &self.user_id)
+            })?;
         out.users()
             .iter()
-            .find(|u| u.user_id().is_some_and(|id| id.eq_ignore_ascii_case(&self.user_id)))
+            .find(|u| {
+                u.user_id()
+                    .is_some_and(|id| id.eq_ignore_ascii_case(&self.user_id))
+            })
             .cloned()
             .ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, format!("user {:?} not found", self.user_id))
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("user {:?} not found", self.user_id),
+                )
             })
     }
 
@@ -371,7 +379,8 @@ impl StaticRoleRotator {
                 Err(e) => {
                     let busy = error_code(&e) == Some("InvalidUserState");
                     let err = map_sdk_error("ModifyUser", e).with_context("user_id", &self.user_id);
-                    if !(busy || err.is_temporary()) || tokio::time::Instant::now() + delay > deadline
+                    if !(busy || err.is_temporary())
+                        || tokio::time::Instant::now() + delay > deadline
                     {
                         return Err(err);
                     }
@@ -381,9 +390,12 @@ impl StaticRoleRotator {
             }
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let active = wait_until(remaining, self.poll_initial, Duration::from_secs(2), || async {
-            Ok(self.describe().await?.status() == Some("active"))
-        })
+        let active = wait_until(
+            remaining,
+            self.poll_initial,
+            Duration::from_secs(2),
+            || async { Ok(self.describe().await?.status() == Some("active")) },
+        )
         .await?;
         if active {
             Ok(())

@@ -16,7 +16,16 @@ use leasehold_iam::{
 };
 use leasehold_store_sql::{PostgresStore, SqliteStore};
 
-use crate::config::{AwsSection, Config, IamSection, ProviderConfig, SecretConfig};
+use std::time::Duration;
+
+use leasehold_core::StatementTemplate;
+use leasehold_elasticache::{ElastiCacheConfig, ElastiCacheProvider, Engine, Target};
+use leasehold_memorydb::{MemoryDbConfig, MemoryDbProvider};
+
+use crate::config::{
+    AwsSection, Config, DurationText, ElastiCacheSection, IamSection, MemoryDbSection,
+    ProviderConfig, SecretConfig,
+};
 
 /// Opens the store named by `store.url`.
 pub async fn store(url: &str) -> Result<Arc<dyn LeaseStore>> {
@@ -232,10 +241,118 @@ async fn iam_provider(
     }
 }
 
+fn duration(field: &'static str, d: &Option<DurationText>) -> Result<Option<Duration>> {
+    d.as_ref()
+        .map(|d| d.parse(field))
+        .transpose()
+        .map_err(Error::invalid_config)
+}
+
+fn statement(field: &'static str, s: &Option<String>) -> Result<Option<StatementTemplate>> {
+    s.as_deref()
+        .map(|s| {
+            StatementTemplate::parse(s).map_err(|e| {
+                let msg = e.message().to_string();
+                Error::new(e.kind(), format!("{field}: {msg}"))
+            })
+        })
+        .transpose()
+}
+
+async fn elasticache_provider(
+    ec: &ElastiCacheSection,
+    aws: &AwsSection,
+) -> Result<Arc<dyn DynamicSecretProvider>> {
+    let target = match (&ec.replication_group_id, &ec.serverless_cache_name) {
+        (Some(id), None) => Target::ReplicationGroup(id.clone()),
+        (None, Some(name)) => Target::ServerlessCache(name.clone()),
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid_config(
+                "serverless_cache_name: set either replication_group_id or serverless_cache_name, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(Error::invalid_config(
+                "replication_group_id: missing (or set serverless_cache_name)",
+            ))
+        }
+    };
+    let mut c = ElastiCacheConfig::new(target, &ec.user_group_id).aws(aws_config(aws)?);
+    c = match ec.engine.as_deref() {
+        None | Some("redis") => c.engine(Engine::Redis),
+        Some("valkey") => c.engine(Engine::Valkey),
+        Some(other) => {
+            return Err(Error::invalid_config(format!(
+                "engine: {other:?} is not one of \"redis\", \"valkey\""
+            )))
+        }
+    };
+    if let Some(t) = statement("creation_statement", &ec.creation_statement)? {
+        c = c.creation_statement(t);
+    }
+    if let Some(t) = statement("revocation_statement", &ec.revocation_statement)? {
+        c = c.revocation_statement(t);
+    }
+    for (k, v) in &ec.tags {
+        c = c.tag(k, v);
+    }
+    if let Some(url) = &ec.readiness_endpoint {
+        c = c.readiness_endpoint(url, ec.readiness_ca_pem.clone());
+    } else if ec.readiness_ca_pem.is_some() {
+        return Err(Error::invalid_config(
+            "readiness_ca_pem: set without readiness_endpoint",
+        ));
+    }
+    if let Some(d) = duration("ready_timeout", &ec.ready_timeout)? {
+        c = c.ready_timeout(d);
+    }
+    if let Some(yes) = ec.allow_open_default_user {
+        c = c.allow_open_default_user(yes);
+    }
+    c.validate()?;
+    Ok(Arc::new(ElastiCacheProvider::new(c).await?))
+}
+
+async fn memorydb_provider(
+    db: &MemoryDbSection,
+    aws: &AwsSection,
+) -> Result<Arc<dyn DynamicSecretProvider>> {
+    let mut c = MemoryDbConfig::new(&db.cluster_name).aws(aws_config(aws)?);
+    if let Some(acl) = &db.acl_name {
+        c = c.acl_name(acl);
+    }
+    if let Some(t) = statement("creation_statement", &db.creation_statement)? {
+        c = c.creation_statement(t);
+    }
+    if let Some(t) = statement("revocation_statement", &db.revocation_statement)? {
+        c = c.revocation_statement(t);
+    }
+    for (k, v) in &db.tags {
+        c = c.tag(k, v);
+    }
+    if let Some(url) = &db.readiness_endpoint {
+        c = c.readiness_endpoint(url, db.readiness_ca_pem.clone());
+    } else if db.readiness_ca_pem.is_some() {
+        return Err(Error::invalid_config(
+            "readiness_ca_pem: set without readiness_endpoint",
+        ));
+    }
+    if let Some(d) = duration("ready_timeout", &db.ready_timeout)? {
+        c = c.ready_timeout(d);
+    }
+    if let Some(d) = duration("revoke_timeout", &db.revoke_timeout)? {
+        c = c.revoke_timeout(d);
+    }
+    c.validate()?;
+    Ok(Arc::new(MemoryDbProvider::new(c).await?))
+}
+
 /// The provider of one secret.
 pub async fn provider(p: &ProviderConfig) -> Result<Arc<dyn DynamicSecretProvider>> {
     match p {
         ProviderConfig::AwsIam(iam, aws) => iam_provider(iam, aws).await,
+        ProviderConfig::AwsElastiCache(ec, aws) => elasticache_provider(ec, aws).await,
+        ProviderConfig::AwsMemoryDb(db, aws) => memorydb_provider(db, aws).await,
     }
 }
 

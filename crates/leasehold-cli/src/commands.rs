@@ -564,25 +564,27 @@ fn event_json(e: &AuditEvent) -> Value {
     })
 }
 
-async fn shutdown_signal() -> &'static str {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, so a signal
+/// that arrives after it returns is never the default (fatal) one.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
             }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        })
     }
 }
 
@@ -611,12 +613,16 @@ async fn run_worker(path: &Path, config: &Config, out: &Out) -> Result<u8, Fail>
             let _ = stdout.flush();
         }
     });
+    let stop = shutdown_signal().map_err(|e| Fail {
+        code: EXIT_FAILED,
+        line: format!("cannot install the signal handlers: {e}"),
+    })?;
     eprintln!(
         "leasehold: expiry worker running (instance {}, {} secret(s)); SIGINT or SIGTERM stops it",
         m.instance_id(),
         m.secrets().len()
     );
-    let signal = shutdown_signal().await;
+    let signal = stop.await;
     eprintln!("leasehold: {signal} received, stopping the worker");
     m.shutdown().await;
     // Dropping the manager drops the sink's sender; the printer then drains and ends.

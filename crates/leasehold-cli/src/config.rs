@@ -101,6 +101,10 @@ pub struct SecretConfig {
 pub enum ProviderConfig {
     /// `type = "aws-iam"`.
     AwsIam(Box<IamSection>, AwsSection),
+    /// `type = "aws-elasticache"`.
+    AwsElastiCache(Box<ElastiCacheSection>, AwsSection),
+    /// `type = "aws-memorydb"`.
+    AwsMemoryDb(Box<MemoryDbSection>, AwsSection),
 }
 
 impl ProviderConfig {
@@ -108,6 +112,8 @@ impl ProviderConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             ProviderConfig::AwsIam(..) => "aws-iam",
+            ProviderConfig::AwsElastiCache(..) => "aws-elasticache",
+            ProviderConfig::AwsMemoryDb(..) => "aws-memorydb",
         }
     }
 }
@@ -227,6 +233,60 @@ pub struct IamSection {
     pub max_session_duration: Option<DurationText>,
     /// How long issue waits, at most, for the credential to work.
     pub ready_timeout: Option<DurationText>,
+}
+
+/// The keys of `type = "aws-elasticache"` besides the AWS ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElastiCacheSection {
+    /// The replication group (node-based cache); or `serverless_cache_name`.
+    pub replication_group_id: Option<String>,
+    /// The serverless cache; or `replication_group_id`.
+    pub serverless_cache_name: Option<String>,
+    /// The user group every user joins.
+    pub user_group_id: String,
+    /// `redis` (default) or `valkey`.
+    pub engine: Option<String>,
+    /// `CreateUser` input as a JSON template.
+    pub creation_statement: Option<String>,
+    /// `DeleteUser` input as a JSON template.
+    pub revocation_statement: Option<String>,
+    /// Extra tags on every user.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// `rediss://host:port` to confirm new credentials with `AUTH`.
+    pub readiness_endpoint: Option<String>,
+    /// The CA (PEM file) of the readiness endpoint.
+    pub readiness_ca_pem: Option<std::path::PathBuf>,
+    /// How long issue waits, at most, for the credential to work.
+    pub ready_timeout: Option<DurationText>,
+    /// Accept a group whose `default` user is open.
+    pub allow_open_default_user: Option<bool>,
+}
+
+/// The keys of `type = "aws-memorydb"` besides the AWS ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryDbSection {
+    /// The cluster.
+    pub cluster_name: String,
+    /// The ACL users join (default: the cluster's).
+    pub acl_name: Option<String>,
+    /// `CreateUser` input as a JSON template.
+    pub creation_statement: Option<String>,
+    /// `DeleteUser` input as a JSON template.
+    pub revocation_statement: Option<String>,
+    /// Extra tags on every user.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// `rediss://host:port` to confirm new credentials with `AUTH`.
+    pub readiness_endpoint: Option<String>,
+    /// The CA (PEM file) of the readiness endpoint.
+    pub readiness_ca_pem: Option<std::path::PathBuf>,
+    /// How long issue waits, at most, for the credential to work.
+    pub ready_timeout: Option<DurationText>,
+    /// How long revoke rides out a user that is changing.
+    pub revoke_timeout: Option<DurationText>,
 }
 
 /// A duration as written: a string such as `"1h30m"` or a number of seconds. Parsed (with the
@@ -460,7 +520,15 @@ fn parse_secret(mut table: toml::Table) -> Result<SecretConfig, String> {
             let iam: IamSection = from_table(table)?;
             ProviderConfig::AwsIam(Box::new(iam), aws)
         }
-        "redis" | "aws-elasticache" | "aws-memorydb" => {
+        "aws-elasticache" => {
+            let aws: AwsSection = from_table(take_keys(&mut table, AWS_KEYS))?;
+            ProviderConfig::AwsElastiCache(Box::new(from_table(table)?), aws)
+        }
+        "aws-memorydb" => {
+            let aws: AwsSection = from_table(take_keys(&mut table, AWS_KEYS))?;
+            ProviderConfig::AwsMemoryDb(Box::new(from_table(table)?), aws)
+        }
+        "redis" => {
             return Err(format!(
                 "type: {:?} is not available in this build of the leasehold CLI yet",
                 common.kind

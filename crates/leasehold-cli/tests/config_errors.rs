@@ -1,0 +1,208 @@
+//! Bad configurations exit 2 with one line on stderr that names the field, before any
+//! network call.
+
+mod support;
+
+use support::Cli;
+
+const BASE: &str = r#"
+[store]
+url = "sqlite://{dir}/leasehold.db"
+
+[[secrets]]
+name = "reports"
+type = "aws-iam"
+default_ttl = "1h"
+max_ttl = "24h"
+region = "us-east-1"
+endpoint_url = "http://127.0.0.1:9"
+credential_type = "iam_user"
+"#;
+
+fn expect_usage_error(toml: &str, command: &[&str], needles: &[&str]) {
+    let cli = Cli::new(toml);
+    let out = cli.run(command);
+    assert_eq!(out.code, 2, "{command:?} should exit 2: {out:?}");
+    assert!(out.stdout.is_empty(), "nothing on stdout: {out:?}");
+    let line = out.stderr.trim_end();
+    assert_eq!(line.lines().count(), 1, "one line: {line:?}");
+    for n in needles {
+        assert!(line.contains(n), "{line:?} should mention {n:?}");
+    }
+    assert!(
+        !cli.path("leasehold.db").exists(),
+        "a bad config must not touch the store"
+    );
+}
+
+#[test]
+fn a_good_config_lists_its_secrets() {
+    let cli = Cli::new(BASE);
+    let v = cli.ok(&["secrets"]);
+    assert_eq!(v[0]["name"], "reports");
+    assert_eq!(v[0]["type"], "aws-iam");
+    assert_eq!(v[0]["default_ttl"], "1h");
+    assert_eq!(v[0]["max_ttl"], "1day");
+}
+
+#[test]
+fn unknown_type() {
+    expect_usage_error(
+        &BASE.replace("type = \"aws-iam\"", "type = \"aws-dynamo\""),
+        &["list"],
+        &[
+            "config error",
+            "secrets[0]",
+            "type",
+            "aws-dynamo",
+            "aws-iam",
+        ],
+    );
+}
+
+#[test]
+fn bad_duration() {
+    expect_usage_error(
+        &BASE.replace("\"1h\"", "\"an hour\""),
+        &["list"],
+        &["default_ttl", "an hour", "not a valid duration"],
+    );
+    expect_usage_error(
+        &BASE.replace("max_ttl = \"24h\"", "max_ttl = \"0s\""),
+        &["secrets"],
+        &["max_ttl"],
+    );
+}
+
+#[test]
+fn default_above_max() {
+    expect_usage_error(
+        &BASE.replace("\"1h\"", "\"2d\""),
+        &["issue", "reports"],
+        &["default_ttl", "max_ttl", "exceeds"],
+    );
+}
+
+#[test]
+fn missing_field() {
+    expect_usage_error(
+        &BASE.replace("name = \"reports\"\n", ""),
+        &["list"],
+        &["missing field", "name"],
+    );
+    expect_usage_error(
+        &BASE.replace("credential_type = \"iam_user\"\n", ""),
+        &["list"],
+        &["missing field", "credential_type"],
+    );
+    expect_usage_error(
+        &BASE.replace("[store]\nurl = \"sqlite://{dir}/leasehold.db\"\n", ""),
+        &["list"],
+        &["missing field", "store"],
+    );
+}
+
+#[test]
+fn unknown_key() {
+    expect_usage_error(
+        &BASE.replace("region =", "regoin ="),
+        &["list"],
+        &["unknown field", "regoin"],
+    );
+    expect_usage_error(
+        &BASE.replace("[store]\n", "[store]\npool_size = 4\n"),
+        &["list"],
+        &["unknown field", "pool_size"],
+    );
+    expect_usage_error(
+        &format!("{BASE}\n[workers]\ncount = 2\n"),
+        &["list"],
+        &["unknown field", "workers"],
+    );
+}
+
+#[test]
+fn wrong_value_type_names_the_key() {
+    expect_usage_error(
+        &BASE.replace("max_ttl = \"24h\"", "max_ttl = true"),
+        &["list"],
+        &["max_ttl", "invalid type"],
+    );
+    expect_usage_error(
+        &BASE.replace("url = \"sqlite://{dir}/leasehold.db\"", "url = 5"),
+        &["list"],
+        &["store.url", "invalid type"],
+    );
+}
+
+#[test]
+fn provider_settings_are_checked_offline() {
+    expect_usage_error(
+        &BASE.replace("us-east-1", "Mars 1"),
+        &["list"],
+        &["region", "reports"],
+    );
+    expect_usage_error(
+        &BASE.replace(
+            "credential_type = \"iam_user\"",
+            "credential_type = \"root\"",
+        ),
+        &["list"],
+        &["credential_type", "root"],
+    );
+    expect_usage_error(
+        &BASE.replace(
+            "credential_type = \"iam_user\"",
+            "credential_type = \"iam_user\"\npolicy_document = \"{not json\"",
+        ),
+        &["list"],
+        &["policy"],
+    );
+    expect_usage_error(
+        &BASE.replace(
+            "credential_type = \"iam_user\"",
+            "credential_type = \"iam_user\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"",
+        ),
+        &["list"],
+        &["role_arn", "iam_user"],
+    );
+    expect_usage_error(
+        &BASE.replace(
+            "region = \"us-east-1\"",
+            "region = \"us-east-1\"\naccess_key_id = \"AKIAEXAMPLE\"",
+        ),
+        &["list"],
+        &["secret_access_key"],
+    );
+    expect_usage_error(
+        &BASE.replace("sqlite://{dir}/leasehold.db", "mysql://db/leases"),
+        &["list"],
+        &["store.url"],
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let cli = Cli::new(BASE);
+    for (args, needle) in [
+        (&["issue", "nope"][..], "no secret named \"nope\""),
+        (&["issue", "reports", "--ttl", "soon"][..], "--ttl"),
+        (&["lookup", "not-a-lease-id"][..], "lease id"),
+        (&["list", "--state", "gone"][..], "unknown lease state"),
+        (&["revoke"][..], "required"),
+        (&["frobnicate"][..], "unrecognized subcommand"),
+    ] {
+        let out = cli.run(args);
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(needle), "{args:?}: {:?}", out.stderr);
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_a_usage_error() {
+    let cli = Cli::new(BASE);
+    std::fs::remove_file(&cli.config).unwrap();
+    let out = cli.run(&["list"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("cannot read the configuration file"));
+}

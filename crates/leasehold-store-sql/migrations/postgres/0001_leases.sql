@@ -1,0 +1,25 @@
+-- One row per lease. No column holds a password, secret key or token: `external` is the
+-- provider's reference (a username, an access key id), never a credential.
+CREATE TABLE IF NOT EXISTS leasehold_leases (
+    id              TEXT    PRIMARY KEY NOT NULL,
+    secret          TEXT    NOT NULL,
+    provider_kind   TEXT    NOT NULL,
+    identity        TEXT,
+    external        TEXT    NOT NULL,
+    state           TEXT    NOT NULL,
+    issued_at       BIGINT  NOT NULL, -- unix milliseconds
+    expires_at      BIGINT  NOT NULL,
+    max_expires_at  BIGINT  NOT NULL,
+    renewable       BOOLEAN NOT NULL,
+    due_at          BIGINT  NOT NULL,
+    claimable_at    BIGINT  NOT NULL, -- max(due_at, claim_until): what claim_due and next_due read
+    revoke_attempts BIGINT  NOT NULL,
+    last_error      TEXT,
+    claimed_by      TEXT,
+    claim_until     BIGINT,
+    version         BIGINT  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leasehold_leases_claimable
+    ON leasehold_leases (claimable_at) WHERE state <> 'revoked';
+CREATE INDEX IF NOT EXISTS leasehold_leases_secret ON leasehold_leases (secret, id);
+CREATE INDEX IF NOT EXISTS leasehold_leases_state ON leasehold_leases (state, id);

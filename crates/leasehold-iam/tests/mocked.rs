@@ -908,3 +908,24 @@ async fn calls_on_a_fresh_user_ride_out_no_such_entity() {
     assert_eq!(missing_group.num_calls(), 4);
     assert_eq!(full.delete_user.num_calls(), 1, "compensated");
 }
+
+#[test]
+fn provider_debug_hides_its_own_aws_secret() {
+    let iam = mock_client!(aws_sdk_iam, RuleMode::MatchAny, &Vec::<&Rule>::new());
+    let sts = mock_client!(aws_sdk_sts, RuleMode::MatchAny, &Vec::<&Rule>::new());
+    let aws =
+        leasehold_aws::AwsConfig::new().credentials(leasehold_aws::AwsCredentials::from_keys(
+            "AKIAPROVIDERKEY",
+            secrecy::SecretString::from(SECRET_KEY),
+        ));
+    let p = IamUserProvider::from_clients(IamUserConfig::new().aws(aws.clone()), iam, sts.clone())
+        .unwrap();
+    let s = StsProvider::from_client(
+        StsConfig::new(StsCredentialType::SessionToken).aws(aws),
+        sts,
+    )
+    .unwrap();
+    let shown = format!("{p:?} {s:?} {:?}", p.config());
+    assert!(shown.contains("AKIAPROVIDERKEY"), "{shown}");
+    assert!(!shown.contains(SECRET_KEY), "{shown}");
+}

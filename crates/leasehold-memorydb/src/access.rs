@@ -154,7 +154,10 @@ pub fn check_access_string(access: &str) -> Result<AccessSummary> {
                             if !CATEGORIES.contains(&cat) {
                                 return Err(invalid(
                                     rule,
-                                    &format!("unknown command category; known: {}", CATEGORIES.join(", ")),
+                                    &format!(
+                                        "unknown command category; known: {}",
+                                        CATEGORIES.join(", ")
+                                    ),
                                 ));
                             }
                             if cat == "all" {

@@ -210,7 +210,11 @@ impl AclQueue {
 
     /// Queues `user` for the next `UpdateACL`. With `confirm` the answer comes when the ACL is
     /// `active` again and lists the user; without, when `UpdateACL` accepted it.
-    pub(crate) fn submit(self: &Arc<Self>, user: &str, confirm: bool) -> oneshot::Receiver<Result<Joined>> {
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        user: &str,
+        confirm: bool,
+    ) -> oneshot::Receiver<Result<Joined>> {
         let (tx, rx) = oneshot::channel();
         let mut inner = self.lock();
         inner.queue.push(Waiter {
@@ -372,7 +376,8 @@ impl AclQueue {
                             .with_context("acl", &self.acl);
                             Self::fail_all(batch, &q);
                         }
-                        _ if (e.is_temporary() || code.as_deref() == Some("InvalidUserStateFault"))
+                        _ if (e.is_temporary()
+                            || code.as_deref() == Some("InvalidUserStateFault"))
                             && failures < self.pacing.max_failures =>
                         {
                             failures += 1;

@@ -53,12 +53,15 @@ impl AuthProbe {
 
     /// One attempt: connect with `AUTH username password`, then `PING`. `Ok(false)` when the
     /// server refuses the credential (not live yet, or revoked).
-    pub(crate) async fn authenticates(&self, username: &str, password: &SecretString) -> Result<bool> {
-        let info = self
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| Error::invalid_config(format!("readiness_endpoint: {:?}", e.kind())))?;
+    pub(crate) async fn authenticates(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<bool> {
+        let info =
+            self.url.as_str().into_connection_info().map_err(|e| {
+                Error::invalid_config(format!("readiness_endpoint: {:?}", e.kind()))
+            })?;
         let settings = info
             .redis_settings()
             .clone()
@@ -82,7 +85,10 @@ impl AuthProbe {
             .set_response_timeout(Some(Duration::from_secs(5)));
         // The client sends AUTH on connect; a refused AUTH fails the connection, so nothing can
         // run as `default` by accident.
-        match client.get_multiplexed_async_connection_with_config(&config).await {
+        match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
             Ok(mut conn) => {
                 match redis::cmd("PING").query_async::<String>(&mut conn).await {
                     Ok(_) => Ok(true),

@@ -391,11 +391,26 @@ mod tests {
     #[test]
     fn statements_are_checked_as_api_input() {
         let bad = [
-            (r#"{"UserName":"fixed-user","AccessString":"on ~* +@all","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]}}"#, "UserName"),
-            (r#"{"UserName":"{{username}}","AccessString":"on ~* +@all","AuthenticationMode":{"Type":"password","Passwords":["a-fixed-password-0123"]}}"#, "{{password}}"),
-            (r#"{"UserName":"{{username}}","AccessString":"on ~* +@all","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]},"Engine":"redis"}"#, "Engine"),
-            (r#"{"UserName":"{{username}}","AccessString":"on ~* +@all"}"#, "AuthenticationMode"),
-            (r#"{"UserName":"{{username}}","AccessString":"+@all","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]}}"#, "on"),
+            (
+                r#"{"UserName":"fixed-user","AccessString":"on ~* +@all","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]}}"#,
+                "UserName",
+            ),
+            (
+                r#"{"UserName":"{{username}}","AccessString":"on ~* +@all","AuthenticationMode":{"Type":"password","Passwords":["a-fixed-password-0123"]}}"#,
+                "{{password}}",
+            ),
+            (
+                r#"{"UserName":"{{username}}","AccessString":"on ~* +@all","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]},"Engine":"redis"}"#,
+                "Engine",
+            ),
+            (
+                r#"{"UserName":"{{username}}","AccessString":"on ~* +@all"}"#,
+                "AuthenticationMode",
+            ),
+            (
+                r#"{"UserName":"{{username}}","AccessString":"+@all","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]}}"#,
+                "on",
+            ),
         ];
         for (s, needle) in bad {
             let e = statement(s).unwrap_err();
@@ -405,7 +420,9 @@ mod tests {
         statement(r#"{"UserName":"{{username}}","AccessString":"on ~app:* &* +@read","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]},"Tags":[{"Key":"expires","Value":"{{expiration}}"}]}"#).unwrap();
 
         let e = base()
-            .revocation_statement(StatementTemplate::parse(r#"{"UserName":"someone-else"}"#).unwrap())
+            .revocation_statement(
+                StatementTemplate::parse(r#"{"UserName":"someone-else"}"#).unwrap(),
+            )
             .validate()
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidTemplate);
@@ -420,15 +437,16 @@ mod tests {
 
     #[test]
     fn debug_hides_aws_secrets() {
-        let c = base().aws(
-            AwsConfig::new()
-                .region("us-east-1")
-                .credentials(leasehold_aws::AwsCredentials::from_keys(
-                    "AKIDEXAMPLE",
-                    SecretString::from("wJalrXUtnFEMI-very-secret"),
-                )),
-        );
+        let c = base().aws(AwsConfig::new().region("us-east-1").credentials(
+            leasehold_aws::AwsCredentials::from_keys(
+                "AKIDEXAMPLE",
+                SecretString::from("wJalrXUtnFEMI-very-secret"),
+            ),
+        ));
         let s = format!("{c:?}");
-        assert!(s.contains("AKIDEXAMPLE") && !s.contains("wJalrXUtnFEMI"), "{s}");
+        assert!(
+            s.contains("AKIDEXAMPLE") && !s.contains("wJalrXUtnFEMI"),
+            "{s}"
+        );
     }
 }

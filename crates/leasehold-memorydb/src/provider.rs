@@ -256,13 +256,11 @@ impl MemoryDbProvider {
             return Ok(Readiness::Confirmed);
         };
         let budget = deadline.saturating_duration_since(Instant::now());
-        let checked = leasehold_aws::wait_until(
-            budget,
-            self.pacing.poll,
-            self.pacing.poll_max,
-            || probe.authenticates(user, password),
-        )
-        .await;
+        let checked =
+            leasehold_aws::wait_until(budget, self.pacing.poll, self.pacing.poll_max, || {
+                probe.authenticates(user, password)
+            })
+            .await;
         Ok(match checked {
             Ok(true) => Readiness::Confirmed,
             Ok(false) => Readiness::TimedOut,
@@ -298,14 +296,15 @@ impl MemoryDbProvider {
     /// way; this only narrows the time the credential may still work.
     async fn wait_gone(&self, user: &str, deadline: Instant) {
         let budget = deadline.saturating_duration_since(Instant::now());
-        let gone = leasehold_aws::wait_until(budget, self.pacing.poll, self.pacing.poll_max, || async {
-            match self.client.describe_users().user_name(user).send().await {
-                Ok(out) => Ok(!out.users().iter().any(|u| u.name() == Some(user))),
-                Err(e) if error_code(&e) == Some("UserNotFoundFault") => Ok(true),
-                Err(e) => Err(map_sdk_error("DescribeUsers", e)),
-            }
-        })
-        .await;
+        let gone =
+            leasehold_aws::wait_until(budget, self.pacing.poll, self.pacing.poll_max, || async {
+                match self.client.describe_users().user_name(user).send().await {
+                    Ok(out) => Ok(!out.users().iter().any(|u| u.name() == Some(user))),
+                    Err(e) if error_code(&e) == Some("UserNotFoundFault") => Ok(true),
+                    Err(e) => Err(map_sdk_error("DescribeUsers", e)),
+                }
+            })
+            .await;
         if !matches!(gone, Ok(true)) {
             tracing::debug!(user, "user still deleting when revoke returned");
         }
@@ -394,9 +393,7 @@ impl DynamicSecretProvider for MemoryDbProvider {
         }
         let queue = self.queue().await?;
         queue.describe().await.map_err(|e| {
-            if e.kind() == ErrorKind::NotFound
-                || e.message().contains("ACLNotFoundFault")
-            {
+            if e.kind() == ErrorKind::NotFound || e.message().contains("ACLNotFoundFault") {
                 Error::invalid_config(format!("acl_name: ACL {:?} not found", queue.acl()))
             } else {
                 e
@@ -412,7 +409,8 @@ impl DynamicSecretProvider for MemoryDbProvider {
                 .with_context("lease_id", &req.lease_id)
         };
         let rule = NameRule::MemoryDbUserName;
-        rule.check(user).map_err(|e| ctx(Error::invalid_input(e.message().to_string())))?;
+        rule.check(user)
+            .map_err(|e| ctx(Error::invalid_input(e.message().to_string())))?;
         if rule.normalize(user) != user {
             return Err(ctx(Error::invalid_input(
                 "a MemoryDB user name is lower-case (MemoryDB stores it so)",
@@ -428,8 +426,8 @@ impl DynamicSecretProvider for MemoryDbProvider {
                 expiration: Some(req.expires_at),
             })
             .map_err(ctx)?;
-        let input =
-            CreateUserInput::from_json(rendered.expose_json(), "creation_statement").map_err(ctx)?;
+        let input = CreateUserInput::from_json(rendered.expose_json(), "creation_statement")
+            .map_err(ctx)?;
         drop(rendered);
         if input.user_name != user || !input.has_password(password) {
             return Err(ctx(Error::new(
@@ -485,9 +483,14 @@ impl DynamicSecretProvider for MemoryDbProvider {
 
     async fn revoke(&self, external: &ExternalRef) -> Result<()> {
         let ctx = |e: Error| e.with_context("user", &external.id);
-        NameRule::MemoryDbUserName.check(&external.id).map_err(|e| {
-            ctx(Error::invalid_input(format!("cannot revoke: {}", e.message())))
-        })?;
+        NameRule::MemoryDbUserName
+            .check(&external.id)
+            .map_err(|e| {
+                ctx(Error::invalid_input(format!(
+                    "cannot revoke: {}",
+                    e.message()
+                )))
+            })?;
         let rendered = self
             .config
             .revocation_statement

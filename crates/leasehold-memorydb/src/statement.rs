@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 use crate::access::check_access_string;
 
 /// Members of MemoryDB `CreateUser` input.
-pub(crate) const CREATE_USER_KEYS: &[&str] = &["UserName", "AuthenticationMode", "AccessString", "Tags"];
+pub(crate) const CREATE_USER_KEYS: &[&str] =
+    &["UserName", "AuthenticationMode", "AccessString", "Tags"];
 
 /// Members of MemoryDB `AuthenticationMode`.
 const AUTH_MODE_KEYS: &[&str] = &["Type", "Passwords"];
@@ -54,7 +55,12 @@ fn object<'v>(v: &'v Value, field: &str) -> Result<&'v Map<String, Value>> {
         .ok_or_else(|| invalid(field, "must be a JSON object"))
 }
 
-fn refuse_unknown(obj: &Map<String, Value>, allowed: &[&str], field: &str, api: &str) -> Result<()> {
+fn refuse_unknown(
+    obj: &Map<String, Value>,
+    allowed: &[&str],
+    field: &str,
+    api: &str,
+) -> Result<()> {
     let unknown: Vec<&str> = obj
         .keys()
         .map(String::as_str)
@@ -76,7 +82,9 @@ fn refuse_unknown(obj: &Map<String, Value>, allowed: &[&str], field: &str, api: 
 
 fn required_str<'v>(obj: &'v Map<String, Value>, key: &str, field: &str) -> Result<&'v str> {
     match obj.get(key) {
-        None | Some(Value::Null) => Err(invalid(field, format!("the required key {key} is missing"))),
+        None | Some(Value::Null) => {
+            Err(invalid(field, format!("the required key {key} is missing")))
+        }
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(invalid(field, format!("{key} must be a string"))),
     }
@@ -102,15 +110,14 @@ impl CreateUserInput {
         check_access_string(&access_string)
             .map_err(|e| invalid(field, format!("AccessString: {}", e.message())))?;
 
-        let mode = match obj.get("AuthenticationMode") {
-            None | Some(Value::Null) => {
-                return Err(invalid(
+        let mode =
+            match obj.get("AuthenticationMode") {
+                None | Some(Value::Null) => return Err(invalid(
                     field,
                     "the required key AuthenticationMode is missing (MemoryDB CreateUser needs it)",
-                ))
-            }
-            Some(m) => object(m, &format!("{field}.AuthenticationMode"))?,
-        };
+                )),
+                Some(m) => object(m, &format!("{field}.AuthenticationMode"))?,
+            };
         refuse_unknown(
             mode,
             AUTH_MODE_KEYS,
@@ -166,10 +173,9 @@ impl CreateUserInput {
                     "AuthenticationMode.Passwords: a MemoryDB password has 16 to 128 characters",
                 ));
             }
-            if s
-                .chars()
-                .any(|c| !c.is_ascii_graphic() || leasehold_core::password::AWS_CACHE_FORBIDDEN.contains(c))
-            {
+            if s.chars().any(|c| {
+                !c.is_ascii_graphic() || leasehold_core::password::AWS_CACHE_FORBIDDEN.contains(c)
+            }) {
                 return Err(invalid(
                     field,
                     "AuthenticationMode.Passwords: a MemoryDB password is printable ASCII without spaces, ',', '\"', '/' or '@'",
@@ -194,7 +200,12 @@ impl CreateUserInput {
                     tags.push((key.to_string(), value.to_string()));
                 }
             }
-            Some(_) => return Err(invalid(field, "Tags must be a list of {\"Key\", \"Value\"}")),
+            Some(_) => {
+                return Err(invalid(
+                    field,
+                    "Tags must be a list of {\"Key\", \"Value\"}",
+                ))
+            }
         }
         Ok(CreateUserInput {
             user_name,
@@ -235,7 +246,9 @@ pub(crate) fn check_tag(key: &str, value: &str) -> std::result::Result<(), Strin
         ));
     }
     if value.chars().count() > 256 {
-        return Err(format!("the value of {shown:?} is longer than 256 characters"));
+        return Err(format!(
+            "the value of {shown:?} is longer than 256 characters"
+        ));
     }
     Ok(())
 }
@@ -274,18 +287,98 @@ mod tests {
     #[test]
     fn refuses_bad_statements_naming_the_key() {
         let cases: Vec<(Value, &str)> = vec![
-            (json!({"UserName": "lh-a", "AccessString": "on ~* +@all"}), "AuthenticationMode"),
-            ({ let mut v = good(); v["Colour"] = json!("red"); v }, "Colour"),
-            ({ let mut v = good(); v["AuthenticationMode"]["Type"] = json!("iam"); v }, "Type"),
-            ({ let mut v = good(); v["AuthenticationMode"]["Extra"] = json!(1); v }, "Extra"),
-            ({ let mut v = good(); v["AuthenticationMode"]["Passwords"] = json!([]); v }, "Passwords"),
-            ({ let mut v = good(); v["AuthenticationMode"]["Passwords"] = json!(["short"]); v }, "16 to 128"),
-            ({ let mut v = good(); v["AuthenticationMode"]["Passwords"] = json!([PW, PW, PW]); v }, "one or two"),
-            ({ let mut v = good(); v["AccessString"] = json!("on ~* +@nope"); v }, "AccessString"),
-            ({ let mut v = good(); v["UserName"] = json!("1abc"); v }, "UserName"),
-            ({ let mut v = good(); v["UserName"] = json!(3); v }, "UserName"),
-            ({ let mut v = good(); v["Tags"] = json!([{"Key": "leasehold:x", "Value": "y"}]); v }, "reserved"),
-            ({ let mut v = good(); v["Tags"] = json!({"team": "x"}); v }, "Tags"),
+            (
+                json!({"UserName": "lh-a", "AccessString": "on ~* +@all"}),
+                "AuthenticationMode",
+            ),
+            (
+                {
+                    let mut v = good();
+                    v["Colour"] = json!("red");
+                    v
+                },
+                "Colour",
+            ),
+            (
+                {
+                    let mut v = good();
+                    v["AuthenticationMode"]["Type"] = json!("iam");
+                    v
+                },
+                "Type",
+            ),
+            (
+                {
+                    let mut v = good();
+                    v["AuthenticationMode"]["Extra"] = json!(1);
+                    v
+                },
+                "Extra",
+            ),
+            (
+                {
+                    let mut v = good();
+                    v["AuthenticationMode"]["Passwords"] = json!([]);
+                    v
+                },
+                "Passwords",
+            ),
+            (
+                {
+                    let mut v = good();
+                    v["AuthenticationMode"]["Passwords"] = json!(["short"]);
+                    v
+                },
+                "16 to 128",
+            ),
+            (
+                {
+                    let mut v = good();
+                    v["AuthenticationMode"]["Passwords"] = json!([PW, PW, PW]);
+                    v
+                },
+                "one or two",
+            ),
+            (
+                {
+                    let mut v = good();
+                    v["AccessString"] = json!("on ~* +@nope");
+                    v
+                },
+                "AccessString",
+            ),
+            (
+                {
+                    let mut v = good();
+                    v["UserName"] = json!("1abc");
+                    v
+                },
+                "UserName",
+            ),
+            (
+                {
+                    let mut v = good();
+                    v["UserName"] = json!(3);
+                    v
+                },
+                "UserName",
+            ),
+            (
+                {
+                    let mut v = good();
+                    v["Tags"] = json!([{"Key": "leasehold:x", "Value": "y"}]);
+                    v
+                },
+                "reserved",
+            ),
+            (
+                {
+                    let mut v = good();
+                    v["Tags"] = json!({"team": "x"});
+                    v
+                },
+                "Tags",
+            ),
         ];
         for (v, needle) in cases {
             let e = create(v).unwrap_err();

@@ -40,7 +40,9 @@ fn user(name: &str, status: &str) -> User {
     User::builder()
         .name(name)
         .status(status)
-        .arn(format!("arn:aws:memorydb:us-east-1:123456789012:user/{name}"))
+        .arn(format!(
+            "arn:aws:memorydb:us-east-1:123456789012:user/{name}"
+        ))
         .access_string("on ~* +@all")
         .build()
 }
@@ -79,8 +81,12 @@ fn provider(rules: &[&Rule]) -> MemoryDbProvider {
 }
 
 fn request() -> CreateRequest {
-    CreateRequest::new(LeaseId::generate("orders-cache"), USER, Duration::from_secs(900))
-        .with_password(SecretString::from(PW))
+    CreateRequest::new(
+        LeaseId::generate("orders-cache"),
+        USER,
+        Duration::from_secs(900),
+    )
+    .with_password(SecretString::from(PW))
 }
 
 /// The rules of an issue that goes well: the user is `creating` once, the ACL is `modifying`
@@ -100,11 +106,20 @@ impl Happy {
                 .match_requests(|r| {
                     r.user_name() == Some(USER)
                         && r.access_string() == Some("on ~* +@all")
-                        && r.authentication_mode().is_some_and(|m| m.passwords() == [PW])
-                        && r.tags().iter().any(|t| t.key() == Some(TAG_ACL) && t.value() == Some(ACL))
-                        && r.tags().iter().any(|t| t.key() == Some("leasehold:lease-id"))
+                        && r.authentication_mode()
+                            .is_some_and(|m| m.passwords() == [PW])
+                        && r.tags()
+                            .iter()
+                            .any(|t| t.key() == Some(TAG_ACL) && t.value() == Some(ACL))
+                        && r.tags()
+                            .iter()
+                            .any(|t| t.key() == Some("leasehold:lease-id"))
                 })
-                .then_output(|| CreateUserOutput::builder().user(user(USER, "creating")).build()),
+                .then_output(|| {
+                    CreateUserOutput::builder()
+                        .user(user(USER, "creating"))
+                        .build()
+                }),
             user_state: mock!(aws_sdk_memorydb::Client::describe_users)
                 .sequence()
                 .output(|| users(user(USER, "creating")))
@@ -117,11 +132,8 @@ impl Happy {
                 .times(2)
                 .output(|| {
                     let mut a = acl("modifying", &["default"]);
-                    a.pending_changes = Some(
-                        AclPendingChanges::builder()
-                            .user_names_to_add(USER)
-                            .build(),
-                    );
+                    a.pending_changes =
+                        Some(AclPendingChanges::builder().user_names_to_add(USER).build());
                     acls(a)
                 })
                 .output(|| acls(acl("active", &["default", USER])))
@@ -137,7 +149,13 @@ impl Happy {
 
     fn rules<'a>(&'a self, extra: &[&'a Rule]) -> Vec<&'a Rule> {
         let mut v = extra.to_vec();
-        v.extend([&self.create, &self.user_state, &self.acl_state, &self.update, &self.delete]);
+        v.extend([
+            &self.create,
+            &self.user_state,
+            &self.acl_state,
+            &self.update,
+            &self.delete,
+        ]);
         v
     }
 }
@@ -178,10 +196,18 @@ async fn create_user_refusals_map_to_kinds_and_leave_nothing_to_undo() {
         ("UserAlreadyExistsFault", ErrorKind::AlreadyExists, false),
         ("DuplicateUserNameFault", ErrorKind::AlreadyExists, false),
         ("UserQuotaExceededFault", ErrorKind::QuotaExceeded, false),
-        ("InvalidParameterValueException", ErrorKind::InvalidConfig, false),
+        (
+            "InvalidParameterValueException",
+            ErrorKind::InvalidConfig,
+            false,
+        ),
         ("AccessDeniedException", ErrorKind::PermissionDenied, false),
         ("ThrottlingException", ErrorKind::Throttled, true),
-        ("ServiceUnavailableException", ErrorKind::ProviderUnavailable, true),
+        (
+            "ServiceUnavailableException",
+            ErrorKind::ProviderUnavailable,
+            true,
+        ),
     ] {
         let refuse = mock!(aws_sdk_memorydb::Client::create_user)
             .then_error(move || CreateUserError::generic(meta(code)));
@@ -192,7 +218,11 @@ async fn create_user_refusals_map_to_kinds_and_leave_nothing_to_undo() {
         assert_eq!(e.is_temporary(), temporary, "{code}: {e}");
         assert_eq!(e.context("user"), Some(USER));
         assert_eq!(h.update.num_calls(), 0, "{code}");
-        assert_eq!(h.delete.num_calls(), 0, "{code}: nothing was made, nothing is deleted");
+        assert_eq!(
+            h.delete.num_calls(),
+            0,
+            "{code}: nothing was made, nothing is deleted"
+        );
     }
 }
 
@@ -236,11 +266,18 @@ async fn a_user_that_never_gets_active_times_out_and_is_deleted() {
     let stuck = mock!(aws_sdk_memorydb::Client::describe_users)
         .then_output(|| users(user(USER, "creating")));
     let h = Happy::new();
-    let p = provider_with(config().ready_timeout(Duration::from_millis(100)), &h.rules(&[&stuck]));
+    let p = provider_with(
+        config().ready_timeout(Duration::from_millis(100)),
+        &h.rules(&[&stuck]),
+    );
     let e = p.create(&request()).await.expect_err("never active");
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     assert!(e.is_temporary());
-    assert_eq!(h.update.num_calls(), 0, "a user that is not active never joins");
+    assert_eq!(
+        h.update.num_calls(),
+        0,
+        "a user that is not active never joins"
+    );
     assert_eq!(h.delete.num_calls(), 1, "and is deleted");
 }
 
@@ -249,7 +286,10 @@ async fn an_acl_that_stays_modifying_times_out_and_the_user_is_deleted() {
     let stuck = mock!(aws_sdk_memorydb::Client::describe_acls)
         .then_output(|| acls(acl("modifying", &["default"])));
     let h = Happy::new();
-    let p = provider_with(config().ready_timeout(Duration::from_millis(200)), &h.rules(&[&stuck]));
+    let p = provider_with(
+        config().ready_timeout(Duration::from_millis(200)),
+        &h.rules(&[&stuck]),
+    );
     let e = p.create(&request()).await.expect_err("ACL never active");
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     assert!(e.to_string().contains("stayed modifying"), "{e}");
@@ -283,7 +323,10 @@ async fn bad_input_is_refused_before_any_call() {
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{name}: {e}");
     }
     let no_pw = CreateRequest::new(LeaseId::generate("s"), USER, Duration::from_secs(60));
-    assert_eq!(p.create(&no_pw).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        p.create(&no_pw).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
     // A password the statement's checks refuse (too short) is named, not quoted.
     let short = request().with_password(SecretString::from("short-pw"));
     let e = p.create(&short).await.unwrap_err();
@@ -291,7 +334,10 @@ async fn bad_input_is_refused_before_any_call() {
     assert!(!e.to_string().contains("short-pw"), "{e}");
     let e = p.revoke(&ExternalRef::new("Not Valid")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
-    assert_eq!(h.create.num_calls() + h.delete.num_calls() + h.acl_state.num_calls(), 0);
+    assert_eq!(
+        h.create.num_calls() + h.delete.num_calls() + h.acl_state.num_calls(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -299,7 +345,9 @@ async fn revoke_is_idempotent_and_rides_out_a_busy_user() {
     let gone = mock!(aws_sdk_memorydb::Client::delete_user)
         .then_error(|| DeleteUserError::generic(meta("UserNotFoundFault")));
     let p = provider(&[&gone]);
-    p.revoke(&ExternalRef::new(USER)).await.expect("a missing user is revoked");
+    p.revoke(&ExternalRef::new(USER))
+        .await
+        .expect("a missing user is revoked");
     assert_eq!(gone.num_calls(), 1);
 
     let busy_then_ok = mock!(aws_sdk_memorydb::Client::delete_user)
@@ -322,7 +370,10 @@ async fn revoke_is_idempotent_and_rides_out_a_busy_user() {
     let always_busy = mock!(aws_sdk_memorydb::Client::delete_user)
         .then_error(|| DeleteUserError::generic(meta("InvalidUserStateFault")));
     let p = provider(&[&always_busy]);
-    let e = p.revoke(&ExternalRef::new(USER)).await.expect_err("still busy");
+    let e = p
+        .revoke(&ExternalRef::new(USER))
+        .await
+        .expect_err("still busy");
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     assert!(e.is_temporary(), "the manager retries later");
     assert!(always_busy.num_calls() >= 2);
@@ -333,7 +384,11 @@ async fn revoke_errors_are_classified() {
     for (code, kind, temporary) in [
         ("AccessDeniedException", ErrorKind::PermissionDenied, false),
         ("ThrottlingException", ErrorKind::Throttled, true),
-        ("InvalidParameterValueException", ErrorKind::InvalidConfig, false),
+        (
+            "InvalidParameterValueException",
+            ErrorKind::InvalidConfig,
+            false,
+        ),
         ("InternalServerError", ErrorKind::ProviderUnavailable, true),
     ] {
         let failing = mock!(aws_sdk_memorydb::Client::delete_user)
@@ -353,8 +408,7 @@ async fn revoke_uses_the_revocation_statement() {
         .then_output(|| DeleteUserOutput::builder().build());
     let gone = mock!(aws_sdk_memorydb::Client::describe_users)
         .then_error(|| DescribeUsersError::generic(meta("UserNotFoundFault")));
-    let statement =
-        StatementTemplate::parse(r#"{"UserName":"{{lowercase username}}"}"#).unwrap();
+    let statement = StatementTemplate::parse(r#"{"UserName":"{{lowercase username}}"}"#).unwrap();
     let p = provider_with(config().revocation_statement(statement), &[&delete, &gone]);
     p.revoke(&ExternalRef::new(USER)).await.expect("revoke");
     assert_eq!(delete.num_calls(), 1);
@@ -368,7 +422,8 @@ fn cluster(acl_name: &str) -> DescribeClustersOutput {
 
 #[tokio::test]
 async fn validate_refuses_open_access_missing_and_mismatched() {
-    let open = mock!(aws_sdk_memorydb::Client::describe_clusters).then_output(|| cluster("open-access"));
+    let open =
+        mock!(aws_sdk_memorydb::Client::describe_clusters).then_output(|| cluster("open-access"));
     let p = provider_with(MemoryDbConfig::new(CLUSTER), &[&open]);
     let e = p.validate().await.expect_err("open-access");
     assert_eq!(e.kind(), ErrorKind::InvalidConfig);
@@ -376,26 +431,37 @@ async fn validate_refuses_open_access_missing_and_mismatched() {
 
     let missing = mock!(aws_sdk_memorydb::Client::describe_clusters)
         .then_error(|| DescribeClustersError::generic(meta("ClusterNotFoundFault")));
-    let e = provider(&[&missing]).validate().await.expect_err("no cluster");
+    let e = provider(&[&missing])
+        .validate()
+        .await
+        .expect_err("no cluster");
     assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
     assert!(e.to_string().contains("not found"), "{e}");
 
-    let other = mock!(aws_sdk_memorydb::Client::describe_clusters).then_output(|| cluster("other-acl"));
+    let other =
+        mock!(aws_sdk_memorydb::Client::describe_clusters).then_output(|| cluster("other-acl"));
     let e = provider(&[&other]).validate().await.expect_err("mismatch");
     assert!(e.to_string().contains("other-acl"), "{e}");
 
     let ours = mock!(aws_sdk_memorydb::Client::describe_clusters).then_output(|| cluster(ACL));
     let no_acl = mock!(aws_sdk_memorydb::Client::describe_acls)
         .then_error(|| DescribeACLsError::generic(meta("ACLNotFoundFault")));
-    let e = provider(&[&ours, &no_acl]).validate().await.expect_err("no ACL");
+    let e = provider(&[&ours, &no_acl])
+        .validate()
+        .await
+        .expect_err("no ACL");
     assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
 
     let denied = mock!(aws_sdk_memorydb::Client::describe_clusters)
         .then_error(|| DescribeClustersError::generic(meta("AccessDeniedException")));
-    let e = provider(&[&denied]).validate().await.expect_err("bad credentials");
+    let e = provider(&[&denied])
+        .validate()
+        .await
+        .expect_err("bad credentials");
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
 
-    let acl_ok = mock!(aws_sdk_memorydb::Client::describe_acls).then_output(|| acls(acl("active", &["default"])));
+    let acl_ok = mock!(aws_sdk_memorydb::Client::describe_acls)
+        .then_output(|| acls(acl("active", &["default"])));
     // The ACL is taken from the cluster when not configured.
     let p = provider_with(MemoryDbConfig::new(CLUSTER), &[&ours, &acl_ok]);
     p.validate().await.expect("valid");
@@ -427,11 +493,18 @@ async fn list_managed_pages_and_keeps_only_this_acls_users() {
     let tags = mock!(aws_sdk_memorydb::Client::list_tags).then_compute_output(move |r| {
         let arn = r.resource_arn().unwrap_or_default();
         let mut out = ListTagsOutput::builder();
-        if arn.ends_with("/lh-ours-1") || arn.ends_with("/lh-ours-2") || arn.ends_with("/lh-other-acl") {
+        if arn.ends_with("/lh-ours-1")
+            || arn.ends_with("/lh-ours-2")
+            || arn.ends_with("/lh-other-acl")
+        {
             out = out
                 .tag_list(tag("leasehold:managed-by", "leasehold"))
                 .tag_list(tag("leasehold:lease-id", "orders-cache/abc"));
-            let acl_name = if arn.ends_with("/lh-other-acl") { "another-acl" } else { ACL };
+            let acl_name = if arn.ends_with("/lh-other-acl") {
+                "another-acl"
+            } else {
+                ACL
+            };
             out = out.tag_list(tag(TAG_ACL, acl_name));
         }
         out.build()
@@ -441,7 +514,13 @@ async fn list_managed_pages_and_keeps_only_this_acls_users() {
     let mut names: Vec<&str> = found.iter().map(|m| m.external.id.as_str()).collect();
     names.sort();
     assert_eq!(names, ["lh-ours-1", "lh-ours-2"]);
-    assert!(found.iter().all(|m| m.lease_id.as_deref() == Some("orders-cache/abc")));
+    assert!(found
+        .iter()
+        .all(|m| m.lease_id.as_deref() == Some("orders-cache/abc")));
     assert_eq!(page2.num_calls(), 1);
-    assert_eq!(tags.num_calls(), 4, "tags read for prefixed, non-deleting users only");
+    assert_eq!(
+        tags.num_calls(),
+        4,
+        "tags read for prefixed, non-deleting users only"
+    );
 }

@@ -42,7 +42,10 @@ struct Fixture {
 async fn fixture(test: &str) -> Option<Fixture> {
     let aws = AwsEmulator::shared(test).await?;
     if !aws.has_mirror().await {
-        skip_or_panic(test, "the emulator found no redis-server for cluster mirrors");
+        skip_or_panic(
+            test,
+            "the emulator found no redis-server for cluster mirrors",
+        );
         return None;
     }
     let sdk = aws.sdk_config().await;
@@ -51,7 +54,11 @@ async fn fixture(test: &str) -> Option<Fixture> {
     let cluster = unique_name("mdb-cl");
     aws.set_modifying(TransitionKind::Acl, Some(&acl), ACL_MODIFYING)
         .await;
-    db.create_acl().acl_name(&acl).send().await.expect("CreateACL");
+    db.create_acl()
+        .acl_name(&acl)
+        .send()
+        .await
+        .expect("CreateACL");
     wait_acl_active(&db, &acl).await;
     let out = db
         .create_cluster()
@@ -195,8 +202,7 @@ fn request(user: &str) -> CreateRequest {
 
 #[tokio::test]
 async fn lifecycle_auths_on_the_mirror_and_is_refused_after_revoke() {
-    let Some(f) = fixture("lifecycle_auths_on_the_mirror_and_is_refused_after_revoke").await
-    else {
+    let Some(f) = fixture("lifecycle_auths_on_the_mirror_and_is_refused_after_revoke").await else {
         return;
     };
     let provider = Arc::new(f.provider(f.config()));
@@ -217,23 +223,25 @@ async fn lifecycle_auths_on_the_mirror_and_is_refused_after_revoke() {
     assert!(lease.live(), "the AUTH check confirmed the credential");
     let user = lease.credentials.principal().to_string();
     assert!(user.starts_with("lh-"), "{user}");
-    assert!(works(f.port, &lease.credentials).await, "AUTH works after issue");
+    assert!(
+        works(f.port, &lease.credentials).await,
+        "AUTH works after issue"
+    );
     assert!(f.acl_users().await.contains(&user));
 
     let record = manager.lookup(&lease.lease_id).await.unwrap();
     assert_eq!(record.external.id, user);
     assert_eq!(record.external.attr(ATTR_ACL), Some(f.acl.as_str()));
-    let arn = f
-        .db
-        .describe_users()
-        .user_name(&user)
-        .send()
-        .await
-        .unwrap()
-        .users()[0]
-        .arn()
-        .unwrap()
-        .to_string();
+    let arn =
+        f.db.describe_users()
+            .user_name(&user)
+            .send()
+            .await
+            .unwrap()
+            .users()[0]
+            .arn()
+            .unwrap()
+            .to_string();
     let tags = f.db.list_tags().resource_arn(&arn).send().await.unwrap();
     let tag = |k: &str| {
         tags.tag_list()
@@ -242,7 +250,10 @@ async fn lifecycle_auths_on_the_mirror_and_is_refused_after_revoke() {
             .and_then(|t| t.value())
             .map(str::to_string)
     };
-    assert_eq!(tag("leasehold:lease-id").as_deref(), Some(lease.lease_id.as_str()));
+    assert_eq!(
+        tag("leasehold:lease-id").as_deref(),
+        Some(lease.lease_id.as_str())
+    );
     assert_eq!(tag("leasehold:secret").as_deref(), Some("orders-cache"));
     assert_eq!(tag(TAG_ACL).as_deref(), Some(f.acl.as_str()));
     assert_eq!(tag("team").as_deref(), Some("payments"));
@@ -253,8 +264,14 @@ async fn lifecycle_auths_on_the_mirror_and_is_refused_after_revoke() {
         unreachable!()
     };
     let (auth, ping) = auth_then_ping(f.port, &user, password.expose_secret()).await;
-    assert!(auth.starts_with("-WRONGPASS"), "AUTH refused after revoke: {auth}");
-    assert!(ping.starts_with("-NOAUTH"), "nothing runs unauthenticated: {ping}");
+    assert!(
+        auth.starts_with("-WRONGPASS"),
+        "AUTH refused after revoke: {auth}"
+    );
+    assert!(
+        ping.starts_with("-NOAUTH"),
+        "nothing runs unauthenticated: {ping}"
+    );
     assert!(!user_exists(&f.db, &user).await, "the user is deleted");
     assert!(!f.acl_users().await.contains(&user), "and out of the ACL");
     manager.shutdown().await;
@@ -267,7 +284,10 @@ async fn validate_refuses_open_access_and_mismatched_or_missing_acls() {
     let Some(f) = fixture(test).await else {
         return;
     };
-    f.provider(f.config()).validate().await.expect("a good cluster validates");
+    f.provider(f.config())
+        .validate()
+        .await
+        .expect("a good cluster validates");
     f.provider(f.config().acl_name(&f.acl))
         .validate()
         .await
@@ -289,10 +309,15 @@ async fn validate_refuses_open_access_and_mismatched_or_missing_acls() {
     assert!(e.to_string().contains("attach it to the cluster"), "{e}");
     // Issuing against it is refused the same way, before any user is made.
     let refused = username();
-    let e = p.create(&request(&refused)).await.expect_err("no issue on open-access");
+    let e = p
+        .create(&request(&refused))
+        .await
+        .expect_err("no issue on open-access");
     assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
     assert_eq!(
-        f.aws.call_count_in(Some("memorydb"), "CreateUser", Some(&refused)).await,
+        f.aws
+            .call_count_in(Some("memorydb"), "CreateUser", Some(&refused))
+            .await,
         0,
         "refused before CreateUser"
     );
@@ -325,14 +350,21 @@ async fn fifty_concurrent_issues_are_batched_into_few_update_acl_calls() {
         return;
     };
     let provider = Arc::new(f.provider(f.config()));
-    let before = f.aws.call_count_in(Some("memorydb"), "UpdateACL", Some(&f.acl)).await;
+    let before = f
+        .aws
+        .call_count_in(Some("memorydb"), "UpdateACL", Some(&f.acl))
+        .await;
     let requests: Vec<CreateRequest> = (0..50).map(|_| request(&username())).collect();
     let results = join_all(requests.iter().map(|r| provider.create(r))).await;
     let created: Vec<_> = results
         .into_iter()
         .map(|r| r.expect("every concurrent issue succeeds"))
         .collect();
-    let calls = f.aws.call_count_in(Some("memorydb"), "UpdateACL", Some(&f.acl)).await - before;
+    let calls = f
+        .aws
+        .call_count_in(Some("memorydb"), "UpdateACL", Some(&f.acl))
+        .await
+        - before;
     eprintln!("50 concurrent issues used {calls} UpdateACL call(s)");
     assert!(calls >= 1);
     assert!(calls <= 10, "50 issues took {calls} UpdateACL calls");
@@ -415,12 +447,20 @@ async fn a_failed_update_acl_deletes_the_new_user() {
                 .resource(&f.acl),
         )
         .await;
-    let e = p.create(&request(&user)).await.expect_err("UpdateACL fails");
+    let e = p
+        .create(&request(&user))
+        .await
+        .expect_err("UpdateACL fails");
     assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
     assert_eq!(e.context("user"), Some(user.as_str()));
-    assert!(!user_exists(&f.db, &user).await, "compensation deleted the user");
+    assert!(
+        !user_exists(&f.db, &user).await,
+        "compensation deleted the user"
+    );
     assert_eq!(
-        f.aws.call_count_in(Some("memorydb"), "DeleteUser", Some(&user)).await,
+        f.aws
+            .call_count_in(Some("memorydb"), "DeleteUser", Some(&user))
+            .await,
         1
     );
     // A throttled UpdateACL is retried, not fatal.
@@ -432,7 +472,10 @@ async fn a_failed_update_acl_deletes_the_new_user() {
                 .times(2),
         )
         .await;
-    let ok = p.create(&request(&username())).await.expect("throttling is ridden out");
+    let ok = p
+        .create(&request(&username()))
+        .await
+        .expect("throttling is ridden out");
     p.revoke(&ok.external).await.unwrap();
     f.cleanup().await;
 }
@@ -454,15 +497,21 @@ async fn revoke_rides_out_a_busy_user_and_treats_a_missing_one_as_done() {
                 .times(2),
         )
         .await;
-    p.revoke(&created.external).await.expect("revoke after two refusals");
+    p.revoke(&created.external)
+        .await
+        .expect("revoke after two refusals");
     assert_eq!(
-        f.aws.call_count_in(Some("memorydb"), "DeleteUser", Some(&user)).await,
+        f.aws
+            .call_count_in(Some("memorydb"), "DeleteUser", Some(&user))
+            .await,
         3
     );
     assert!(!user_exists(&f.db, &user).await);
     // Already gone, and a name the provider never made: both fine.
     p.revoke(&created.external).await.expect("idempotent");
-    p.revoke(&ExternalRef::new(username())).await.expect("never created");
+    p.revoke(&ExternalRef::new(username()))
+        .await
+        .expect("never created");
 
     // A user that stays busy past the bound: a temporary error, the user is kept for a retry.
     let p = f.provider(f.config().revoke_timeout(Duration::from_millis(300)));
@@ -480,7 +529,9 @@ async fn revoke_rides_out_a_busy_user_and_treats_a_missing_one_as_done() {
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     assert!(e.is_temporary());
     f.aws.clear_faults(Some("DeleteUser"), Some(&user)).await;
-    p.revoke(&created.external).await.expect("revoke once it settles");
+    p.revoke(&created.external)
+        .await
+        .expect("revoke once it settles");
     f.cleanup().await;
 }
 
@@ -514,13 +565,21 @@ async fn the_acl_user_limit_is_a_typed_error_before_create_user() {
     wait_acl_active(&f.db, &f.acl).await;
 
     let p = f.provider(f.config());
-    let last = p.create(&request(&username())).await.expect("the 100th user fits");
+    let last = p
+        .create(&request(&username()))
+        .await
+        .expect("the 100th user fits");
     let over = username();
-    let e = p.create(&request(&over)).await.expect_err("the 101st does not");
+    let e = p
+        .create(&request(&over))
+        .await
+        .expect_err("the 101st does not");
     assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{e}");
     assert!(!e.is_temporary());
     assert_eq!(
-        f.aws.call_count_in(Some("memorydb"), "CreateUser", Some(&over)).await,
+        f.aws
+            .call_count_in(Some("memorydb"), "CreateUser", Some(&over))
+            .await,
         0,
         "refused before CreateUser"
     );
@@ -573,16 +632,31 @@ async fn manager_reconciles_orphans_of_its_own_acl_only() {
         .await
         .unwrap();
 
-    let dry = manager.reconcile("mdb-reconcile", false).await.expect("dry run");
+    let dry = manager
+        .reconcile("mdb-reconcile", false)
+        .await
+        .expect("dry run");
     assert_eq!(dry.found, 2, "{dry:?}");
     assert_eq!(dry.orphans.len(), 1, "{dry:?}");
     assert_eq!(dry.orphans[0].external.id, orphan.external.id);
-    assert!(user_exists(&f.db, &orphan.external.id).await, "a dry run removes nothing");
-    let applied = manager.reconcile("mdb-reconcile", true).await.expect("apply");
+    assert!(
+        user_exists(&f.db, &orphan.external.id).await,
+        "a dry run removes nothing"
+    );
+    let applied = manager
+        .reconcile("mdb-reconcile", true)
+        .await
+        .expect("apply");
     assert_eq!(applied.removed.len(), 1, "{applied:?}");
-    assert!(!user_exists(&f.db, &orphan.external.id).await, "orphan removed");
+    assert!(
+        !user_exists(&f.db, &orphan.external.id).await,
+        "orphan removed"
+    );
     assert!(user_exists(&f.db, &leased).await, "the leased user stays");
-    assert!(user_exists(&f.db, &by_hand).await, "the hand-made user stays");
+    assert!(
+        user_exists(&f.db, &by_hand).await,
+        "the hand-made user stays"
+    );
 
     manager.revoke(&lease.lease_id).await.expect("revoke");
     assert!(!user_exists(&f.db, &leased).await);
@@ -604,7 +678,10 @@ async fn statements_shape_the_user() {
     let created = p.create(&request(&username())).await.expect("create");
     let user = &created.external.id;
     let out = f.db.describe_users().user_name(user).send().await.unwrap();
-    assert_eq!(out.users()[0].access_string(), Some("on ~app:* +@read +ping"));
+    assert_eq!(
+        out.users()[0].access_string(),
+        Some("on ~app:* +@read +ping")
+    );
     assert!(works(f.port, &created.credentials).await);
     p.revoke(&created.external).await.unwrap();
     f.cleanup().await;

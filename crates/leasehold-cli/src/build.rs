@@ -21,10 +21,11 @@ use std::time::Duration;
 use leasehold_core::StatementTemplate;
 use leasehold_elasticache::{ElastiCacheConfig, ElastiCacheProvider, Engine, Target};
 use leasehold_memorydb::{MemoryDbConfig, MemoryDbProvider};
+use leasehold_redis::{RedisAclProvider, RedisConfig};
 
 use crate::config::{
     AwsSection, Config, DurationText, ElastiCacheSection, IamSection, MemoryDbSection,
-    ProviderConfig, SecretConfig,
+    ProviderConfig, RedisSection, SecretConfig,
 };
 
 /// Opens the store named by `store.url`.
@@ -347,12 +348,69 @@ async fn memorydb_provider(
     Ok(Arc::new(MemoryDbProvider::new(c).await?))
 }
 
+fn redis_provider(r: &RedisSection) -> Result<Arc<dyn DynamicSecretProvider>> {
+    let Some((first, rest)) = r.urls.split_first() else {
+        return Err(Error::invalid_config("urls: list at least one node"));
+    };
+    let mut c = RedisConfig::new(first);
+    for u in rest {
+        c = c.node(u);
+    }
+    if let Some(rules) = &r.acl_rules {
+        c = c.acl_rules(rules);
+    }
+    match (&r.username, &r.password) {
+        (Some(u), Some(p)) => {
+            c = c.admin_password(p.clone());
+            c.username = Some(u.clone());
+        }
+        (Some(u), None) => c.username = Some(u.clone()),
+        (None, Some(p)) => c = c.admin_password(p.clone()),
+        (None, None) => {}
+    }
+    if let Some(ca) = &r.ca_cert {
+        c = c.ca_cert(ca);
+    }
+    match (&r.client_cert, &r.client_key) {
+        (Some(cert), Some(key)) => c = c.client_cert(cert, key),
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err(Error::invalid_config(
+                "client_key: missing (client_cert is set without it)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(Error::invalid_config(
+                "client_cert: missing (client_key is set without it)",
+            ))
+        }
+    }
+    if let Some(yes) = r.acl_save {
+        c = c.acl_save(yes);
+    }
+    if let Some(d) = duration("connect_timeout", &r.connect_timeout)? {
+        c = c.connect_timeout(d);
+    }
+    if let Some(d) = duration("command_timeout", &r.command_timeout)? {
+        c = c.command_timeout(d);
+    }
+    if let Some(n) = r.attempts {
+        c = c.attempts(n);
+    }
+    if let Some(d) = duration("retry_delay", &r.retry_delay)? {
+        c = c.retry_delay(d);
+    }
+    c.validate()?;
+    Ok(Arc::new(RedisAclProvider::new(c)?))
+}
+
 /// The provider of one secret.
 pub async fn provider(p: &ProviderConfig) -> Result<Arc<dyn DynamicSecretProvider>> {
     match p {
         ProviderConfig::AwsIam(iam, aws) => iam_provider(iam, aws).await,
         ProviderConfig::AwsElastiCache(ec, aws) => elasticache_provider(ec, aws).await,
         ProviderConfig::AwsMemoryDb(db, aws) => memorydb_provider(db, aws).await,
+        ProviderConfig::Redis(r) => redis_provider(r),
     }
 }
 

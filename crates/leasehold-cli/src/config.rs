@@ -105,6 +105,8 @@ pub enum ProviderConfig {
     AwsElastiCache(Box<ElastiCacheSection>, AwsSection),
     /// `type = "aws-memorydb"`.
     AwsMemoryDb(Box<MemoryDbSection>, AwsSection),
+    /// `type = "redis"`.
+    Redis(Box<RedisSection>),
 }
 
 impl ProviderConfig {
@@ -114,6 +116,7 @@ impl ProviderConfig {
             ProviderConfig::AwsIam(..) => "aws-iam",
             ProviderConfig::AwsElastiCache(..) => "aws-elasticache",
             ProviderConfig::AwsMemoryDb(..) => "aws-memorydb",
+            ProviderConfig::Redis(..) => "redis",
         }
     }
 }
@@ -287,6 +290,47 @@ pub struct MemoryDbSection {
     pub ready_timeout: Option<DurationText>,
     /// How long revoke rides out a user that is changing.
     pub revoke_timeout: Option<DurationText>,
+}
+
+/// The keys of `type = "redis"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// Every node the users must exist on (primary and replicas).
+    pub urls: Vec<String>,
+    /// Rules of every issued user.
+    pub acl_rules: Option<String>,
+    /// The admin user the provider connects as (default: `default`).
+    pub username: Option<String>,
+    /// The admin user's password.
+    pub password: Option<SecretString>,
+    /// CA certificate for `rediss://` nodes.
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate, for mutual TLS.
+    pub client_cert: Option<std::path::PathBuf>,
+    /// Client key, for mutual TLS.
+    pub client_key: Option<std::path::PathBuf>,
+    /// Run `ACL SAVE` after every change.
+    pub acl_save: Option<bool>,
+    /// How long connecting may take.
+    pub connect_timeout: Option<DurationText>,
+    /// How long one command may take.
+    pub command_timeout: Option<DurationText>,
+    /// Tries per command and node.
+    pub attempts: Option<u32>,
+    /// First pause between tries.
+    pub retry_delay: Option<DurationText>,
+}
+
+impl fmt::Debug for RedisSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSection")
+            .field("urls", &self.urls)
+            .field("acl_rules", &self.acl_rules)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// A duration as written: a string such as `"1h30m"` or a number of seconds. Parsed (with the
@@ -528,12 +572,7 @@ fn parse_secret(mut table: toml::Table) -> Result<SecretConfig, String> {
             let aws: AwsSection = from_table(take_keys(&mut table, AWS_KEYS))?;
             ProviderConfig::AwsMemoryDb(Box::new(from_table(table)?), aws)
         }
-        "redis" => {
-            return Err(format!(
-                "type: {:?} is not available in this build of the leasehold CLI yet",
-                common.kind
-            ))
-        }
+        "redis" => ProviderConfig::Redis(Box::new(from_table(table)?)),
         other => {
             return Err(format!(
                 "type: unknown type {other:?}; expected one of {}",

@@ -34,8 +34,11 @@ struct Cli {
     )]
     config: PathBuf,
     /// Print JSON even on a terminal (it is the default when stdout is not a terminal).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "table")]
     json: bool,
+    /// Print tables even when stdout is not a terminal (`leasehold list --table | less`).
+    #[arg(long, global = true)]
+    table: bool,
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -141,7 +144,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let json = cli.json || !std::io::stdout().is_terminal();
+    let json = cli.json || (!cli.table && !std::io::stdout().is_terminal());
     let code = runtime.block_on(commands::run(cli.config, json, cli.command));
     // Do not wait for lingering connection tasks (a pool's keep-alive) at exit.
     runtime.shutdown_background();

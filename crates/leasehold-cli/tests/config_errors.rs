@@ -206,3 +206,160 @@ fn a_missing_config_file_is_a_usage_error() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("cannot read the configuration file"));
 }
+
+#[test]
+fn the_issues_example_config_is_accepted_verbatim() {
+    let cli = Cli::new(
+        r#"
+[store]
+url = "sqlite://leasehold.db"   # or "memory", or "postgres://..."
+[[secrets]]
+name = "orders-cache"
+type = "redis"                  # "aws-elasticache" | "aws-memorydb" | "aws-iam" | "redis"
+default_ttl = "1h"
+max_ttl = "24h"
+username_template = "{{randomUsername}}"   # optional
+urls = ["redis://127.0.0.1:6379"]          # provider keys sit beside the common ones
+acl_rules = "on ~* +@all"
+"#,
+    );
+    let v = cli.ok(&["secrets"]);
+    assert_eq!(v[0]["name"], "orders-cache");
+    assert_eq!(v[0]["type"], "redis");
+}
+
+const EVERY_TYPE: &str = r#"
+[store]
+url = "memory"
+
+[[secrets]]
+name = "orders-cache"
+type = "redis"
+urls = ["redis://10.0.0.5:6379", "redis://10.0.0.6:6379"]
+acl_rules = "~orders:* +@read +@write"
+username = "leasehold-admin"
+password = "admin-password-1"
+
+[[secrets]]
+name = "sessions"
+type = "aws-elasticache"
+region = "eu-west-1"
+replication_group_id = "sessions"
+user_group_id = "sessions-users"
+engine = "valkey"
+creation_statement = '{"UserId":"{{username}}","UserName":"{{username}}","Engine":"valkey","Passwords":["{{password}}"],"AccessString":"on ~sess:* +@read"}'
+ready_timeout = "2m"
+
+[[secrets]]
+name = "ledger"
+type = "aws-memorydb"
+region = "eu-west-1"
+cluster_name = "ledger"
+acl_name = "ledger-acl"
+default_ttl = "30m"
+max_ttl = "8h"
+
+[[secrets]]
+name = "reports-role"
+type = "aws-iam"
+region = "eu-west-1"
+credential_type = "assumed_role"
+role_arn = "arn:aws:iam::123456789012:role/reports-reader"
+default_ttl = "15m"
+max_ttl = "1h"
+
+[[secrets]]
+name = "ci-token"
+type = "aws-iam"
+region = "eu-west-1"
+credential_type = "federation_token"
+policy_document = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}'
+default_ttl = "15m"
+max_ttl = "1h"
+"#;
+
+#[test]
+fn every_provider_type_is_wired() {
+    let cli = Cli::new(EVERY_TYPE);
+    let v = cli.ok(&["secrets"]);
+    let types: Vec<(&str, &str)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("orders-cache", "redis"),
+            ("sessions", "aws-elasticache"),
+            ("ledger", "aws-memorydb"),
+            ("reports-role", "aws-sts"),
+            ("ci-token", "aws-sts"),
+        ]
+    );
+    // STS credentials end by themselves: not renewable, nothing to revoke.
+    assert_eq!(v[3]["renewable"], false);
+    // The admin password in the file never shows.
+    let out = cli.run(&["-vv", "secrets"]);
+    assert!(!out.stdout.contains("admin-password-1") && !out.stderr.contains("admin-password-1"));
+}
+
+#[test]
+fn provider_specific_errors_name_the_key() {
+    for (from, to, needles) in [
+        (
+            "acl_rules = \"~orders:* +@read +@write\"",
+            "acl_rules = \"~* +@all nopass\"",
+            &["acl_rules"][..],
+        ),
+        (
+            "urls = [\"redis://10.0.0.5:6379\", \"redis://10.0.0.6:6379\"]",
+            "urls = []",
+            &["urls"][..],
+        ),
+        (
+            "engine = \"valkey\"",
+            "engine = \"memcached\"",
+            &["engine", "memcached"][..],
+        ),
+        (
+            "replication_group_id = \"sessions\"\n",
+            "",
+            &["replication_group_id"][..],
+        ),
+        (
+            "cluster_name = \"ledger\"\n",
+            "",
+            &["missing field", "cluster_name"][..],
+        ),
+        (
+            "acl_name = \"ledger-acl\"",
+            "acl_name = \"open-access\"",
+            &["acl_name", "open-access"][..],
+        ),
+        (
+            "role_arn = \"arn:aws:iam::123456789012:role/reports-reader\"\n",
+            "",
+            &["role_arn"][..],
+        ),
+        (
+            "ready_timeout = \"2m\"",
+            "ready_timeout = \"soon\"",
+            &["ready_timeout"][..],
+        ),
+    ] {
+        assert!(EVERY_TYPE.contains(from), "{from}");
+        let cli = Cli::new(&EVERY_TYPE.replacen(from, to, 1));
+        let out = cli.run(&["secrets"]);
+        assert_eq!(out.code, 2, "{to}: {out:?}");
+        assert_eq!(out.stderr.trim_end().lines().count(), 1, "{out:?}");
+        for n in needles {
+            assert!(
+                out.stderr.contains(n),
+                "{to}: {:?} should mention {n:?}",
+                out.stderr
+            );
+        }
+    }
+}

@@ -120,3 +120,88 @@ fn unreachable(e: &redis::RedisError) -> Error {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasehold_testkit::servers::{RedisOptions, RedisServer};
+
+    async fn admin(server: &RedisServer, ca: &[u8]) -> redis::aio::MultiplexedConnection {
+        Client::build_with_tls(
+            server.url(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            },
+        )
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn probe_authenticates_over_tls_with_the_configured_ca() {
+        let opts = RedisOptions {
+            tls: true,
+            ..Default::default()
+        };
+        let Some(server) =
+            RedisServer::start_with("probe_authenticates_over_tls_with_the_configured_ca", opts)
+                .await
+        else {
+            return;
+        };
+        let ca_path = server.ca_cert_path().expect("a TLS server has a CA");
+        let ca = std::fs::read(&ca_path).unwrap();
+        let mut conn = admin(&server, &ca).await;
+        let password = "Probe-password-0123456789";
+        let _: () = redis::cmd("ACL")
+            .arg(&[
+                "SETUSER",
+                "lh-probe",
+                "on",
+                &format!(">{password}"),
+                "~*",
+                "+@all",
+            ])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // `default` stays open: a refused AUTH must still count as refused, not fall back to it.
+
+        let probe = AuthProbe::new(&server.url(), Some(&ca_path)).unwrap();
+        assert!(probe
+            .authenticates("lh-probe", &SecretString::from(password))
+            .await
+            .unwrap());
+        assert!(!probe
+            .authenticates("lh-probe", &SecretString::from("Wrong-password-0123456789"))
+            .await
+            .unwrap());
+        assert!(!probe
+            .authenticates("lh-nobody", &SecretString::from(password))
+            .await
+            .unwrap());
+
+        // Without the CA the server's certificate is not trusted: unreachable, not refused.
+        let untrusted = AuthProbe::new(&server.url(), None).unwrap();
+        let e = untrusted
+            .authenticates("lh-probe", &SecretString::from(password))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ProviderUnavailable, "{e}");
+        assert!(!e.to_string().contains(password));
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_a_config_error() {
+        let e = AuthProbe::new("rediss://x:1", Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        let dir = std::env::temp_dir().join(format!("lh-mdb-ca-{}", std::process::id()));
+        std::fs::write(&dir, "not a certificate").unwrap();
+        let e = AuthProbe::new("rediss://x:1", Some(&dir)).unwrap_err();
+        let _ = std::fs::remove_file(&dir);
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+    }
+}

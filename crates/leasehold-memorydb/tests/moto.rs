@@ -308,6 +308,24 @@ async fn validate_refuses_open_access_and_mismatched_or_missing_acls() {
     assert!(e.to_string().contains("open-access"), "{e}");
     assert!(e.to_string().contains("attach it to the cluster"), "{e}");
     // Issuing against it is refused the same way, before any user is made.
+    // The manager validates at registration and refuses the secret.
+    let manager = LeaseManager::builder(Arc::new(MemoryStore::new()))
+        .run_worker(false)
+        .build()
+        .await
+        .unwrap();
+    let secret = DynamicSecret::builder(
+        "open-cache",
+        Arc::new(f.provider(MemoryDbConfig::new(&open))),
+    )
+    .build()
+    .unwrap();
+    let e = manager
+        .register(secret)
+        .await
+        .expect_err("registration refused");
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
+    manager.shutdown().await;
     let refused = username();
     let e = p
         .create(&request(&refused))

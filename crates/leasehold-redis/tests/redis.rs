@@ -110,14 +110,23 @@ async fn expiry_revokes_on_every_node() {
     let provider = Arc::new(provider_for(&[&primary, &replica]));
     let m = manager("short", provider, Duration::from_secs(1), HOUR).await;
     let lease = m.issue("short", IssueRequest::new()).await.unwrap();
+    let mut open = connect_as(&replica, &lease.credentials)
+        .await
+        .expect("AUTH on the replica");
     assert!(auths(&primary, &lease.credentials).await);
-    assert!(auths(&replica, &lease.credentials).await);
     // The expiry worker revokes at expiry; allow it a few seconds.
     let gone = eventually(200, || async {
         !auths(&primary, &lease.credentials).await && !auths(&replica, &lease.credentials).await
     })
     .await;
     assert!(gone, "expired credential still authenticates");
+    assert!(
+        redis::cmd("PING")
+            .query_async::<String>(&mut open)
+            .await
+            .is_err(),
+        "a connection opened before expiry still works"
+    );
     assert!(leasehold_users(&primary).await.is_empty());
     assert!(leasehold_users(&replica).await.is_empty());
     assert!(
@@ -536,4 +545,28 @@ async fn bad_input_is_a_typed_error_without_a_network_call() {
         p.validate().await.unwrap_err().kind(),
         ErrorKind::ProviderUnavailable
     );
+}
+
+#[tokio::test]
+async fn a_dropped_admin_connection_is_retried_transparently() {
+    let Some(s) = RedisServer::start("a_dropped_admin_connection").await else {
+        return;
+    };
+    let provider = Arc::new(RedisAclProvider::new(RedisConfig::new(s.url())).unwrap());
+    provider.validate().await.unwrap(); // opens and keeps the admin connection
+                                        // Drop every other client's connection (the provider's included).
+    let mut killer = admin(&s).await;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query_async(&mut killer)
+        .await
+        .unwrap();
+    assert!(killed >= 1);
+    let m = manager("retry", provider, HOUR, HOUR).await;
+    let lease = m
+        .issue("retry", IssueRequest::new())
+        .await
+        .expect("issue after a dropped connection");
+    assert!(auths(&s, &lease.credentials).await);
+    m.revoke(&lease.lease_id).await.unwrap();
 }

@@ -1,6 +1,6 @@
 //! From checked configuration to a store, providers, secrets and a [`LeaseManager`].
 //!
-//! Wiring a new provider type: a variant in [`ProviderConfig`](crate::config::ProviderConfig),
+//! Wiring a new provider type: a variant in [`ProviderConfig`],
 //! its keys in `config.rs`, and one arm in [`provider`].
 
 use std::sync::Arc;

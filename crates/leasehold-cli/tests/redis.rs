@@ -240,3 +240,43 @@ async fn tables_for_people() {
     assert!(out.stdout.contains("(no leases)"), "{out:?}");
     assert!(!auth_ok(redis.port(), &user, &password));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_secret_shows_progress_on_a_terminal() {
+    let test = "cli_revoke_secret_shows_progress_on_a_terminal";
+    // `script` (util-linux) runs the CLI on a pseudo-terminal.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        leasehold_testkit::servers::skip_or_panic(test, "no `script` command for a pty");
+        return;
+    }
+    let Some(redis) = RedisServer::start(test).await else {
+        return;
+    };
+    let cli = Cli::new(&config(&redis.url()));
+    for _ in 0..4 {
+        cli.ok(&["issue", "orders-cache", "--no-wait"]);
+    }
+    let cmd = format!(
+        "{} --config {} revoke --secret orders-cache",
+        support::BIN,
+        cli.config.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("\rrevoking leases of orders-cache: 4/4"),
+        "{text:?}"
+    );
+    // On a terminal the result is prose, not JSON.
+    assert!(text.contains("revoked 4 lease(s)"), "{text:?}");
+    assert_eq!(cli.ok(&["list"]).as_array().unwrap().len(), 0);
+}

@@ -555,3 +555,106 @@ async fn injected_faults_throttle_fail_and_delay_calls() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn elasticache_modify_user_rotates_the_password_on_a_serverless_cache() {
+    let test = "elasticache_modify_user_rotates_the_password_on_a_serverless_cache";
+    let Some(aws) = emulator_with_mirror(test).await else {
+        return;
+    };
+    let ec = elasticache::Client::new(&aws.sdk_config().await);
+    let user_id = unique_name("ec-rot");
+    let group_id = unique_name("ec-rot-group");
+    let cache = unique_name("ec-rot-cache");
+    let (old, new) = ("old-password-0123456789", "new-password-0123456789");
+    aws.set_modifying(TransitionKind::UserGroup, Some(&group_id), Duration::ZERO)
+        .await;
+    ec.create_user()
+        .user_id(&user_id)
+        .user_name(&user_id)
+        .engine("redis")
+        .passwords(old)
+        .access_string("on ~* +@all")
+        .send()
+        .await
+        .unwrap();
+    ec.create_user_group()
+        .user_group_id(&group_id)
+        .engine("redis")
+        .user_ids("default")
+        .user_ids(&user_id)
+        .send()
+        .await
+        .unwrap();
+    wait_for("group active", || async {
+        group_status(&ec, &group_id).await == "active"
+    })
+    .await;
+    let created = ec
+        .create_serverless_cache()
+        .serverless_cache_name(&cache)
+        .engine("redis")
+        .user_group_id(&group_id)
+        .send()
+        .await
+        .unwrap();
+    let endpoint = created.serverless_cache().unwrap().endpoint().unwrap();
+    assert_eq!(endpoint.address(), Some("127.0.0.1"));
+    let port = u16::try_from(endpoint.port().unwrap()).unwrap();
+    let (auth, ping) = auth_then_ping(port, &user_id, old).await;
+    assert_eq!((auth.as_str(), ping.as_str()), ("+OK", "+PONG"));
+
+    wait_for("user active", || async {
+        user_status(&ec, &user_id).await.as_deref() == Some("active")
+    })
+    .await;
+    let modified = ec
+        .modify_user()
+        .user_id(&user_id)
+        .passwords(new)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(modified.status(), Some("modifying"));
+    // A user that is modifying cannot be modified again.
+    let err = ec
+        .modify_user()
+        .user_id(&user_id)
+        .passwords(old)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_service_error()
+            .is_some_and(|e| e.is_invalid_user_state_fault()),
+        "{err:?}"
+    );
+    wait_for("user active again", || async {
+        user_status(&ec, &user_id).await.as_deref() == Some("active")
+    })
+    .await;
+    let (auth, _) = auth_then_ping(port, &user_id, old).await;
+    assert!(auth.starts_with("-WRONGPASS"), "{auth}");
+    let (auth, ping) = auth_then_ping(port, &user_id, new).await;
+    assert_eq!((auth.as_str(), ping.as_str()), ("+OK", "+PONG"));
+
+    ec.delete_serverless_cache()
+        .serverless_cache_name(&cache)
+        .send()
+        .await
+        .unwrap();
+    wait_for("cache gone", || async {
+        ec.describe_serverless_caches()
+            .serverless_cache_name(&cache)
+            .send()
+            .await
+            .is_err()
+    })
+    .await;
+    ec.delete_user_group()
+        .user_group_id(&group_id)
+        .send()
+        .await
+        .unwrap();
+    ec.delete_user().user_id(&user_id).send().await.unwrap();
+}

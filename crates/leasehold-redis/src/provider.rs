@@ -225,12 +225,16 @@ impl RedisAclProvider {
     /// `AUTH` on one node with a fresh connection. `Ok(false)` when the server refuses.
     async fn auth_on(&self, node: &Node, username: &str, password: &SecretString) -> Result<bool> {
         let pw = password.expose_secret();
-        let connect = node
-            .probe
-            .get_multiplexed_async_connection_with_config(&node.conn_config);
+        let connect = open(
+            &node.probe,
+            &node.conn_config,
+            node.addr.tls,
+            &node.addr.label,
+        );
         let mut conn = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(errors::map(&e, &node.addr.label, "connect", Some(pw))),
+            Ok(Ok(Ok(c))) => c,
+            Ok(Ok(Err(e))) => return Err(errors::map(&e, &node.addr.label, "connect", Some(pw))),
+            Ok(Err(e)) => return Err(e),
             Err(_) => return Err(timeout_error(&node.addr.label, "connect")),
         };
         let mut cmd = redis::cmd("AUTH");
@@ -256,12 +260,16 @@ impl RedisAclProvider {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let connect = node
-            .admin
-            .get_multiplexed_async_connection_with_config(&node.conn_config);
+        let connect = open(
+            &node.admin,
+            &node.conn_config,
+            node.addr.tls,
+            &node.addr.label,
+        );
         let conn = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(errors::map(&e, &node.addr.label, "connect", None)),
+            Ok(Ok(Ok(c))) => c,
+            Ok(Ok(Err(e))) => return Err(errors::map(&e, &node.addr.label, "connect", None)),
+            Ok(Err(e)) => return Err(e),
             Err(_) => return Err(timeout_error(&node.addr.label, "connect")),
         };
         *slot = Some(conn.clone());
@@ -564,6 +572,40 @@ impl RedisAclProvider {
         }
         Ok(())
     }
+}
+
+/// Opens a multiplexed connection. TLS connects run in their own task: rustls panics when no
+/// crypto provider can be chosen, and that must come back as an error, not unwind the caller.
+async fn open(
+    client: &Client,
+    config: &AsyncConnectionConfig,
+    tls: bool,
+    label: &str,
+) -> Result<std::result::Result<MultiplexedConnection, redis::RedisError>> {
+    if !tls {
+        return Ok(client
+            .get_multiplexed_async_connection_with_config(config)
+            .await);
+    }
+    let (client, config) = (client.clone(), config.clone());
+    tokio::spawn(async move {
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    })
+    .await
+    .map_err(|e| {
+        if e.is_panic() {
+            Error::invalid_config(format!(
+                "node {label}: TLS is unavailable: rustls has no crypto provider; enable the \
+                 rustls feature \"aws-lc-rs\" or \"ring\", or call \
+                 rustls::crypto::aws_lc_rs::default_provider().install_default() at start-up"
+            ))
+            .with_context("node", label)
+        } else {
+            Error::unexpected(format!("node {label}: the connect task was cancelled"))
+        }
+    })
 }
 
 fn timeout_error(node: &str, op: &str) -> Error {

@@ -2,6 +2,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod auth_token;
+
+pub use auth_token::{
+    AuthToken, AuthTokenBuilder, AuthTokenClock, AuthTokenService, AUTH_TOKEN_MAX_EXPIRY,
+};
+
 use std::fmt;
 use std::time::Duration;
 

@@ -363,3 +363,36 @@ fn provider_specific_errors_name_the_key() {
         }
     }
 }
+
+#[test]
+fn an_unreachable_backend_is_exit_1() {
+    let cli = Cli::new(
+        r#"
+[store]
+url = "sqlite://{dir}/leasehold.db"
+
+[[secrets]]
+name = "orders-cache"
+type = "redis"
+urls = ["redis://127.0.0.1:9"]
+connect_timeout = "1s"
+attempts = 1
+"#,
+    );
+    let out = cli.run(&["validate"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let v = out.json();
+    assert_eq!(v[0]["secret"], "orders-cache");
+    assert_eq!(v[0]["ok"], false);
+    assert!(v[0]["error"]["kind"].is_string(), "{v}");
+
+    let out = cli.run(&["issue", "orders-cache", "--no-wait"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("leasehold: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{:?}", out.stderr);
+}

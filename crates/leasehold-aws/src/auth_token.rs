@@ -325,7 +325,13 @@ impl AuthTokenBuilder {
             SignableBody::Bytes(&[]),
         )
         .map_err(|e| Error::invalid_config(format!("token request: {e}")))?;
-        let (instructions, _signature) = sign(request, &params)
+        // aws-sigv4 traces the canonical request, whose query holds the session token of
+        // temporary credentials; no subscriber may see it.
+        let signed =
+            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::new(), || {
+                sign(request, &params)
+            });
+        let (instructions, _signature) = signed
             // The signer's errors name missing parts, never credential values.
             .map_err(|e| Error::unexpected(format!("signing the token failed: {e}")))?
             .into_parts();

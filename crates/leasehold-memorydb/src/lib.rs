@@ -6,6 +6,7 @@ mod access;
 mod acl;
 mod auth;
 mod config;
+mod iam_token;
 mod provider;
 mod statement;
 
@@ -13,5 +14,8 @@ pub use access::{check_access_string, AccessSummary};
 pub use config::{
     MemoryDbConfig, DEFAULT_CREATION_STATEMENT, DEFAULT_REVOCATION_STATEMENT, MAX_USERS_PER_ACL,
     OPEN_ACCESS_ACL,
+};
+pub use iam_token::{
+    MemoryDbIamTokenConfig, MemoryDbIamTokenProvider, ATTR_TOKEN_EXPIRES_AT, IAM_TOKEN_KIND,
 };
 pub use provider::{MemoryDbProvider, ATTR_ACL, ATTR_CLUSTER, KIND, MANAGED_BY, TAG_ACL};

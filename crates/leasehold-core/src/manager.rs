@@ -556,11 +556,10 @@ impl LeaseManager {
             for mut lease in page {
                 if lease.claimed_by.as_deref() == Some(&*self.inner.owner) && lease.is_claimed_at(t)
                 {
+                    // Our own claim, left by a previous run that died: the lease is due now.
                     lease.claim_until = None;
                     lease.claimed_by = None;
-                    if lease.state == LeaseState::Pending {
-                        lease.due_at = t;
-                    }
+                    lease.due_at = lease.due_at.min(t);
                     match self.inner.store.update(&lease).await {
                         Ok(_) => {}
                         Err(e) if e.kind() == ErrorKind::Conflict => {}
@@ -728,8 +727,10 @@ impl LeaseManager {
                 lease.state = LeaseState::Revoking;
             }
             lease.claimed_by = Some(self.inner.owner.clone());
+            // Due now, held by the claim: if this instance dies mid-revoke, the next one to
+            // start with its id takes the lease at once, any other one when the claim ends.
             lease.claim_until = Some(add_duration(t, self.inner.config.revoke_timeout));
-            lease.due_at = lease.claim_until.unwrap_or(t);
+            lease.due_at = t;
             match self.inner.store.update(&lease).await {
                 Ok(v) => lease.version = v,
                 Err(e) if e.kind() == ErrorKind::Conflict => continue,
@@ -1109,8 +1110,16 @@ impl Inner {
                     .with_context("lease_id", &lease.id)
                     .with_context("operation", "issue");
                 self.audit(AuditAction::Issue, &lease, Some(e.kind()));
-                // Whatever the provider may have made is removed by the name written ahead.
-                self.compensate(lease).await;
+                if e.kind() == ErrorKind::AlreadyExists {
+                    // The name belongs to a credential this lease did not make: it must not be
+                    // revoked by that name. Only the record goes.
+                    if let Err(de) = self.store.delete(&lease.id, lease.version).await {
+                        tracing::warn!(lease_id = %lease.id, error = %de, "could not drop the record of a refused issue; the worker will");
+                    }
+                } else {
+                    // Whatever the provider may have made is removed by the name written ahead.
+                    self.compensate(lease).await;
+                }
                 let _ = tx.send(Err(e));
                 return Ok(());
             }
@@ -1174,7 +1183,7 @@ impl Inner {
         }
         lease.claimed_by = Some(self.owner.clone());
         lease.claim_until = Some(add_duration(t, self.config.revoke_timeout));
-        lease.due_at = lease.claim_until.unwrap_or(t);
+        lease.due_at = t;
         lease.version = self.store.update(&lease).await?;
         self.revoke_claimed(lease, action).await
     }

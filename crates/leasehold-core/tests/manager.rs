@@ -942,3 +942,24 @@ mod watching {
         assert!(eventually(Duration::from_secs(5), || provider.live_count() == 0).await);
     }
 }
+
+#[tokio::test]
+async fn a_name_taken_by_someone_else_is_never_revoked_by_a_refused_issue() {
+    let store = MemoryStore::new();
+    let provider = Arc::new(RecordingProvider::new());
+    provider.insert_out_of_band("lh-taken");
+    let fixed = DynamicSecret::builder("fixed", provider.clone())
+        .username_template("{{identity.name}}")
+        .build()
+        .unwrap();
+    let m = manager(&store, vec![fixed]).await;
+    let err = m
+        .issue("fixed", IssueRequest::new().identity("lh-taken"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert!(provider.is_live("lh-taken"), "the other user is untouched");
+    assert_eq!(provider.removals_of("lh-taken"), 0);
+    assert!(store.is_empty(), "the refused lease leaves no record");
+    m.shutdown().await;
+}

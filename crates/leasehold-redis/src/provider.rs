@@ -147,6 +147,12 @@ impl RedisAclProvider {
     /// Connections are opened on first use.
     pub fn new(config: RedisConfig) -> Result<Self> {
         let checked = config.checked()?;
+        if checked.tls.is_some() {
+            // rustls needs a process-wide crypto provider; pick one unless the host already did.
+            if rustls::crypto::CryptoProvider::get_default().is_none() {
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            }
+        }
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout));

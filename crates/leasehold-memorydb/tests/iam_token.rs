@@ -538,3 +538,13 @@ async fn a_watch_keeps_handing_out_valid_tokens() {
     watch.close().await.unwrap();
     f.cleanup().await;
 }
+
+#[tokio::test]
+async fn token_provider_passes_the_conformance_suite() {
+    let Some(f) = fixture("token_provider_passes_the_conformance_suite").await else {
+        return;
+    };
+    let provider = f.provider(&f.iam_user, Duration::from_secs(900));
+    leasehold_testkit::provider_conformance(std::sync::Arc::new(provider), None).await;
+    f.cleanup().await;
+}

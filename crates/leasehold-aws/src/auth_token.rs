@@ -427,6 +427,23 @@ fn check_identifier(field: &str, value: &str) -> Result<()> {
     }
 }
 
+/// What signs tokens for an SDK configuration built elsewhere: its credentials provider and its
+/// region (`fallback_region` when it has none). Typed errors when either is missing.
+pub fn signing_parts(
+    sdk: &aws_types::SdkConfig,
+    fallback_region: Option<&str>,
+) -> Result<(SharedCredentialsProvider, String)> {
+    let credentials = sdk.credentials_provider().ok_or_else(|| {
+        Error::invalid_config("the AWS configuration has no credentials to sign tokens with")
+    })?;
+    let region = sdk
+        .region()
+        .map(|r| r.as_ref().to_string())
+        .or_else(|| fallback_region.map(str::to_string))
+        .ok_or_else(|| Error::invalid_config("region: no region configured to sign tokens for"))?;
+    Ok((credentials, region))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,8 @@
 mod auth_token;
 
 pub use auth_token::{
-    AuthToken, AuthTokenBuilder, AuthTokenClock, AuthTokenService, AUTH_TOKEN_MAX_EXPIRY,
+    signing_parts, AuthToken, AuthTokenBuilder, AuthTokenClock, AuthTokenService,
+    AUTH_TOKEN_MAX_EXPIRY,
 };
 
 use std::fmt;

@@ -161,16 +161,8 @@ impl ElastiCacheIamTokenProvider {
     /// Uses an SDK configuration built elsewhere (`config.aws` is then not used): its
     /// credentials sign the tokens, its region is the token's region.
     pub fn from_sdk_config(config: ElastiCacheIamTokenConfig, sdk: &SdkConfig) -> Result<Self> {
-        let credentials = sdk.credentials_provider().ok_or_else(|| {
-            Error::invalid_config("the AWS configuration has no credentials to sign tokens with")
-        })?;
-        let region = sdk
-            .region()
-            .map(|r| r.as_ref().to_string())
-            .or_else(|| config.aws.region.clone())
-            .ok_or_else(|| {
-                Error::invalid_config("region: no region configured to sign tokens for")
-            })?;
+        let (credentials, region) =
+            leasehold_aws::signing_parts(sdk, config.aws.region.as_deref())?;
         Self::from_parts(config, Client::new(sdk), credentials, &region)
     }
 

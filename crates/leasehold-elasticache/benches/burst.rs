@@ -555,10 +555,31 @@ fn criterion_describe(c: &mut Criterion, rt: &tokio::runtime::Runtime, aws: &Arc
     rt.block_on(cache.cleanup());
 }
 
+/// Says so if any user but the emulator's built-in `default` outlived the benchmarks.
+async fn report_leftovers(aws: &AwsEmulator) {
+    let ec = Client::new(&aws.sdk_config().await);
+    let users = ec.describe_users().send().await.expect("DescribeUsers");
+    let left: Vec<&str> = users
+        .users()
+        .iter()
+        .filter_map(|u| u.user_id())
+        .filter(|id| *id != "default")
+        .collect();
+    if !left.is_empty() {
+        println!(
+            "cleanup: {} user(s) left on the emulator, e.g. {:?}",
+            left.len(),
+            &left[..left.len().min(5)]
+        );
+    }
+}
+
 fn main() {
-    // `cargo test --benches` runs bench binaries with `--test`: nothing to smoke-check here
-    // that the crate's emulator tests do not already cover.
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
+    // `cargo bench` passes `--bench`; `cargo test --benches` / `--all-targets` runs this binary
+    // without it (or with `--test`). Those get nothing here: the crate's emulator tests cover
+    // the same paths, and a three-minute run does not belong in a test suite.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("burst: run with `cargo bench` (which passes --bench) to measure");
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -574,6 +595,7 @@ fn main() {
     };
     rt.block_on(burst(&aws));
     rt.block_on(mass_revoke(&aws));
+    rt.block_on(report_leftovers(&aws));
     if !quick() {
         let mut c = Criterion::default().configure_from_args();
         criterion_describe(&mut c, &rt, &aws);

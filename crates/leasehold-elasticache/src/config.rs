@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use leasehold_aws::{AwsConfig, AwsCredentials};
 use leasehold_core::{parse_duration, Error, NameRule, Result, StatementTemplate};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::acl::parse_access_string;
@@ -296,7 +296,7 @@ impl ElastiCacheConfig {
 
     /// Checks that the statements render to valid `CreateUser` / `DeleteUser` input.
     fn check_statements(&self) -> Result<()> {
-        let pw = SecretString::from("Sample-password-0123456789");
+        let pw = SecretString::from("Xq7PwnK4jT2vB8mR5sL0zW9c");
         let username = "lh-sample-user";
         let rendered = self
             .creation_statement
@@ -309,6 +309,16 @@ impl ElastiCacheConfig {
         CreateUserStatement::from_rendered(rendered.expose_json(), self.engine)
             .map_err(|e| Error::invalid_config(format!("creation_statement: {}", e.message())))
             .and_then(|s| {
+                let visible = std::iter::once(s.user_name.as_str())
+                    .chain([s.access_string.as_str(), s.engine.as_str()])
+                    .chain(s.tags.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if shows_sample_password(&visible, pw.expose_secret()) {
+                    return Err(Error::invalid_config(
+                        "creation_statement: {{password}} may appear only in Passwords (an access string, name or tag would expose it)",
+                    ));
+                }
                 if s.user_id != username {
                     Err(Error::invalid_config(
                         "creation_statement: UserId must be \"{{username}}\" (revoke deletes the user by the lease's username)",
@@ -334,6 +344,16 @@ impl ElastiCacheConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `text` carries any eight characters in a row of `sample`: the sample password must
+/// reach only the password fields, never a name, access string or tag that errors and listings
+/// may show.
+fn shows_sample_password(text: &str, sample: &str) -> bool {
+    let chars: Vec<char> = sample.chars().collect();
+    chars
+        .windows(8)
+        .any(|w| text.contains(&w.iter().collect::<String>()))
 }
 
 /// `CreateUser` input taken from a rendered creation statement. Holds the passwords, so its

@@ -363,3 +363,21 @@ fn every_password_token_is_refused_wherever_it_stands() {
         }
     }
 }
+
+#[test]
+fn a_password_outside_passwords_is_refused_at_validation() {
+    let statement = leasehold_core::StatementTemplate::parse(
+        r#"{"UserId":"{{username}}","UserName":"{{username}}","Engine":"redis","Passwords":["{{password}}"],"AccessString":"on ~* +{{password}}"}"#,
+    )
+    .unwrap();
+    let config = leasehold_elasticache::ElastiCacheConfig::new(
+        leasehold_elasticache::Target::ServerlessCache("c".into()),
+        "g",
+    )
+    .creation_statement(statement);
+    let err = config.validate().unwrap_err();
+    assert!(
+        err.to_string().contains("may appear only in Passwords"),
+        "{err}"
+    );
+}

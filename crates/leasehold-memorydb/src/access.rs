@@ -47,7 +47,12 @@ pub struct AccessSummary {
 }
 
 fn invalid(rule: &str, why: &str) -> Error {
-    let shown: String = rule.chars().take(60).collect();
+    // A password rule is never quoted back.
+    let shown: String = if rule.starts_with(['>', '<', '#', '!']) {
+        "[password rule]".to_string()
+    } else {
+        rule.chars().take(60).collect()
+    };
     Error::new(
         ErrorKind::InvalidConfig,
         format!("access string: rule {shown:?} is invalid: {why}"),

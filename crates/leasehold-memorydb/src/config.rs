@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use leasehold_aws::AwsConfig;
 use leasehold_core::{Error, ErrorKind, Result, StatementTemplate, StatementVars};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::statement::{check_tag, delete_user_name, CreateUserInput};
 
@@ -240,7 +240,7 @@ impl MemoryDbConfig {
     /// Renders both statements with sample values and reads them as API input.
     fn check_statements(&self) -> Result<()> {
         let username = "lh-sample-user";
-        let password = SecretString::from("Sample-password-0123456789");
+        let password = SecretString::from("Xq7PwnK4jT2vB8mR5sL0zW9c");
         let ctx = |field: &'static str| move |e: Error| e.with_context("field", field);
         let rendered = self
             .creation_statement
@@ -255,6 +255,23 @@ impl MemoryDbConfig {
             return Err(Error::new(
                 ErrorKind::InvalidTemplate,
                 "creation_statement: UserName must be \"{{username}}\" (the lease's username; revoke deletes the user by it)",
+            )
+            .with_context("field", "creation_statement"));
+        }
+        let visible = std::iter::once(input.user_name.as_str())
+            .chain([input.access_string.as_str()])
+            .chain(
+                input
+                    .tags
+                    .iter()
+                    .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+            )
+            .collect::<Vec<_>>()
+            .join("\n");
+        if shows_sample_password(&visible, password.expose_secret()) {
+            return Err(Error::new(
+                ErrorKind::InvalidTemplate,
+                "creation_statement: {{password}} may appear only in AuthenticationMode.Passwords (an access string, name or tag would expose it)",
             )
             .with_context("field", "creation_statement"));
         }
@@ -334,6 +351,16 @@ fn check_redis_url(url: &str) -> Result<()> {
             short(url)
         )))
     }
+}
+
+/// Whether `text` carries any eight characters in a row of `sample`: the sample password must
+/// reach only the password fields, never a name, access string or tag that errors and listings
+/// may show.
+fn shows_sample_password(text: &str, sample: &str) -> bool {
+    let chars: Vec<char> = sample.chars().collect();
+    chars
+        .windows(8)
+        .any(|w| text.contains(&w.iter().collect::<String>()))
 }
 
 #[cfg(test)]

@@ -621,3 +621,20 @@ fn revocation_statements_never_panic_and_delete_only_the_lease_user() {
         Ok(true)
     });
 }
+
+#[test]
+fn a_password_outside_passwords_is_refused_at_validation() {
+    let statement = leasehold_core::StatementTemplate::parse(
+        r#"{"UserName":"{{username}}","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]},"AccessString":"on ~* +{{password}}"}"#,
+    )
+    .unwrap();
+    let config = leasehold_memorydb::MemoryDbConfig::new("c").creation_statement(statement);
+    let err = config.validate().unwrap_err();
+    assert!(err.to_string().contains("may appear only"), "{err}");
+    assert!(
+        leasehold_memorydb::check_access_string("on >secretpw ~* +@all")
+            .unwrap_err()
+            .to_string()
+            .contains("[password rule]")
+    );
+}

@@ -556,6 +556,150 @@ async fn injected_faults_throttle_fail_and_delay_calls() {
     );
 }
 
+/// `n` calls of `DescribeUserGroups` on `group_id`, one after the other; `true` where the
+/// injected error answered.
+async fn describe_outcomes(ec: &elasticache::Client, group_id: &str, n: usize) -> Vec<bool> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        match ec
+            .describe_user_groups()
+            .user_group_id(group_id)
+            .send()
+            .await
+        {
+            Ok(_) => out.push(false),
+            Err(e) => {
+                use elasticache::error::ProvideErrorMetadata;
+                assert_eq!(e.code(), Some("InvalidParameterValue"), "{e:?}");
+                out.push(true);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn probabilistic_faults_fire_on_a_seeded_share_of_the_calls() {
+    let test = "probabilistic_faults_fire_on_a_seeded_share_of_the_calls";
+    let Some(aws) = AwsEmulator::shared(test).await else {
+        return;
+    };
+    let ec = elasticache::Client::new(&aws.sdk_config().await);
+    let group_id = unique_name("ec-prob");
+    aws.set_modifying(TransitionKind::UserGroup, Some(&group_id), Duration::ZERO)
+        .await;
+    ec.create_user_group()
+        .user_group_id(&group_id)
+        .engine("redis")
+        .user_ids("default")
+        .send()
+        .await
+        .unwrap();
+    // A code the SDK does not retry: one call, one draw.
+    let spec = || {
+        FaultSpec::fail("DescribeUserGroups", "InvalidParameterValue")
+            .resource(&group_id)
+            .always()
+            .probability(0.3)
+    };
+
+    // p = 0.3 over 200 calls: about 60 fire (30..90 is more than four standard deviations).
+    aws.inject_fault(spec().seed(42)).await;
+    let first = describe_outcomes(&ec, &group_id, 200).await;
+    let taken = aws
+        .take_faults(None, Some("DescribeUserGroups"), Some(&group_id))
+        .await;
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let fired = first.iter().filter(|f| **f).count();
+    assert!((30..=90).contains(&fired), "{fired} of 200 fired");
+    assert_eq!(taken[0]["fired"].as_u64(), Some(fired as u64));
+    assert_eq!(taken[0]["matched"].as_u64(), Some(200));
+    assert_eq!(taken[0]["probability"].as_f64(), Some(0.3));
+
+    // The same seed fires on the same calls again; another seed on others.
+    aws.inject_fault(spec().seed(42)).await;
+    let again = describe_outcomes(&ec, &group_id, 200).await;
+    aws.clear_faults(Some("DescribeUserGroups"), Some(&group_id))
+        .await;
+    assert_eq!(first, again);
+    aws.inject_fault(spec().seed(7)).await;
+    let other = describe_outcomes(&ec, &group_id, 200).await;
+    aws.clear_faults(Some("DescribeUserGroups"), Some(&group_id))
+        .await;
+    assert_ne!(first, other);
+
+    // With `times`, a probabilistic fault fires on at most that many calls, then is gone.
+    aws.inject_fault(spec().times(5).seed(1)).await;
+    let limited = describe_outcomes(&ec, &group_id, 200).await;
+    assert_eq!(limited.iter().filter(|f| **f).count(), 5);
+    assert!(!aws
+        .pending_faults()
+        .await
+        .iter()
+        .any(|f| f["resource"] == group_id.as_str()));
+
+    // Without a probability nothing changed: the next `count` calls, every one of them.
+    aws.inject_fault(
+        FaultSpec::fail("DescribeUserGroups", "InvalidParameterValue")
+            .resource(&group_id)
+            .times(3),
+    )
+    .await;
+    let plain = describe_outcomes(&ec, &group_id, 5).await;
+    assert_eq!(plain, [true, true, true, false, false]);
+
+    // "*" matches every operation of the service (scoped here to this group).
+    aws.inject_fault(
+        FaultSpec::fail("*", "InvalidParameterValue")
+            .service("elasticache")
+            .resource(&group_id)
+            .times(2),
+    )
+    .await;
+    let err = ec
+        .modify_user_group()
+        .user_group_id(&group_id)
+        .user_ids_to_add("default")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_service_error()
+            .is_some_and(|e| e.is_invalid_parameter_value_exception()),
+        "{err:?}"
+    );
+    assert_eq!(describe_outcomes(&ec, &group_id, 2).await, [true, false]);
+
+    // Specs the emulator cannot use are refused with a message naming the field.
+    let refused = [
+        (spec().probability(0.0), "probability"),
+        (spec().probability(1.5), "probability"),
+        (
+            FaultSpec::fail("DescribeUserGroups", "InvalidParameterValue").seed(3),
+            "seed needs probability",
+        ),
+        (
+            FaultSpec::throttle("*").resource(&group_id),
+            "needs a service",
+        ),
+    ];
+    for (bad, needle) in refused {
+        let err = aws.try_inject_fault(bad.clone()).await.unwrap_err();
+        assert!(err.contains(needle), "{bad:?}: {err}");
+    }
+    assert!(!aws
+        .pending_faults()
+        .await
+        .iter()
+        .any(|f| f["resource"] == group_id.as_str()));
+
+    ec.delete_user_group()
+        .user_group_id(&group_id)
+        .send()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn elasticache_modify_user_rotates_the_password_on_a_serverless_cache() {
     let test = "elasticache_modify_user_rotates_the_password_on_a_serverless_cache";

@@ -6,6 +6,8 @@ Everything here is process-wide state guarded by one lock; the HTTP side lives i
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 import time
 from collections import Counter
@@ -26,6 +28,10 @@ DEFAULTS = {
 }
 
 
+# `operation` value that matches every operation of the fault's `service`.
+ANY_OPERATION = "*"
+
+
 @dataclass
 class Fault:
     """One injected fault: matches calls of `operation` (and `service`/`resource` if set)."""
@@ -40,6 +46,19 @@ class Fault:
     message: str | None = None
     latency_ms: int = 0
     fired: int = 0
+    # None: fires on every matching call; else on this share of them, drawn from `rng`.
+    probability: float | None = None
+    seed: int | None = None
+    # Matching calls seen, fired or not.
+    matched: int = 0
+    rng: random.Random | None = field(default=None, repr=False, compare=False)
+
+    def matches(self, service: str, operation: str, rid: str | None) -> bool:
+        if self.operation != ANY_OPERATION and self.operation != operation:
+            return False
+        if self.service is not None and self.service.lower() != service.lower():
+            return False
+        return self.resource is None or self.resource == rid
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +71,9 @@ class Fault:
             "status": self.status,
             "message": self.message,
             "latency_ms": self.latency_ms,
+            "probability": self.probability,
+            "seed": self.seed,
+            "matched": self.matched,
             "fired": self.fired,
         }
 
@@ -90,10 +112,33 @@ def set_duration(kind: str, resource_id: str | None, seconds: float) -> None:
         STATE.durations[(kind, _norm(resource_id))] = float(seconds)
 
 
+def _probability(spec: dict[str, Any]) -> tuple[float | None, int | None]:
+    """The optional `probability` (0 < p <= 1) and `seed` (an integer) of a fault spec."""
+    p = spec.get("probability")
+    seed = spec.get("seed")
+    if p is not None:
+        if isinstance(p, bool) or not isinstance(p, (int, float)):
+            raise ValueError(f"probability must be a number with 0 < probability <= 1, not {p!r}")
+        p = float(p)
+        if not (math.isfinite(p) and 0.0 < p <= 1.0):
+            raise ValueError(f"probability must be > 0 and <= 1, not {p!r}")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, not {seed!r}")
+        if p is None:
+            raise ValueError("seed needs probability: a fault without one fires on every match")
+    return p, seed
+
+
 def add_fault(spec: dict[str, Any]) -> Fault:
+    if not isinstance(spec, dict):
+        raise ValueError("a fault is a JSON object, e.g. {\"operation\": \"DeleteUser\"}")
     operation = spec.get("operation")
     if not operation or not isinstance(operation, str):
-        raise ValueError("operation is required, e.g. \"ModifyUserGroup\"")
+        raise ValueError("operation is required, e.g. \"ModifyUserGroup\" (or \"*\" with a service)")
+    if operation == ANY_OPERATION and not spec.get("service"):
+        raise ValueError("operation \"*\" needs a service (elasticache, memorydb, iam, sts)")
+    probability, seed = _probability(spec)
     count = spec.get("count", 1)
     remaining = None if count is None or int(count) <= 0 else int(count)
     error_code = spec.get("error_code")
@@ -117,39 +162,50 @@ def add_fault(spec: dict[str, Any]) -> Fault:
             status=status,
             message=spec.get("message"),
             latency_ms=latency_ms,
+            probability=probability,
+            seed=seed,
+            rng=None if probability is None else random.Random(seed),
         )
         STATE.next_fault_id += 1
         STATE.faults.append(fault)
         return fault
 
 
-def clear_faults(operation: str | None = None, resource: str | None = None) -> int:
+def clear_faults(
+    operation: str | None = None, resource: str | None = None, service: str | None = None
+) -> list[Fault]:
+    """Remove the faults of `operation` / `resource` / `service` (each optional); the removed."""
     with LOCK:
-        before = len(STATE.faults)
-        STATE.faults = [
-            f
-            for f in STATE.faults
-            if not (
+        keep: list[Fault] = []
+        removed: list[Fault] = []
+        for f in STATE.faults:
+            hit = (
                 (operation is None or f.operation == operation)
                 and (resource is None or f.resource == _norm(resource))
+                and (service is None or (f.service or "").lower() == service.lower())
             )
-        ]
-        return before - len(STATE.faults)
+            (removed if hit else keep).append(f)
+        STATE.faults = keep
+        return removed
 
 
 def record_call(service: str, operation: str, resource: str | None) -> Fault | None:
-    """Count a call and return the fault to apply to it, if any (consuming one shot)."""
+    """Count a call and return the fault to apply to it, if any (consuming one shot).
+
+    Faults are tried in the order they were added; the first that matches and fires wins. A
+    fault with a `probability` that does not fire this time lets the next one try, so several
+    of them on one operation split its calls between them.
+    """
     rid = _norm(resource)
     with LOCK:
         STATE.calls[(service, operation, None)] += 1
         if rid is not None:
             STATE.calls[(service, operation, rid)] += 1
         for fault in STATE.faults:
-            if fault.operation != operation:
+            if not fault.matches(service, operation, rid):
                 continue
-            if fault.service is not None and fault.service.lower() != service.lower():
-                continue
-            if fault.resource is not None and fault.resource != rid:
+            fault.matched += 1
+            if fault.rng is not None and fault.rng.random() >= fault.probability:
                 continue
             if fault.remaining is not None:
                 fault.remaining -= 1

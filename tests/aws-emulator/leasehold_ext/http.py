@@ -34,8 +34,10 @@ def handle(method: str, path: str, query: dict[str, str], body: Any) -> tuple[in
         if method == "POST":
             return 200, control.add_fault(body or {}).to_dict()
         if method == "DELETE":
-            n = control.clear_faults(query.get("operation"), query.get("resource"))
-            return 200, {"cleared": n}
+            removed = control.clear_faults(
+                query.get("operation"), query.get("resource"), query.get("service")
+            )
+            return 200, {"cleared": len(removed), "faults": [f.to_dict() for f in removed]}
         if method == "GET":
             with control.LOCK:
                 return 200, {"faults": [f.to_dict() for f in control.STATE.faults]}

@@ -212,6 +212,21 @@ impl AwsEmulator {
         v["id"].as_u64().unwrap_or_default()
     }
 
+    /// Like [`AwsEmulator::inject_fault`], but a spec the emulator refuses is an `Err` with its
+    /// message (e.g. `probability must be > 0 and <= 1, not 0.0`) instead of a panic.
+    ///
+    /// # Panics
+    ///
+    /// When the control endpoint does not answer.
+    pub async fn try_inject_fault(&self, spec: FaultSpec) -> Result<u64, String> {
+        let path = "/_leasehold/faults";
+        match http::request(self.port, "POST", path, Some(&spec.to_json())).await {
+            Ok((200, v)) => Ok(v["id"].as_u64().unwrap_or_default()),
+            Ok((_, v)) => Err(v["error"].as_str().unwrap_or_default().to_string()),
+            Err(e) => panic!("emulator control POST {path}: {e}"),
+        }
+    }
+
     /// Remove the pending faults of `operation` (all operations when `None`), optionally only
     /// those scoped to `resource`. Returns how many were removed.
     ///
@@ -228,8 +243,35 @@ impl AwsEmulator {
             .unwrap_or_default()
     }
 
+    /// Removes the pending faults that match every given filter (all of them when each is
+    /// `None`) and returns them as the emulator reports them, with their final `matched` and
+    /// `fired` counters: how a test learns how often an armed fault fired.
+    ///
+    /// # Panics
+    ///
+    /// When the control endpoint does not answer.
+    pub async fn take_faults(
+        &self,
+        service: Option<&str>,
+        operation: Option<&str>,
+        resource: Option<&str>,
+    ) -> Vec<Value> {
+        let path = with_query(
+            "/_leasehold/faults",
+            &[
+                ("operation", operation),
+                ("resource", resource),
+                ("service", service),
+            ],
+        );
+        match self.control("DELETE", &path, None).await["faults"].take() {
+            Value::Array(faults) => faults,
+            _ => Vec::new(),
+        }
+    }
+
     /// The faults still pending, as the emulator reports them (`operation`, `resource`,
-    /// `remaining`, `fired`, ...).
+    /// `remaining`, `matched`, `fired`, ...).
     ///
     /// # Panics
     ///
@@ -332,11 +374,13 @@ impl AwsEmulator {
 /// let spec = FaultSpec::fail("DeleteUser", "InternalFailure").status(500).resource("u-1").times(2);
 /// // Delay every UpdateACL by 300 ms until cleared.
 /// let slow = FaultSpec::latency("UpdateACL", Duration::from_millis(300)).always();
-/// # let _ = (spec, slow);
+/// // Throttle about 10 % of all IAM calls, the same calls on every run.
+/// let some = FaultSpec::throttle("*").service("iam").always().probability(0.1).seed(42);
+/// # let _ = (spec, slow, some);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FaultSpec {
-    /// The AWS operation name, e.g. `"ModifyUserGroup"`.
+    /// The AWS operation name, e.g. `"ModifyUserGroup"`; `"*"`: every operation of `service`.
     pub operation: String,
     /// Only calls to this service (`"elasticache"`, `"memorydb"`, `"iam"`, `"sts"`).
     pub service: Option<String>,
@@ -354,6 +398,11 @@ pub struct FaultSpec {
     pub message: Option<String>,
     /// Delay before answering (or before passing the call on).
     pub latency: Duration,
+    /// Fire on this share of the matching calls (`0 < p <= 1`) instead of on every one; the
+    /// emulator refuses other values.
+    pub probability: Option<f64>,
+    /// Seed of the `probability` draws, for a reproducible run (needs `probability`).
+    pub seed: Option<u64>,
 }
 
 impl FaultSpec {
@@ -368,6 +417,8 @@ impl FaultSpec {
             status: 400,
             message: None,
             latency: Duration::ZERO,
+            probability: None,
+            seed: None,
         }
     }
 
@@ -437,6 +488,22 @@ impl FaultSpec {
         self
     }
 
+    /// Fire on a random share `p` (`0 < p <= 1`) of the matching calls rather than on every
+    /// one. With [`times`](Self::times) it fires on at most that many calls; with
+    /// [`always`](Self::always) until cleared. Faults on the same calls are tried in the order
+    /// they were injected, and one that does not fire lets the next one try.
+    pub fn probability(mut self, p: f64) -> FaultSpec {
+        self.probability = Some(p);
+        self
+    }
+
+    /// Seed the [`probability`](Self::probability) draws: the same seed fires on the same
+    /// calls of the same sequence of matching calls.
+    pub fn seed(mut self, seed: u64) -> FaultSpec {
+        self.seed = Some(seed);
+        self
+    }
+
     fn to_json(&self) -> Value {
         json!({
             "operation": self.operation,
@@ -448,6 +515,8 @@ impl FaultSpec {
             "status": self.status,
             "message": self.message,
             "latency_ms": u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX),
+            "probability": self.probability,
+            "seed": self.seed,
         })
     }
 }
@@ -630,6 +699,17 @@ mod tests {
         let always = FaultSpec::throttle("UpdateACL").always().to_json();
         assert_eq!(always["count"], 0);
         assert_eq!(always["throttle"], true);
+        assert_eq!(always["probability"], Value::Null);
+        assert_eq!(always["seed"], Value::Null);
+        let some = FaultSpec::throttle("*")
+            .service("iam")
+            .always()
+            .probability(0.25)
+            .seed(7)
+            .to_json();
+        assert_eq!(some["operation"], "*");
+        assert_eq!(some["probability"], 0.25);
+        assert_eq!(some["seed"], 7);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -179,6 +179,23 @@ impl IssueRequest {
         self.no_wait = !wait;
         self
     }
+
+    /// Checks what can be checked without the secret's definition: a TTL, if set, is
+    /// positive; an identity, if set, is 1 to 256 characters without control characters.
+    /// [`LeaseManager::issue`] does this too; call it to refuse a request before any other work.
+    pub fn check(&self) -> Result<()> {
+        if self.ttl.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid_input("ttl must be positive"));
+        }
+        if let Some(id) = &self.identity {
+            if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+                return Err(Error::invalid_input(
+                    "identity must be 1 to 256 characters without control characters",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An issued lease and its credential. `Debug` redacts the secret parts.
@@ -265,6 +282,10 @@ struct Inner {
     owner: Arc<str>,
     audit: Option<Arc<dyn AuditSink>>,
     wake: Notify,
+    /// When the worker plans to wake next (ms since the epoch); `i64::MAX` while it is awake
+    /// and will read the store again before it sleeps. Lets a write skip waking the worker
+    /// when the worker would look at the lease in time anyway.
+    planned_wake_ms: AtomicI64,
     stop: watch::Sender<bool>,
 }
 
@@ -276,7 +297,7 @@ struct StopOnDrop {
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        let _ = self.inner.stop.send(true);
+        self.inner.stop.send_replace(true);
     }
 }
 
@@ -413,9 +434,13 @@ impl LeaseManagerBuilder {
             ));
         }
         let owner: Arc<str> = match &self.instance_id {
-            Some(id) if id.is_empty() || id.len() > 128 => {
+            Some(id)
+                if id.is_empty()
+                    || id.len() > 128
+                    || id.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+            {
                 return Err(Error::invalid_config(
-                    "instance_id: must be 1 to 128 characters",
+                    "instance_id: must be 1 to 128 characters, without spaces or control characters",
                 ))
             }
             Some(id) => id.as_str().into(),
@@ -429,6 +454,7 @@ impl LeaseManagerBuilder {
             owner,
             audit: self.audit,
             wake: Notify::new(),
+            planned_wake_ms: AtomicI64::new(i64::MAX),
             stop,
         });
         let manager = LeaseManager {
@@ -584,9 +610,12 @@ impl LeaseManager {
         let entry = self.inner.entry(secret).ok_or_else(|| {
             Error::new(
                 ErrorKind::SecretNotFound,
-                format!("no secret named {secret:?} is registered"),
+                format!(
+                    "no secret named {:?} is registered",
+                    crate::model::shorten(secret)
+                ),
             )
-            .with_context("secret", secret.escape_debug())
+            .with_context("secret", crate::model::shorten(secret).escape_debug())
         })?;
         let prepared = self.inner.prepare_issue(&entry, &request).await?;
         let (tx, rx) = oneshot::channel();
@@ -666,7 +695,7 @@ impl LeaseManager {
                 Ok(v) => {
                     lease.version = v;
                     if new_expiry < old_expiry {
-                        self.inner.wake.notify_one();
+                        self.inner.wake_for(new_expiry);
                     }
                     self.inner.audit(AuditAction::Renew, &lease, None);
                     return Ok(lease);
@@ -844,7 +873,10 @@ impl LeaseManager {
         let entry = self.inner.entry(secret).ok_or_else(|| {
             Error::new(
                 ErrorKind::SecretNotFound,
-                format!("no secret named {secret:?} is registered"),
+                format!(
+                    "no secret named {:?} is registered",
+                    crate::model::shorten(secret)
+                ),
             )
         })?;
         let provider = entry.secret.provider().clone();
@@ -911,7 +943,7 @@ impl LeaseManager {
 
     /// Stops the worker and waits for it; leases stay in the store for the next start.
     pub async fn shutdown(&self) {
-        let _ = self.inner.stop.send(true);
+        self.inner.stop.send_replace(true);
         self.inner.wake.notify_one();
         let handle = self
             .guard
@@ -985,6 +1017,17 @@ struct PreparedIssue {
 }
 
 impl Inner {
+    /// Wakes the worker if a lease that just became due at `due` (written to the store
+    /// before this call) would otherwise wait past the worker's planned wake-up.
+    fn wake_for(&self, due: DateTime<Utc>) {
+        // Pairs with the fence in `worker_loop`: either the worker's next store read sees the
+        // write, or this load sees the worker's plan made without it (or `MAX`: it is awake).
+        fence(Ordering::SeqCst);
+        if due.timestamp_millis() < self.planned_wake_ms.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
     fn entry(&self, name: &str) -> Option<Arc<SecretEntry>> {
         self.secrets
             .read()
@@ -1003,14 +1046,8 @@ impl Inner {
             e.with_context("secret", secret.name())
                 .with_context("operation", "issue")
         };
+        request.check().map_err(ctx)?;
         let ttl = secret.effective_ttl(request.ttl).map_err(ctx)?;
-        if let Some(id) = &request.identity {
-            if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
-                return Err(ctx(Error::invalid_input(
-                    "identity must be 1 to 256 characters without control characters",
-                )));
-            }
-        }
         let username = secret
             .render_username(request.identity.as_deref())
             .map_err(ctx)?;
@@ -1150,7 +1187,7 @@ impl Inner {
                 return Ok(());
             }
         }
-        self.wake.notify_one();
+        self.wake_for(lease.due_at);
         let issued = IssuedLease {
             lease_id: lease.id.clone(),
             secret: secret.name().to_string(),
@@ -1262,7 +1299,7 @@ impl Inner {
                 } else {
                     self.audit(AuditAction::RevokeRetry, &lease, Some(e.kind()));
                 }
-                self.wake.notify_one();
+                self.wake_for(lease.due_at);
                 Err(e)
             }
         }
@@ -1332,6 +1369,9 @@ async fn worker_loop(inner: Arc<Inner>) {
         if *stop.borrow() {
             break;
         }
+        // Awake: every write from now on is seen by the reads below, or wakes the worker.
+        inner.planned_wake_ms.store(i64::MAX, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         let t = now();
         let claimed = match inner
             .store
@@ -1376,6 +1416,9 @@ async fn worker_loop(inner: Arc<Inner>) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
+        // The timer starts a little after this, so the worker wakes no earlier than planned.
+        let planned = add_duration(now(), sleep_for).timestamp_millis();
+        inner.planned_wake_ms.store(planned, Ordering::SeqCst);
         tokio::select! {
             _ = tokio::time::sleep(sleep_for) => {}
             _ = inner.wake.notified() => {}

@@ -56,7 +56,7 @@ impl FromStr for LeaseId {
                 ErrorKind::InvalidInput,
                 format!("{why}: a lease id looks like <secret>/<random>"),
             )
-            .with_context("lease_id", s.escape_debug())
+            .with_context("lease_id", shorten(s).escape_debug())
         };
         if s.len() > 512 {
             return Err(bad("lease id is longer than 512 bytes"));
@@ -338,6 +338,15 @@ impl fmt::Debug for Credentials {
                 )
                 .finish_non_exhaustive(),
         }
+    }
+}
+
+/// At most 80 characters of `s`, for error messages about input that may be huge.
+pub(crate) fn shorten(s: &str) -> String {
+    if s.chars().count() <= 80 {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(80).collect::<String>())
     }
 }
 

@@ -260,9 +260,9 @@ impl DynamicSecretBuilder {
 
     /// Checks and builds the definition.
     pub fn build(self) -> Result<DynamicSecret> {
-        let cfg = |m: String| {
-            Err(Error::new(ErrorKind::InvalidConfig, m).with_context("secret", &self.name))
-        };
+        let shown = crate::model::shorten(&self.name);
+        let cfg =
+            |m: String| Err(Error::new(ErrorKind::InvalidConfig, m).with_context("secret", &shown));
         if self.name.is_empty()
             || self.name.len() > 128
             || !self
@@ -272,7 +272,7 @@ impl DynamicSecretBuilder {
         {
             return cfg(format!(
                 "name: {:?} must be 1 to 128 characters from letters, digits, '-', '_' and '.'",
-                self.name.escape_debug().to_string()
+                shown.escape_debug().to_string()
             ));
         }
         if self.default_ttl.is_zero() {

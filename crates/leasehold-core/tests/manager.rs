@@ -963,3 +963,42 @@ async fn a_name_taken_by_someone_else_is_never_revoked_by_a_refused_issue() {
     assert!(store.is_empty(), "the refused lease leaves no record");
     m.shutdown().await;
 }
+
+#[tokio::test]
+async fn huge_or_hostile_names_are_refused_without_echoing_them_whole() {
+    let store = MemoryStore::new();
+    let m = manager(&store, vec![]).await;
+    let huge = "x".repeat(10_000);
+    let err = m.issue(&huge, IssueRequest::new()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SecretNotFound);
+    assert!(format!("{err:?}").len() < 1_000, "the error repeats the name whole");
+    let err = format!("{huge}/abc").parse::<leasehold_core::LeaseId>().unwrap_err();
+    assert!(format!("{err:?}").len() < 1_000);
+    let p: Arc<dyn DynamicSecretProvider> = Arc::new(RecordingProvider::new());
+    let err = DynamicSecret::builder("y".repeat(1_000_000), p).build().unwrap_err();
+    assert!(format!("{err:?}").len() < 1_000);
+    let err = LeaseManager::builder(Arc::new(store.clone()))
+        .instance_id("a\nb")
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    m.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_right_after_build_stops_the_worker() {
+    // On a current-thread runtime the worker has not run yet when shutdown is called; the
+    // stop must reach it anyway (a hang here is the failure).
+    let store = MemoryStore::new();
+    let m = manager(&store, vec![]).await;
+    tokio::time::timeout(Duration::from_secs(30), m.shutdown())
+        .await
+        .expect("shutdown returned");
+    drop(m);
+    let m = manager(&store, vec![]).await;
+    drop(m.clone());
+    tokio::time::timeout(Duration::from_secs(30), m.shutdown())
+        .await
+        .expect("shutdown returned");
+}

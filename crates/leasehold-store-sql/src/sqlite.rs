@@ -50,6 +50,13 @@ impl SqliteStore {
                 ),
             ));
         }
+        let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+        if path.is_empty() || path.split('?').next().unwrap_or_default().is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "store url: the sqlite: URL names no file (sqlite://path.db, or sqlite::memory:)",
+            ));
+        }
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| {
                 Error::new(

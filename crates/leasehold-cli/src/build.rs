@@ -400,8 +400,16 @@ fn redis_provider(r: &RedisSection) -> Result<Arc<dyn DynamicSecretProvider>> {
     if let Some(d) = duration("retry_delay", &r.retry_delay)? {
         c = c.retry_delay(d);
     }
-    c.validate()?;
-    Ok(Arc::new(RedisAclProvider::new(c)?))
+    // The library names the nodes `nodes[i]`; this file calls them `urls`.
+    let in_file_terms = |e: Error| match e.message().strip_prefix("nodes") {
+        Some(rest) if rest.starts_with(['[', ':']) => Error::new(
+            e.kind(),
+            format!("urls{}", rest.replace("(also nodes[", "(also urls[")),
+        ),
+        _ => e,
+    };
+    c.validate().map_err(in_file_terms)?;
+    Ok(Arc::new(RedisAclProvider::new(c).map_err(in_file_terms)?))
 }
 
 /// The provider of one secret.

@@ -162,6 +162,8 @@ async fn dispatch(path: &Path, out: &Out, command: Command) -> Result<u8, Fail> 
             if let Some(i) = identity {
                 req = req.identity(i);
             }
+            // Refused before the store is opened.
+            req.check()?;
             let m = manager(path, &config, Mode::OneShot).await?;
             let lease = m.issue(&name, req).await?;
             out.emit(&output::issued_json(&lease), |w| {

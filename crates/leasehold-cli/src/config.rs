@@ -427,7 +427,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and checks configuration `text`; `source` names it in errors.
 pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let msg = e.message().trim_end();
+        // One line, always: TOML syntax errors come on several.
+        let msg = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+        let msg = msg.as_str();
         let Some(span) = e.span() else {
             return ConfigError(format!("{source}: {msg}"));
         };

@@ -24,15 +24,11 @@ const EXIT_USAGE: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "leasehold", version, about, long_about = None)]
 struct Cli {
-    /// The configuration file.
-    #[arg(
-        long,
-        short = 'c',
-        global = true,
-        env = "LEASEHOLD_CONFIG",
-        default_value = "leasehold.toml"
-    )]
-    config: PathBuf,
+    /// The configuration file [env: LEASEHOLD_CONFIG] [default: leasehold.toml].
+    // Read by hand rather than with clap's `env`: an empty LEASEHOLD_CONFIG must count as unset,
+    // not as an empty --config that fails even when --config is given.
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
     /// Print JSON even on a terminal (it is the default when stdout is not a terminal).
     #[arg(long, global = true, conflicts_with = "table")]
     json: bool,
@@ -145,7 +141,15 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.json || (!cli.table && !std::io::stdout().is_terminal());
-    let code = runtime.block_on(commands::run(cli.config, json, cli.command));
+    let config = cli
+        .config
+        .or_else(|| {
+            std::env::var_os("LEASEHOLD_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("leasehold.toml"));
+    let code = runtime.block_on(commands::run(config, json, cli.command));
     // Do not wait for lingering connection tasks (a pool's keep-alive) at exit.
     runtime.shutdown_background();
     ExitCode::from(code)

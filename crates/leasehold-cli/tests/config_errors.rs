@@ -396,3 +396,38 @@ attempts = 1
         .collect();
     assert_eq!(errors.len(), 1, "{:?}", out.stderr);
 }
+
+#[test]
+fn the_config_path_comes_from_the_flag_then_leasehold_config_then_the_default() {
+    let cli = Cli::new(BASE);
+    let secrets = |envs: &[(&str, &str)], args: &[&str]| {
+        let mut c = std::process::Command::new(support::BIN);
+        c.args(args)
+            .arg("secrets")
+            .current_dir(cli.dir.path())
+            .env_remove("LEASEHOLD_CONFIG");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let config = cli.config.to_str().unwrap();
+    // An empty variable counts as unset: the flag still works, and the default applies.
+    let out = secrets(&[("LEASEHOLD_CONFIG", "")], &["--config", config]);
+    assert!(out.status.success(), "{out:?}");
+    let out = secrets(&[("LEASEHOLD_CONFIG", config)], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let out = secrets(
+        &[("LEASEHOLD_CONFIG", "/nonexistent.toml")],
+        &["-c", config],
+    );
+    assert!(out.status.success(), "the flag wins: {out:?}");
+    assert!(cli.config.ends_with("leasehold.toml"));
+    let out = secrets(&[("LEASEHOLD_CONFIG", "")], &[]);
+    assert!(out.status.success(), "./leasehold.toml by default: {out:?}");
+    std::fs::remove_file(&cli.config).unwrap();
+    let out = secrets(&[], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("leasehold.toml"), "{stderr}");
+}

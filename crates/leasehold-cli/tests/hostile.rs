@@ -406,11 +406,11 @@ fn hostile_redis_settings() {
         "\"redis://127.0.0.1:6379\"".into(),
         "[1]".into(),
     ] {
-        // The message names the secret and the node (`nodes[0]: ...`).
+        // The message names the secret and the field (`urls[0]: ...`).
         cases.push((
             format!("urls {}", short(&urls)),
             replacing(&trip, &urls_line, &format!("urls = {urls}")),
-            vec!["cache"],
+            vec!["cache", "urls"],
         ));
     }
     for rules in [
@@ -1028,6 +1028,28 @@ fn hostile_arguments() {
             "lease state",
         ));
     }
+    // A bad identity is refused before the store is opened.
+    for identity in [
+        "",
+        "a\nb",
+        "a\rb",
+        "\u{1b}[31mred",
+        &"i".repeat(257),
+        &"i".repeat(10 * 1024),
+    ] {
+        for secret in ["cache", "sessions", "ledger", "reports"] {
+            early.push((
+                vec![
+                    "issue".into(),
+                    secret.into(),
+                    "--identity".into(),
+                    identity.into(),
+                    "--no-wait".into(),
+                ],
+                "identity",
+            ));
+        }
+    }
     for (args, needle) in &early {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let what = format!("{:?}", args.iter().map(|a| short(a)).collect::<Vec<_>>());
@@ -1040,27 +1062,6 @@ fn hostile_arguments() {
 
     // Checked by the manager, after the store is opened, before any backend call.
     let mut late: Vec<(Vec<String>, &str)> = Vec::new();
-    for identity in [
-        "",
-        "a\nb",
-        "a\rb",
-        "\u{1b}[31mred",
-        &"i".repeat(257),
-        &"i".repeat(10 * 1024),
-    ] {
-        for secret in ["cache", "sessions", "ledger", "reports"] {
-            late.push((
-                vec![
-                    "issue".into(),
-                    secret.into(),
-                    "--identity".into(),
-                    identity.into(),
-                    "--no-wait".into(),
-                ],
-                "identity",
-            ));
-        }
-    }
     for (secret, ttl) in [("cache", "25h"), ("cache", "36500d"), ("sessions", "2d")] {
         late.push((
             vec!["issue".into(), secret.into(), "--ttl".into(), ttl.into()],

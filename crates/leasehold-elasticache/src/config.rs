@@ -563,8 +563,21 @@ fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
                 short(k)
             )));
         }
+        if !k.chars().all(tag_char) || !v.chars().all(tag_char) {
+            return Err(Error::invalid_config(format!(
+                "tags: {:?}: keys and values may hold letters, digits, spaces and _ . : / = + - @",
+                short(k)
+            )));
+        }
     }
     Ok(())
+}
+
+/// What AWS accepts in tag keys and values: letters, digits, space separators, `_.:/=+-@`.
+fn tag_char(c: char) -> bool {
+    c.is_alphanumeric()
+        || (c.is_whitespace() && !c.is_control())
+        || matches!(c, '_' | '.' | ':' | '/' | '=' | '+' | '-' | '@')
 }
 
 fn check_redis_url(url: &str) -> Result<()> {
@@ -762,6 +775,18 @@ mod tests {
         let bad = ElastiCacheConfig::new(Target::ServerlessCache("ok".into()), "g--x");
         assert!(bad.validate().is_err());
         assert!(base().tag("leasehold:x", "y").validate().is_err());
+        for (k, v) in [
+            ("team\n", "x"),
+            ("team", "a\tb"),
+            ("te\"am", "x"),
+            ("team", "<b>"),
+        ] {
+            assert!(base().tag(k, v).validate().is_err(), "{k:?}={v:?}");
+        }
+        assert!(base()
+            .tag("Team Name_1", "ä b:c/d=e+f-g@h.i")
+            .validate()
+            .is_ok());
         assert!(base().tag("aws:x", "y").validate().is_err());
         assert!(base()
             .readiness_endpoint("http://x:1", None)

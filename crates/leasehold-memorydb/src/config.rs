@@ -395,6 +395,9 @@ mod tests {
             base().poll_interval(Duration::ZERO),
             base().tag("leasehold:lease-id", "x"),
             base().tag("aws:x", "y"),
+            base().tag("team\n", "x"),
+            base().tag("team", "a\tb"),
+            base().tag("team", "<b>"),
             base().readiness_endpoint("http://x:1", None),
             base().readiness_endpoint("rediss://u:p@x:1", None),
         ] {
@@ -406,6 +409,10 @@ mod tests {
             many = many.tag(format!("k{i}"), "v");
         }
         assert!(many.validate().is_err());
+        base()
+            .tag("Team Name_1", "ä b:c/d=e+f-g@h.i")
+            .validate()
+            .unwrap();
         base()
             .readiness_endpoint("rediss://cluster.example:6379", Some("/etc/ca.pem".into()))
             .validate()

@@ -250,7 +250,19 @@ pub(crate) fn check_tag(key: &str, value: &str) -> std::result::Result<(), Strin
             "the value of {shown:?} is longer than 256 characters"
         ));
     }
+    if !key.chars().all(tag_char) || !value.chars().all(tag_char) {
+        return Err(format!(
+            "{shown:?}: keys and values may hold letters, digits, spaces and _ . : / = + - @"
+        ));
+    }
     Ok(())
+}
+
+/// What AWS accepts in tag keys and values: letters, digits, space separators, `_.:/=+-@`.
+fn tag_char(c: char) -> bool {
+    c.is_alphanumeric()
+        || (c.is_whitespace() && !c.is_control())
+        || matches!(c, '_' | '.' | ':' | '/' | '=' | '+' | '-' | '@')
 }
 
 #[cfg(test)]

@@ -349,13 +349,29 @@ impl Gen {
                             members.remove(i);
                         }
                         _ => {
+                            // Half plausible tags, half any strings.
+                            let (key, value) = if self.below(2) == 0 {
+                                (
+                                    format!(
+                                        "\"{}\"",
+                                        self.pick(&["team", "env:prod", "cost center", "a/b=c"])
+                                    ),
+                                    format!(
+                                        "\"{}\"",
+                                        self.pick(&[
+                                            "{{expiration}}",
+                                            "{{username}}",
+                                            "payments",
+                                            ""
+                                        ])
+                                    ),
+                                )
+                            } else {
+                                (self.json_string(), self.json_string())
+                            };
                             members.push((
                                 "Tags".into(),
-                                format!(
-                                    "[{{\"Key\":{},\"Value\":{}}}]",
-                                    self.json_string(),
-                                    self.json_string()
-                                ),
+                                format!("[{{\"Key\":{key},\"Value\":{value}}}]"),
                             ));
                         }
                     }
@@ -577,6 +593,15 @@ fn creation_statements_never_panic_and_keep_their_promises() {
                 let key = t["Key"].as_str().ok_or("a tag without a Key")?;
                 if key.starts_with("aws:") || key.starts_with("leasehold:") {
                     return Err(format!("accepted the reserved tag key {key:?}"));
+                }
+                let value = t["Value"].as_str().unwrap_or_default();
+                let aws_char = |c: char| {
+                    c.is_alphanumeric()
+                        || (c.is_whitespace() && !c.is_control())
+                        || "_.:/=+-@".contains(c)
+                };
+                if !key.chars().chain(value.chars()).all(aws_char) {
+                    return Err(format!("accepted the tag {key:?}={value:?}"));
                 }
             }
         }

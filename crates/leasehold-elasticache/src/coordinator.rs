@@ -80,6 +80,9 @@ pub(crate) struct GroupCoordinator {
     group_id: String,
     pacing: Pacing,
     inner: Mutex<Inner>,
+    /// Held while the member list is re-read, so that concurrent first issues share one
+    /// `DescribeUserGroups` instead of making one each.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 /// A quota slot held from before `CreateUser` until the user is a member (or has failed).
@@ -131,6 +134,7 @@ impl GroupCoordinator {
             group_id: group_id.to_ascii_lowercase(),
             pacing,
             inner: Mutex::new(Inner::default()),
+            refreshing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -174,16 +178,20 @@ impl GroupCoordinator {
     /// Takes a quota slot for `user_id`, or fails with [`ErrorKind::QuotaExceeded`] when the
     /// group's members, pending additions and users being created reach 100.
     pub(crate) async fn reserve(self: &Arc<Self>, user_id: &str) -> Result<Slot> {
-        let stale = {
+        let stale = || {
             let inner = self.lock();
             inner
                 .members_at
                 .is_none_or(|at| at.elapsed() > self.pacing.members_fresh_for)
                 && !inner.driving
         };
-        if stale {
-            let g = self.describe().await?;
-            self.note_members(group_members(&g));
+        if stale() {
+            let _one_at_a_time = self.refreshing.lock().await;
+            // Whoever held the lock before may have just re-read the members.
+            if stale() {
+                let g = self.describe().await?;
+                self.note_members(group_members(&g));
+            }
         }
         let mut inner = self.lock();
         let mut count = inner.members.union(&inner.reserved).count();

@@ -102,6 +102,9 @@ async fn fifty_concurrent_issues_are_batched_into_few_modify_user_group_calls() 
     let provider = Arc::new(cache.provider().await);
     provider.validate().await.expect("validate");
     let before = aws.call_count("ModifyUserGroup", Some(&cache.group)).await;
+    let describes_before = aws
+        .call_count("DescribeUserGroups", Some(&cache.group))
+        .await;
 
     let started = Instant::now();
     let users: Vec<String> = (0..50).map(|_| username("batch")).collect();
@@ -113,6 +116,10 @@ async fn fifty_concurrent_issues_are_batched_into_few_modify_user_group_calls() 
     .await;
     let elapsed = started.elapsed();
     let calls = aws.call_count("ModifyUserGroup", Some(&cache.group)).await - before;
+    let describes = aws
+        .call_count("DescribeUserGroups", Some(&cache.group))
+        .await
+        - describes_before;
 
     let created: Vec<_> = results
         .into_iter()
@@ -120,7 +127,7 @@ async fn fifty_concurrent_issues_are_batched_into_few_modify_user_group_calls() 
         .collect();
     assert!(created.iter().all(|c| c.readiness == Readiness::Confirmed));
     println!(
-        "50 concurrent issues: {calls} ModifyUserGroup call(s), {:.2} s = {:.2} modifying windows of {:?}",
+        "50 concurrent issues: {calls} ModifyUserGroup call(s), {describes} DescribeUserGroups, {:.2} s = {:.2} modifying windows of {:?}",
         elapsed.as_secs_f64(),
         elapsed.as_secs_f64() / window.as_secs_f64(),
         window
@@ -128,6 +135,12 @@ async fn fifty_concurrent_issues_are_batched_into_few_modify_user_group_calls() 
     assert!(
         (1..=3).contains(&calls),
         "50 concurrent issues used {calls} ModifyUserGroup calls; at most 3 expected"
+    );
+    // One read of the members for the whole burst, then the polls of the modifying group:
+    // not one read per concurrent first issue.
+    assert!(
+        describes < 25,
+        "50 concurrent issues made {describes} DescribeUserGroups calls"
     );
     let members = group_members(&cache.ec, &cache.group).await;
     for u in &users {

@@ -971,11 +971,18 @@ async fn huge_or_hostile_names_are_refused_without_echoing_them_whole() {
     let huge = "x".repeat(10_000);
     let err = m.issue(&huge, IssueRequest::new()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SecretNotFound);
-    assert!(format!("{err:?}").len() < 1_000, "the error repeats the name whole");
-    let err = format!("{huge}/abc").parse::<leasehold_core::LeaseId>().unwrap_err();
+    assert!(
+        format!("{err:?}").len() < 1_000,
+        "the error repeats the name whole"
+    );
+    let err = format!("{huge}/abc")
+        .parse::<leasehold_core::LeaseId>()
+        .unwrap_err();
     assert!(format!("{err:?}").len() < 1_000);
     let p: Arc<dyn DynamicSecretProvider> = Arc::new(RecordingProvider::new());
-    let err = DynamicSecret::builder("y".repeat(1_000_000), p).build().unwrap_err();
+    let err = DynamicSecret::builder("y".repeat(1_000_000), p)
+        .build()
+        .unwrap_err();
     assert!(format!("{err:?}").len() < 1_000);
     let err = LeaseManager::builder(Arc::new(store.clone()))
         .instance_id("a\nb")

@@ -53,7 +53,11 @@ async fn bad_urls_are_config_errors() {
     assert_eq!(e.kind(), leasehold_core::ErrorKind::InvalidConfig);
     for empty in ["sqlite://", "sqlite:", "sqlite://?mode=rwc"] {
         let e = SqliteStore::open(empty).await.unwrap_err();
-        assert_eq!(e.kind(), leasehold_core::ErrorKind::InvalidConfig, "{empty}");
+        assert_eq!(
+            e.kind(),
+            leasehold_core::ErrorKind::InvalidConfig,
+            "{empty}"
+        );
     }
     assert!(SqliteStore::open("sqlite::memory:").await.is_ok());
     let debug = format!(

@@ -1202,14 +1202,15 @@ impl Inner {
         if tx.send(Ok(issued)).is_err() {
             // The caller went away: nobody holds this credential, so it goes at once.
             tracing::debug!(lease_id = %lease.id, "issue abandoned by the caller; revoking");
-            let _ = self.revoke_now(lease, AuditAction::Revoke).await;
+            let _ = Box::pin(self.revoke_now(lease, AuditAction::Revoke)).await;
         }
         Ok(())
     }
 
     /// Revokes a lease whose issue failed. Keeps the record for the worker when that fails.
     async fn compensate(&self, lease: LeaseRecord) {
-        let _ = self.revoke_now(lease, AuditAction::Revoke).await;
+        // Boxed: the rare paths must not grow every issue task by a whole revocation.
+        let _ = Box::pin(self.revoke_now(lease, AuditAction::Revoke)).await;
     }
 
     /// Claims `lease` (whose version is current) for revocation and revokes it.

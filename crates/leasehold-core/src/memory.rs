@@ -129,18 +129,29 @@ impl LeaseStore for MemoryStore {
     }
 
     async fn update(&self, lease: &LeaseRecord) -> Result<u64> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let stored = inner
             .leases
-            .get(&lease.id)
+            .get_mut(&lease.id)
             .ok_or_else(|| not_found(&lease.id))?;
         if stored.version != lease.version {
             return Err(conflict(&lease.id, lease.version, stored.version));
         }
-        let mut next = lease.clone();
-        next.version = lease.version + 1;
-        let v = next.version;
-        inner.put(next);
+        // In place: the record keeps its box and its map entry.
+        let (old_due, was_indexed) = (stored.claimable_at(), stored.state != LeaseState::Revoked);
+        **stored = lease.clone();
+        stored.version = lease.version + 1;
+        let v = stored.version;
+        let (new_due, indexed) = (stored.claimable_at(), stored.state != LeaseState::Revoked);
+        if !(was_indexed && indexed && old_due == new_due) {
+            if was_indexed {
+                inner.due.remove(&(old_due, lease.id.clone()));
+            }
+            if indexed {
+                inner.due.insert((new_due, lease.id.clone()));
+            }
+        }
         Ok(v)
     }
 

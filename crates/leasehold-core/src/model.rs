@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use rand::distr::{Alphanumeric, SampleString};
+use rand::distr::{Alphanumeric, Distribution, SampleString};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -32,8 +32,26 @@ pub struct LeaseId(Arc<str>);
 impl LeaseId {
     /// A fresh id for a lease of `secret`, from the OS-seeded CSPRNG.
     pub fn generate(secret: &str) -> Self {
-        let random = Alphanumeric.sample_string(&mut rand::rng(), LEASE_ID_RANDOM_LEN);
-        LeaseId(format!("{secret}/{random}").into())
+        // Built in place: one allocation (the Arc) for the usual secret name lengths.
+        const STACK: usize = 192;
+        let len = secret.len() + 1 + LEASE_ID_RANDOM_LEN;
+        let mut rng = rand::rng();
+        if len > STACK {
+            let random = Alphanumeric.sample_string(&mut rng, LEASE_ID_RANDOM_LEN);
+            return LeaseId(format!("{secret}/{random}").into());
+        }
+        let mut buf = [0u8; STACK];
+        buf[..secret.len()].copy_from_slice(secret.as_bytes());
+        buf[secret.len()] = b'/';
+        for (b, r) in buf[secret.len() + 1..len]
+            .iter_mut()
+            .zip(Alphanumeric.sample_iter(&mut rng))
+        {
+            *b = r;
+        }
+        // Valid UTF-8: a str, '/', then ASCII letters and digits.
+        let id = std::str::from_utf8(&buf[..len]).unwrap_or_default();
+        LeaseId(Arc::from(id))
     }
 
     /// The secret name part.
@@ -353,6 +371,19 @@ pub(crate) fn shorten(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_ids_have_the_secret_a_slash_and_random_alphanumerics() {
+        for secret in ["a", "orders-cache", &"s".repeat(128), &"l".repeat(300)] {
+            let a = LeaseId::generate(secret);
+            let b = LeaseId::generate(secret);
+            assert_ne!(a, b);
+            assert_eq!(a.secret(), secret);
+            let random = &a.as_str()[secret.len() + 1..];
+            assert_eq!(random.len(), LEASE_ID_RANDOM_LEN);
+            assert!(random.bytes().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        }
+    }
 
     #[test]
     fn lease_id_round_trips_and_rejects_garbage() {

@@ -19,18 +19,11 @@
 //! still varies from run to run).
 //!
 //! A hang delays a call and then lets it through. Hangs here outlast the revoke timeout, and
-//! on the create path they outlast the create timeout when two stack on one issue; a single
-//! `CreateUser` hang lands before the compensating revoke gives up looking for the user.
-//! Longer ones are a known gap, kept as the ignored tests `*_create_landing_after_its_
-//! compensation_leaks_no_user` (run with `--ignored`): a `CreateUser` that lands after its
-//! issue was compensated leaves a user with no lease, which only `reconcile` finds.
-//!
-//! Each secret's TTL is longer than its `issue_timeout`. A lease whose issue outlasts its TTL
-//! is due the moment it becomes active; when the caller revokes it right away, the expiry
-//! worker of the same instance can revoke it at the same time, and both audit a successful
-//! revocation (`LeaseManager::revoke` takes over a claim held under its own instance id, and
-//! the loser's delete that finds the record gone counts as success). That is a manager race,
-//! not a provider's, and is left out of this soak.
+//! on the create path they outlast the create timeout when two stack on one issue. The
+//! `*_create_landing_after_its_compensation_leaks_no_user` tests make the hangs long enough
+//! that a single `CreateUser` outlasts the create timeout: the request lands after the issue
+//! has failed, and the manager's `create_grace` (a timed-out lease is revoked by name only
+//! after it) must catch the user it makes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -56,6 +49,8 @@ const POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","
 /// The message of the injected permanent denial: the irrevocable leases' last error names it.
 const DENIAL: &str = "soak: injected permanent denial";
 const PATIENCE: Duration = Duration::from_secs(90);
+static IAM_SOAK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static ELASTICACHE_SOAK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn long() -> bool {
     std::env::var("LEASEHOLD_LONG").is_ok_and(|v| v == "1")
@@ -227,6 +222,8 @@ fn manager_config(revoke_timeout: Duration, issue_timeout: Duration) -> ManagerC
     c.claim_hold = Duration::from_secs(5);
     c.max_idle = Duration::from_millis(100);
     c.revoke_concurrency = 16;
+    // Longer than any hang: a timed-out create is revoked by name only after it has landed.
+    c.create_grace = Duration::from_secs(5);
     c
 }
 
@@ -566,10 +563,9 @@ async fn iam_user_lifecycles_under_thirty_percent_emulator_faults() {
     .await;
 }
 
-/// A `CreateUser` that hangs past the create timeout and lands after the compensating revoke
-/// (and its 0.5 s re-check) found no user: the user stays, with no lease.
+/// `CreateUser` calls that hang past the create timeout and land after the issue failed: the
+/// lease stays until `create_grace` has passed, then the user is revoked by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known leak: a CreateUser landing after its issue was compensated; only reconcile finds it"]
 async fn iam_create_landing_after_its_compensation_leaks_no_user() {
     iam_soak(
         "iam_create_landing_after_its_compensation_leaks_no_user",
@@ -579,6 +575,8 @@ async fn iam_create_landing_after_its_compensation_leaks_no_user() {
 }
 
 async fn iam_soak(test: &str, hang: Duration) {
+    // The faults are armed per service on the shared emulator: one soak per service at a time.
+    let _one_at_a_time = IAM_SOAK.lock().await;
     let Some(aws) = AwsEmulator::shared(test).await else {
         return;
     };
@@ -824,10 +822,9 @@ async fn elasticache_user_lifecycles_under_thirty_percent_emulator_faults() {
     .await;
 }
 
-/// A `CreateUser` that hangs past the create timeout lands after the compensating revoke's
-/// `DeleteUser` answered `UserNotFound`: the user stays, with no lease.
+/// `CreateUser` calls that hang past the create timeout and land after the issue failed: the
+/// lease stays until `create_grace` has passed, then the user is revoked by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known leak: a CreateUser landing after its issue was compensated; only reconcile finds it"]
 async fn elasticache_create_landing_after_its_compensation_leaks_no_user() {
     elasticache_soak(
         "elasticache_create_landing_after_its_compensation_leaks_no_user",
@@ -837,6 +834,8 @@ async fn elasticache_create_landing_after_its_compensation_leaks_no_user() {
 }
 
 async fn elasticache_soak(test: &str, hang: Duration) {
+    // The faults are armed per service on the shared emulator: one soak per service at a time.
+    let _one_at_a_time = ELASTICACHE_SOAK.lock().await;
     let Some(aws) = AwsEmulator::shared(test).await else {
         return;
     };

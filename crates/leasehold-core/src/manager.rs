@@ -115,6 +115,11 @@ pub struct ManagerConfig {
     pub max_idle: Duration,
     /// Retry policy for failed revocations.
     pub retry: RetryPolicy,
+    /// After a provider `create` that timed out, how long to wait before revoking by name
+    /// (default 30 s): a request cut short may still be in flight and create the credential
+    /// later, so revoking at once could run before it lands. The lease stays in the store,
+    /// `Revoking`, until the worker has revoked it after this grace.
+    pub create_grace: Duration,
     /// Whether to run the expiry worker (default true).
     pub run_worker: bool,
 }
@@ -129,6 +134,7 @@ impl Default for ManagerConfig {
             revoke_timeout: Duration::from_secs(120),
             max_idle: Duration::from_secs(5),
             retry: RetryPolicy::default(),
+            create_grace: Duration::from_secs(30),
             run_worker: true,
         }
     }
@@ -718,14 +724,35 @@ impl LeaseManager {
             e.with_context("lease_id", lease_id)
                 .with_context("operation", "revoke")
         };
-        for _ in 0..4 {
-            let mut lease = self
-                .inner
-                .store
-                .get(lease_id)
-                .await?
-                .ok_or_else(|| lease_not_found(lease_id))?;
+        let mut conflicts = 0;
+        // Set while waiting for this instance's own revocation of the lease to finish.
+        let mut waiting_until: Option<DateTime<Utc>> = None;
+        while conflicts < 4 {
+            let Some(mut lease) = self.inner.store.get(lease_id).await? else {
+                if waiting_until.is_some() {
+                    // Revoked by the revocation we waited for.
+                    return Ok(());
+                }
+                return Err(lease_not_found(lease_id));
+            };
             let t = now();
+            if lease.state != LeaseState::Pending
+                && lease.is_claimed_at(t)
+                && lease.claimed_by.as_deref() == Some(&*self.inner.owner)
+            {
+                // The worker (or another call) here is revoking it now: revoking it a second
+                // time in parallel would revoke it twice. Wait for that one to end.
+                let until = *waiting_until
+                    .get_or_insert_with(|| add_duration(t, self.inner.config.revoke_timeout));
+                if t > until {
+                    return Err(ctx(Error::new(
+                        ErrorKind::Conflict,
+                        "the lease is still being revoked by this instance; try again",
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
             if lease.state == LeaseState::Pending
                 && lease.is_claimed_at(t)
                 && lease.claimed_by.as_deref() != Some(&*self.inner.owner)
@@ -762,7 +789,10 @@ impl LeaseManager {
             lease.due_at = t;
             match self.inner.store.update(&lease).await {
                 Ok(v) => lease.version = v,
-                Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    conflicts += 1;
+                    continue;
+                }
                 Err(e) => return Err(ctx(e)),
             }
             return self
@@ -1147,7 +1177,23 @@ impl Inner {
                     .with_context("lease_id", &lease.id)
                     .with_context("operation", "issue");
                 self.audit(AuditAction::Issue, &lease, Some(e.kind()));
-                if e.kind() == ErrorKind::AlreadyExists {
+                if e.kind() == ErrorKind::Timeout {
+                    // The call was cut short: a request may still be in flight and create the
+                    // credential after a revoke by name. The worker revokes it after a grace.
+                    lease.state = LeaseState::Revoking;
+                    lease.last_error = Some(e.to_string());
+                    lease.claimed_by = None;
+                    lease.claim_until = None;
+                    lease.due_at = add_duration(now(), self.config.create_grace);
+                    match self.store.update(&lease).await {
+                        Ok(_) => self.wake_for(lease.due_at),
+                        // Still Pending and claimed until the issue deadline: the worker
+                        // revokes it then.
+                        Err(se) => {
+                            tracing::warn!(lease_id = %lease.id, error = %se, "could not schedule the revocation of a timed-out issue; the worker will revoke it after the issue deadline")
+                        }
+                    }
+                } else if e.kind() == ErrorKind::AlreadyExists {
                     // The name belongs to a credential this lease did not make: it must not be
                     // revoked by that name. Only the record goes.
                     if let Err(de) = self.store.delete(&lease.id, lease.version).await {
@@ -1261,7 +1307,12 @@ impl Inner {
             Ok(()) => {
                 match self.store.delete(&lease.id, lease.version).await {
                     Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::LeaseNotFound => {}
+                    Err(e) if e.kind() == ErrorKind::LeaseNotFound => {
+                        // Someone else ended the lease (force_forget, or a revocation that
+                        // finished first) and recorded it: not a second revocation.
+                        tracing::debug!(lease_id = %lease.id, "the lease record was already gone after revoking");
+                        return Ok(());
+                    }
                     Err(e) => {
                         // The credential is gone; the record will be revoked again (idempotent)
                         // and deleted by whoever holds it next.

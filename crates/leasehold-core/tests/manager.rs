@@ -1009,3 +1009,122 @@ async fn shutdown_right_after_build_stops_the_worker() {
         .await
         .expect("shutdown returned");
 }
+
+/// A backend whose create request hangs for the caller but lands on the "server" later, as a
+/// request cut short by a timeout can.
+#[derive(Debug, Default, Clone)]
+struct LateLanding {
+    live: Arc<Mutex<std::collections::HashSet<String>>>,
+    revokes: Arc<std::sync::atomic::AtomicU32>,
+}
+
+#[async_trait::async_trait]
+impl DynamicSecretProvider for LateLanding {
+    fn kind(&self) -> &'static str {
+        "late-landing"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+    }
+    async fn validate(&self) -> leasehold_core::Result<()> {
+        Ok(())
+    }
+    async fn create(
+        &self,
+        r: &leasehold_core::CreateRequest,
+    ) -> leasehold_core::Result<leasehold_core::Created> {
+        let live = self.live.clone();
+        let name = r.username.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            live.lock().unwrap().insert(name);
+        });
+        std::future::pending().await
+    }
+    async fn revoke(&self, e: &leasehold_core::ExternalRef) -> leasehold_core::Result<()> {
+        self.revokes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.live.lock().unwrap().remove(&e.id);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_create_that_times_out_and_lands_later_is_revoked_after_the_grace() {
+    let store = MemoryStore::new();
+    let backend = LateLanding::default();
+    let mut config = fast_config();
+    // The create is cut after 200 ms; its request lands at 400 ms.
+    config.issue_timeout = Duration::from_millis(1200);
+    config.create_grace = Duration::from_secs(1);
+    let m = LeaseManager::builder(Arc::new(store.clone()))
+        .config(config)
+        .secret(secret("late", Arc::new(backend.clone()), 60, 120))
+        .build()
+        .await
+        .unwrap();
+    let err = m.issue("late", IssueRequest::new()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    // The lease is kept, waiting out the grace: not revoked by name before the request lands.
+    let leases = m.list(&LeaseFilter::default()).await.unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].state, LeaseState::Revoking);
+    assert_eq!(backend.revokes.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(
+        eventually(Duration::from_secs(5), || backend
+            .live
+            .lock()
+            .unwrap()
+            .len()
+            == 1)
+        .await,
+        "the late request landed"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || store.is_empty()).await,
+        "the lease is revoked after the grace"
+    );
+    assert!(
+        backend.live.lock().unwrap().is_empty(),
+        "no credential left"
+    );
+    assert_eq!(backend.revokes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    m.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoke_during_the_workers_own_revocation_waits_instead_of_revoking_twice() {
+    let store = MemoryStore::new();
+    // Each revoke takes 300 ms, so the caller's revoke arrives while the worker's runs.
+    let provider = RecordingProvider::new().with_latency(Duration::from_millis(300));
+    let m = manager(
+        &store,
+        vec![secret("race", Arc::new(provider.clone()), 1, 10)],
+    )
+    .await;
+    let lease = m.issue("race", IssueRequest::new()).await.unwrap();
+    // Wait until the worker has claimed the expired lease (its revoke then takes 300 ms).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let l = store
+            .get(&lease.lease_id)
+            .await
+            .unwrap()
+            .expect("still recorded");
+        if l.is_claimed_at(Utc::now()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker claims the expired lease"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    m.revoke(&lease.lease_id)
+        .await
+        .expect("revoke waits, then finds it revoked");
+    assert!(store.is_empty());
+    assert_eq!(provider.revoke_calls(), 1, "revoked once, not twice");
+    assert!(provider.removed_more_than_once().is_empty());
+    m.shutdown().await;
+}

@@ -8,16 +8,14 @@
 //! Lines starting with `RESULT|` are collected by `scripts/bench` into BENCHMARKS.md.
 //! Set `LEASEHOLD_BENCH_QUICK=1` for a fast smoke run (100k leases).
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use leasehold::{
-    Capabilities, CreateRequest, Created, Credentials, DynamicSecret, DynamicSecretProvider,
-    ExternalRef, IssueRequest, LeaseManager, ManagerConfig, MemoryStore, PasswordPolicy, Readiness,
-    Result, TemplateVars, UsernameTemplate,
-};
+use leasehold::{IssueRequest, PasswordPolicy, TemplateVars, UsernameTemplate};
+use support::{manager, quick, result};
 
 #[global_allocator]
 static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
@@ -27,65 +25,6 @@ fn live_heap_bytes() -> i64 {
     let s = GLOBAL.stats();
     // realloc growth and shrinkage are already counted in these two.
     s.bytes_allocated as i64 - s.bytes_deallocated as i64
-}
-
-fn quick() -> bool {
-    std::env::var("LEASEHOLD_BENCH_QUICK").is_ok_and(|v| v == "1")
-}
-
-fn result(name: &str, value: String, goal: &str, met: bool) {
-    println!(
-        "RESULT|{name}|{value}|{goal}|{}",
-        if met { "met" } else { "MISSED" }
-    );
-}
-
-/// Creates nothing and keeps nothing.
-#[derive(Debug, Default)]
-struct NoopProvider;
-
-#[async_trait]
-impl DynamicSecretProvider for NoopProvider {
-    fn kind(&self) -> &'static str {
-        "noop"
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::new()
-    }
-    async fn validate(&self) -> Result<()> {
-        Ok(())
-    }
-    async fn create(&self, r: &CreateRequest) -> Result<Created> {
-        Ok(Created::new(
-            ExternalRef::new(r.username.clone()),
-            Credentials::UsernamePassword {
-                username: r.username.clone(),
-                password: r.password.clone().unwrap_or_default(),
-            },
-            Readiness::Unchecked,
-        ))
-    }
-    async fn revoke(&self, _: &ExternalRef) -> Result<()> {
-        Ok(())
-    }
-}
-
-async fn manager(max_active: u64) -> LeaseManager {
-    let ttl = Duration::from_secs(3600);
-    let secret = DynamicSecret::builder("bench", Arc::new(NoopProvider))
-        .default_ttl(ttl)
-        .max_ttl(ttl)
-        .max_active_leases(max_active)
-        .build()
-        .unwrap();
-    let mut config = ManagerConfig::default();
-    config.max_idle = Duration::from_millis(100);
-    LeaseManager::builder(Arc::new(MemoryStore::new()))
-        .config(config)
-        .secret(secret)
-        .build()
-        .await
-        .unwrap()
 }
 
 fn rss_bytes() -> u64 {
@@ -106,7 +45,7 @@ fn memory_per_lease() {
         .build()
         .unwrap();
     let (heap_per, rss_per, base_per) = rt.block_on(async {
-        let m = manager(n + 10).await;
+        let m = manager(Arc::default(), n + 10, Duration::from_secs(3600)).await;
         for _ in 0..1000 {
             let l = m.issue("bench", IssueRequest::new()).await.unwrap();
             m.revoke(&l.lease_id).await.unwrap();

@@ -473,6 +473,15 @@ pub async fn manager(
     if let Some(n) = m.revoke_concurrency {
         mc.revoke_concurrency = n;
     }
+    if let Some(d) = m.issue_timeout {
+        mc.issue_timeout = d;
+    }
+    if let Some(d) = m.revoke_timeout {
+        mc.revoke_timeout = d;
+    }
+    if let Some(d) = m.create_grace {
+        mc.create_grace = d;
+    }
     let mut retry = RetryPolicy::default();
     if let Some(d) = m.retry_initial_delay {
         retry = RetryPolicy::new(d, retry.max_attempts).max_delay(retry.max_delay.max(d));

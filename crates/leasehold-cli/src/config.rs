@@ -58,6 +58,9 @@ struct RawManager {
     revoke_concurrency: Option<usize>,
     retry_initial_delay: Option<DurationText>,
     retry_max_attempts: Option<u32>,
+    issue_timeout: Option<DurationText>,
+    revoke_timeout: Option<DurationText>,
+    create_grace: Option<DurationText>,
 }
 
 /// Settings of the lease manager, checked.
@@ -73,6 +76,12 @@ pub struct ManagerSettings {
     pub retry_initial_delay: Option<Duration>,
     /// Attempts before a lease becomes irrevocable.
     pub retry_max_attempts: Option<u32>,
+    /// Longest time an issue may take.
+    pub issue_timeout: Option<Duration>,
+    /// Longest time one revoke or renew call may take.
+    pub revoke_timeout: Option<Duration>,
+    /// Pause before a timed-out create is revoked by name.
+    pub create_grace: Option<Duration>,
 }
 
 /// One `[[secrets]]` entry, checked offline.
@@ -488,6 +497,9 @@ fn check_manager(m: &RawManager) -> Result<ManagerSettings, String> {
         revoke_concurrency: m.revoke_concurrency,
         retry_initial_delay: opt_duration("retry_initial_delay", &m.retry_initial_delay)?,
         retry_max_attempts: m.retry_max_attempts,
+        issue_timeout: opt_duration("issue_timeout", &m.issue_timeout)?,
+        revoke_timeout: opt_duration("revoke_timeout", &m.revoke_timeout)?,
+        create_grace: opt_duration("create_grace", &m.create_grace)?,
     })
 }
 
@@ -719,5 +731,15 @@ credential_type = "iam_user"
         let text = GOOD.replace("[store]", "[manager]\nmax_idle = \"1s\"\n\n[store]");
         let c = parse("t.toml", &text).unwrap();
         assert_eq!(c.manager.max_idle, Some(Duration::from_secs(1)));
+        let text = GOOD.replace(
+            "[store]",
+            "[manager]\ncreate_grace = \"45s\"\nissue_timeout = \"2m\"\nrevoke_timeout = \"30s\"\n\n[store]",
+        );
+        let c = parse("t.toml", &text).unwrap();
+        assert_eq!(c.manager.create_grace, Some(Duration::from_secs(45)));
+        assert_eq!(c.manager.issue_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(c.manager.revoke_timeout, Some(Duration::from_secs(30)));
+        let text = GOOD.replace("[store]", "[manager]\ncreate_grace = \"soon\"\n\n[store]");
+        assert!(err(&text).contains("create_grace"));
     }
 }

@@ -654,9 +654,13 @@ impl UsernameTemplate {
             ));
         }
         // A Context built from the value avoids `render`'s serialise-again copy.
-        self.hb
+        let mut name = self
+            .hb
             .render_with_context("t", &Context::from(vars.to_json(self.uses)))
-            .map_err(|e| render_error(Kind::Username, &e))
+            .map_err(|e| render_error(Kind::Username, &e))?;
+        // The renderer writes into an 8 KiB buffer: a kept name must not keep all of it.
+        name.shrink_to_fit();
+        Ok(name)
     }
 
     /// Renders a username, brings it into the target's canonical form
@@ -955,6 +959,17 @@ mod tests {
         let t =
             UsernameTemplate::parse("{{uppercase dynamicSecret.name}}-{{lowercase 'AB'}}").unwrap();
         assert_eq!(t.render(&vars(None)).unwrap(), "ORDERS-ab");
+    }
+
+    #[test]
+    fn a_rendered_name_holds_no_more_memory_than_it_needs() {
+        let t = UsernameTemplate::parse(DEFAULT_USERNAME_TEMPLATE).unwrap();
+        let name = t.render(&vars(None)).unwrap();
+        assert!(
+            name.capacity() < 2 * name.len().max(16),
+            "{}",
+            name.capacity()
+        );
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //! - every lease still recorded is `Irrevocable`, its last error is the injected denial, and
 //!   `manager.list` shows it; an operator's `revoke` then removes it.
 //!
-//! Sizes: 240 IAM and 120 ElastiCache lifecycles (about 40 s on 2 cores); `LEASEHOLD_LONG=1`
-//! makes them 10,000 and 1,000 (about 18 minutes, bound by the emulator's ~250 IAM calls/s).
+//! Sizes: 240 IAM and 120 ElastiCache lifecycles per soak (25 to 40 s each on 2 cores, the
+//! four soaks about 90 s); `LEASEHOLD_LONG=1` makes them 10,000 and 1,000 (about 18 minutes,
+//! bound by the emulator's ~250 IAM calls/s).
 //! `LEASEHOLD_SOAK_SEED` replays the emulator's fault draws (the order of concurrent calls
 //! still varies from run to run).
 //!

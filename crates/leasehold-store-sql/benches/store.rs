@@ -177,9 +177,9 @@ fn restart() {
         result(
             &format!("start-up with {n} leases in SQLite until the worker revokes (vs empty)"),
             format!(
-                "{:.2} s (empty: {:.3} s)",
-                took.as_secs_f64(),
-                base.as_secs_f64()
+                "{:.1} ms (empty: {:.1} ms); the worker reads the due index, it loads no leases",
+                took.as_secs_f64() * 1e3,
+                base.as_secs_f64() * 1e3
             ),
             "< 3 s",
             took < Duration::from_secs(3),

@@ -517,6 +517,8 @@ pub mod tags {
     pub const EXPIRES_AT: &str = "leasehold:expires-at";
     /// Marks a resource as created by leasehold.
     pub const MANAGED_BY: &str = "leasehold:managed-by";
+    /// The installation (lease store) the resource belongs to; reconcile removes only its own.
+    pub const INSTALLATION: &str = leasehold_core::INSTALLATION_TAG;
 }
 
 /// Polls `check` until it returns `Ok(true)`, with jittered exponential backoff between

@@ -29,9 +29,13 @@ pub use names::{NameRule, DEFAULT_USERNAME_PREFIX};
 pub use password::PasswordPolicy;
 pub use provider::{
     Capabilities, CreateRequest, Created, DynamicSecretProvider, ManagedCredential, Readiness,
+    INSTALLATION_TAG,
 };
 pub use secret::{DynamicSecret, DynamicSecretBuilder, TtlOverMax};
-pub use store::{LeaseFilter, LeaseStore};
+pub use store::{
+    check_installation_id, new_installation_id, DamagedLease, LeaseFilter, LeaseStore,
+    INSTALLATION_ID_LEN,
+};
 pub use template::{
     RenderedStatement, StatementTemplate, StatementVars, TemplateVars, UsernameTemplate,
 };

@@ -262,10 +262,15 @@ pub struct RevokeSummary {
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct ReconcileReport {
+    /// The installation whose orphans this report covers (the store's id).
+    pub installation: String,
     /// Credentials the provider listed under the secret's prefix.
     pub found: usize,
-    /// Those that no lease points at.
+    /// This installation's credentials that no lease points at.
     pub orphans: Vec<ManagedCredential>,
+    /// Credentials with the prefix that belong to another installation (another store), or
+    /// that carry no installation mark: never removed.
+    pub foreign: Vec<ManagedCredential>,
     /// Orphans removed (only when applied).
     pub removed: Vec<ManagedCredential>,
     /// Orphans that could not be removed.
@@ -286,6 +291,8 @@ struct Inner {
     secrets: RwLock<HashMap<String, Arc<SecretEntry>>>,
     config: ManagerConfig,
     owner: Arc<str>,
+    /// The store's installation id: the mark on everything this manager creates.
+    installation: Arc<str>,
     audit: Option<Arc<dyn AuditSink>>,
     wake: Notify,
     /// When the worker plans to wake next (ms since the epoch); `i64::MAX` while it is awake
@@ -452,12 +459,22 @@ impl LeaseManagerBuilder {
             Some(id) => id.as_str().into(),
             None => format!("lh-{}", crate::template::random_lowercase(16)).into(),
         };
+        let installation = self.store.installation_id().await?;
+        crate::store::check_installation_id(&installation)
+            .map_err(|e| e.with_context("operation", "installation_id"))?;
+        let mut seen = HashSet::new();
+        for secret in &self.secrets {
+            if !seen.insert(secret.name()) {
+                return Err(duplicate_secret(secret.name()));
+            }
+        }
         let (stop, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             store: self.store,
             secrets: RwLock::new(HashMap::new()),
             config: self.config,
             owner,
+            installation,
             audit: self.audit,
             wake: Notify::new(),
             planned_wake_ms: AtomicI64::new(i64::MAX),
@@ -474,7 +491,16 @@ impl LeaseManagerBuilder {
             manager.register_inner(secret, self.validate).await?;
         }
         if self.instance_id.is_some() {
-            manager.release_own_claims().await?;
+            // Claims held under our id belong to a previous incarnation of this instance that
+            // died: nobody is working on them, so they are due now, whatever their state.
+            let released = manager
+                .inner
+                .store
+                .release_claims(&manager.inner.owner, now())
+                .await?;
+            if released > 0 {
+                tracing::info!(instance = %manager.inner.owner, released, "took back this instance's claims from its previous run");
+            }
         }
         if manager.inner.config.run_worker {
             let inner = manager.inner.clone();
@@ -491,6 +517,14 @@ impl LeaseManagerBuilder {
 
 fn now() -> DateTime<Utc> {
     Utc::now()
+}
+
+fn duplicate_secret(name: &str) -> Error {
+    Error::new(
+        ErrorKind::AlreadyExists,
+        format!("a secret named {name:?} is already registered; secret names must be unique"),
+    )
+    .with_context("secret", name)
 }
 
 fn lease_not_found(id: &LeaseId) -> Error {
@@ -515,12 +549,20 @@ impl LeaseManager {
         &self.inner.owner
     }
 
+    /// The store's installation id: every credential this manager creates carries it (as an
+    /// AWS tag, and in the default username as `<prefix><installation>-<random>`), and
+    /// [`reconcile`](Self::reconcile) removes only users that carry it.
+    pub fn installation_id(&self) -> &str {
+        &self.inner.installation
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn LeaseStore> {
         &self.inner.store
     }
 
-    /// Validates `secret`'s provider and registers it (replacing a secret of the same name).
+    /// Validates `secret`'s provider and registers it. A secret of the same name already
+    /// registered is [`ErrorKind::AlreadyExists`].
     pub async fn register(&self, secret: DynamicSecret) -> Result<()> {
         self.register_inner(secret, true).await
     }
@@ -538,11 +580,15 @@ impl LeaseManager {
             secret,
             in_flight: AtomicU64::new(0),
         });
-        self.inner
+        let mut secrets = self
+            .inner
             .secrets
             .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name, entry);
+            .unwrap_or_else(|e| e.into_inner());
+        if secrets.contains_key(&name) {
+            return Err(duplicate_secret(&name));
+        }
+        secrets.insert(name, entry);
         Ok(())
     }
 
@@ -563,44 +609,6 @@ impl LeaseManager {
     /// A registered secret.
     pub fn secret(&self, name: &str) -> Option<DynamicSecret> {
         self.inner.entry(name).map(|e| e.secret.clone())
-    }
-
-    async fn release_own_claims(&self) -> Result<()> {
-        // Claims held under our id belong to a previous incarnation of this instance: nobody is
-        // working on them, so make them due now. Only in-flight states carry long claims (an
-        // issue's, a revoke's); a worker's claim on an active lease runs out within claim_hold.
-        // Filtering by state keeps start-up from reading every lease.
-        let t = now();
-        let mut after = None;
-        loop {
-            let page = self
-                .inner
-                .store
-                .list(
-                    &LeaseFilter::all()
-                        .states([LeaseState::Pending, LeaseState::Revoking])
-                        .after(after.clone())
-                        .limit(1000),
-                )
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            for mut lease in page {
-                if lease.claimed_by.as_deref() == Some(&*self.inner.owner) && lease.is_claimed_at(t)
-                {
-                    // Our own claim, left by a previous run that died: the lease is due now.
-                    lease.claim_until = None;
-                    lease.claimed_by = None;
-                    lease.due_at = lease.due_at.min(t);
-                    match self.inner.store.update(&lease).await {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == ErrorKind::Conflict => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Issues a lease of `secret`.
@@ -718,6 +726,10 @@ impl LeaseManager {
 
     /// Revokes a lease now. Also the operator's way to retry an `Irrevocable` lease.
     ///
+    /// Idempotent: a lease whose record is gone (revoked already, by this call or any other
+    /// instance, or by the worker at expiry) is `Ok`. The store keeps no record of revoked
+    /// leases, so an id that never existed is `Ok` too; use [`lookup`](Self::lookup) to tell.
+    ///
     /// On failure the lease stays, scheduled for retry by the worker, and the error is returned.
     pub async fn revoke(&self, lease_id: &LeaseId) -> Result<()> {
         let ctx = |e: Error| {
@@ -728,12 +740,9 @@ impl LeaseManager {
         // Set while waiting for this instance's own revocation of the lease to finish.
         let mut waiting_until: Option<DateTime<Utc>> = None;
         while conflicts < 4 {
-            let Some(mut lease) = self.inner.store.get(lease_id).await? else {
-                if waiting_until.is_some() {
-                    // Revoked by the revocation we waited for.
-                    return Ok(());
-                }
-                return Err(lease_not_found(lease_id));
+            let Some(mut lease) = self.inner.store.get(lease_id).await.map_err(ctx)? else {
+                // Revoked already (or by the revocation we waited for): the credential is gone.
+                return Ok(());
             };
             let t = now();
             if lease.state != LeaseState::Pending
@@ -855,12 +864,22 @@ impl LeaseManager {
     /// for a credential removed by hand. Audited, and logged at WARN.
     pub async fn force_forget(&self, lease_id: &LeaseId) -> Result<LeaseRecord> {
         for _ in 0..4 {
-            let lease = self
-                .inner
-                .store
-                .get(lease_id)
-                .await?
-                .ok_or_else(|| lease_not_found(lease_id))?;
+            let lease = match self.inner.store.get(lease_id).await {
+                Ok(Some(l)) => l,
+                Ok(None) => return Err(lease_not_found(lease_id)),
+                Err(e) if e.kind() == ErrorKind::Store => {
+                    // A row that cannot be read: forget_damaged removes it.
+                    if self.forget_damaged(lease_id.as_str()).await? {
+                        return Err(Error::new(
+                            ErrorKind::LeaseNotFound,
+                            "the lease's row was damaged; it was removed without revoking",
+                        )
+                        .with_context("lease_id", lease_id));
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             match self.inner.store.delete(&lease.id, lease.version).await {
                 Ok(()) => {
                     tracing::warn!(
@@ -883,6 +902,46 @@ impl LeaseManager {
         )
     }
 
+    /// Removes a damaged row (one the store cannot decode, see [`LeaseStore::damaged`]) by its
+    /// id as stored, without revoking anything: the operator's way out of a row edited by hand.
+    /// Audited and logged at WARN with what could be read of the row. `false` when the store
+    /// has no damaged row with that id.
+    pub async fn forget_damaged(&self, id: &str) -> Result<bool> {
+        let known = self
+            .inner
+            .store
+            .damaged(usize::MAX)
+            .await?
+            .into_iter()
+            .find(|d| d.id == id);
+        if !self.inner.store.remove_damaged(id).await? {
+            return Ok(false);
+        }
+        let d = known.unwrap_or_else(|| crate::store::DamagedLease::new(id, "unknown"));
+        tracing::warn!(
+            lease_id = %crate::model::shorten(id).escape_debug(),
+            secret = d.secret.as_deref().unwrap_or(""),
+            principal = d.principal.as_deref().unwrap_or(""),
+            reason = %d.reason,
+            "damaged lease row forgotten without revoking its credential"
+        );
+        self.inner.emit(AuditEvent {
+            at: now(),
+            action: AuditAction::ForceForget,
+            lease_id: id.parse().ok(),
+            secret: d.secret.unwrap_or_default(),
+            identity: None,
+            principal: d.principal,
+            error: Some(ErrorKind::Store),
+        });
+        Ok(true)
+    }
+
+    /// Rows the store cannot decode (see [`LeaseStore::damaged`]).
+    pub async fn damaged(&self) -> Result<Vec<crate::store::DamagedLease>> {
+        self.inner.store.damaged(usize::MAX).await
+    }
+
     /// One lease record.
     pub async fn lookup(&self, lease_id: &LeaseId) -> Result<LeaseRecord> {
         self.inner
@@ -897,8 +956,15 @@ impl LeaseManager {
         self.inner.store.list(filter).await
     }
 
-    /// Finds credentials of `secret`'s provider that carry the secret's prefix and that no lease
-    /// points at; removes them when `apply` is true (dry run otherwise).
+    /// Finds credentials of `secret`'s provider that carry this installation's mark and that no
+    /// lease points at; removes them when `apply` is true (dry run otherwise).
+    ///
+    /// A credential belongs to this installation when its `leasehold:installation` tag names
+    /// this store's [`installation_id`](Self::installation_id), or, on backends without tags
+    /// (Redis), when its name starts with `<prefix><installation>-`. Anything else with the
+    /// prefix is reported in [`ReconcileReport::foreign`] and never removed. A secret whose
+    /// username template does not start with `{{randomUsername}}` drops the mark: `apply` is
+    /// then refused with [`ErrorKind::InvalidConfig`].
     pub async fn reconcile(&self, secret: &str, apply: bool) -> Result<ReconcileReport> {
         let entry = self.inner.entry(secret).ok_or_else(|| {
             Error::new(
@@ -917,6 +983,15 @@ impl LeaseManager {
             )
             .with_context("secret", secret));
         }
+        let keeps_mark = entry.secret.username_template().keeps_prefix();
+        if apply && !keeps_mark {
+            return Err(Error::invalid_config(
+                "the username template does not start with {{randomUsername}}, so this secret's users carry no installation mark: reconcile cannot tell them from other installations' users and will not remove any (run it without apply to list them)",
+            )
+            .with_context("secret", secret));
+        }
+        let installation = &*self.inner.installation;
+        let mark = crate::secret::installation_prefix(prefix, installation);
         let found = provider.list_managed(prefix).await?;
         // Leases of every secret on the same provider kind count: two secrets may share a
         // backend and a prefix.
@@ -935,8 +1010,9 @@ impl LeaseManager {
             }
         }
         let mut report = ReconcileReport {
+            installation: installation.to_string(),
             found: found.len(),
-            prefix_not_guaranteed: !entry.secret.username_template().keeps_prefix(),
+            prefix_not_guaranteed: !keeps_mark,
             ..ReconcileReport::default()
         };
         if report.prefix_not_guaranteed {
@@ -947,6 +1023,18 @@ impl LeaseManager {
         }
         for cred in found {
             if known.contains(&cred.external.id) {
+                continue;
+            }
+            let ours = match &cred.installation {
+                Some(tagged) => tagged.eq_ignore_ascii_case(installation),
+                None => cred
+                    .external
+                    .id
+                    .get(..mark.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(&mark)),
+            };
+            if !ours {
+                report.foreign.push(cred);
                 continue;
             }
             report.orphans.push(cred.clone());
@@ -1079,7 +1167,7 @@ impl Inner {
         request.check().map_err(ctx)?;
         let ttl = secret.effective_ttl(request.ttl).map_err(ctx)?;
         let username = secret
-            .render_username(request.identity.as_deref())
+            .render_username_in(request.identity.as_deref(), Some(&self.installation))
             .map_err(ctx)?;
         let caps = secret.provider().capabilities();
         let password = if caps.needs_password {
@@ -1155,7 +1243,8 @@ impl Inner {
         let mut req = CreateRequest::new(lease.id.clone(), p.username, p.ttl)
             .with_identity(lease.identity.as_deref().map(str::to_string))
             .with_expires_at(lease.expires_at)
-            .with_wait_ready(p.wait);
+            .with_wait_ready(p.wait)
+            .with_installation(Some(self.installation.to_string()));
         req.password = p.password;
         let timeout = self
             .config
@@ -1207,13 +1296,32 @@ impl Inner {
                 return Ok(());
             }
         };
+        // The lease's life starts when its credential works: the TTL counts from now, capped
+        // by the max TTL measured from the request.
+        let activated = now();
         lease.state = LeaseState::Active;
         lease.external = created.external;
+        lease.expires_at = add_duration(activated, p.ttl).min(lease.max_expires_at);
         if let Some(backend_expiry) = created.expires_at {
             lease.expires_at = lease.expires_at.min(backend_expiry);
             lease.max_expires_at = lease.max_expires_at.min(backend_expiry);
         }
         lease.due_at = lease.expires_at;
+        if lease.expires_at <= activated {
+            // The max TTL (or the backend's own expiry) ran out while the credential was made:
+            // nobody may get a credential that is already expired.
+            let e = Error::new(
+                ErrorKind::LeaseExpired,
+                "the lease's max TTL ran out before the credential was ready; it was revoked",
+            )
+            .with_context("secret", secret.name())
+            .with_context("lease_id", &lease.id)
+            .with_context("operation", "issue");
+            self.audit(AuditAction::Issue, &lease, Some(e.kind()));
+            self.compensate(lease).await;
+            let _ = tx.send(Err(e));
+            return Ok(());
+        }
         lease.claimed_by = None;
         lease.claim_until = None;
         match self.store.update(&lease).await {

@@ -23,9 +23,23 @@ use crate::store::{add_duration, LeaseFilter, LeaseStore};
 ///
 /// let store: Arc<dyn LeaseStore> = Arc::new(MemoryStore::new());
 /// ```
-#[derive(Debug, Default, Clone)]
+///
+/// A `MemoryStore` dies with the process: credentials issued through it are revoked only if
+/// the process lives to revoke them (or [`LeaseManager::shutdown`](crate::LeaseManager::shutdown)
+/// does, for watches). Each `MemoryStore` has its own random installation id.
+#[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    installation: Arc<str>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            inner: Arc::default(),
+            installation: crate::store::new_installation_id().into(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +91,15 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         MemoryStore::default()
+    }
+
+    /// An empty store with a given installation id (to stand in for a durable store in tests).
+    pub fn with_installation_id(id: &str) -> Result<Self> {
+        crate::store::check_installation_id(id)?;
+        Ok(MemoryStore {
+            inner: Arc::default(),
+            installation: id.into(),
+        })
     }
 
     /// How many records the store holds.
@@ -232,5 +255,9 @@ impl LeaseStore for MemoryStore {
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         Ok(self.lock().due.first().map(|(at, _)| *at))
+    }
+
+    async fn installation_id(&self) -> Result<Arc<str>> {
+        Ok(self.installation.clone())
     }
 }

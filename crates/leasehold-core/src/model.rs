@@ -85,6 +85,15 @@ impl FromStr for LeaseId {
         if secret.is_empty() || random.is_empty() {
             return Err(bad("lease id has an empty part"));
         }
+        if secret.len() > 128
+            || !secret
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(bad(
+                "lease id's secret part is not a secret name (letters, digits, '-', '_', '.')",
+            ));
+        }
         if !random.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(bad("lease id's random part is not alphanumeric"));
         }
@@ -387,10 +396,20 @@ mod tests {
 
     #[test]
     fn lease_id_round_trips_and_rejects_garbage() {
-        let id = LeaseId::generate("orders/cache");
-        assert_eq!(id.secret(), "orders/cache");
+        let id = LeaseId::generate("orders.cache_v2");
+        assert_eq!(id.secret(), "orders.cache_v2");
         assert_eq!(id.as_str().parse::<LeaseId>().unwrap(), id);
-        for bad in ["", "nosep", "a/", "/abc", "a/b c", "a/b-c", "a b/c"] {
+        for bad in [
+            "",
+            "nosep",
+            "a/",
+            "/abc",
+            "a/b c",
+            "a/b-c",
+            "a b/c",
+            "../../etc/passwd/abc",
+            "orders/cache/abc",
+        ] {
             let e = bad.parse::<LeaseId>().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad:?}");
         }

@@ -118,6 +118,10 @@ pub struct CreateRequest {
     pub ttl: Duration,
     /// Whether to wait, bounded, until the credential is confirmed to work.
     pub wait_ready: bool,
+    /// The installation (the lease store's id) the credential belongs to. Providers whose
+    /// backend has tags put it on the credential (`leasehold:installation`) so that
+    /// reconcile can tell this installation's users from another's.
+    pub installation: Option<String>,
 }
 
 impl CreateRequest {
@@ -133,7 +137,15 @@ impl CreateRequest {
             expires_at: Utc::now() + ttl,
             ttl,
             wait_ready: true,
+            installation: None,
         }
+    }
+
+    /// Sets the installation id.
+    #[must_use]
+    pub fn with_installation(mut self, installation: Option<String>) -> Self {
+        self.installation = installation;
+        self
     }
 
     /// Sets the password.
@@ -186,6 +198,7 @@ impl fmt::Debug for CreateRequest {
             .field("expires_at", &self.expires_at)
             .field("ttl", &self.ttl)
             .field("wait_ready", &self.wait_ready)
+            .field("installation", &self.installation)
             .finish_non_exhaustive()
     }
 }
@@ -255,12 +268,44 @@ impl fmt::Debug for Created {
 
 /// A credential found in the backend that looks like one of ours (for reconcile).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ManagedCredential {
     /// What revoke needs.
     pub external: ExternalRef,
     /// The lease id found on the credential (a tag), if the backend keeps one.
     pub lease_id: Option<String>,
+    /// The installation id found on the credential (the `leasehold:installation` tag), if the
+    /// backend keeps tags. Without one, reconcile reads the installation from the user name.
+    pub installation: Option<String>,
 }
+
+impl ManagedCredential {
+    /// A credential known by its reference only.
+    pub fn new(external: ExternalRef) -> Self {
+        ManagedCredential {
+            external,
+            lease_id: None,
+            installation: None,
+        }
+    }
+
+    /// Sets the lease id found on the credential.
+    #[must_use]
+    pub fn with_lease_id(mut self, lease_id: Option<String>) -> Self {
+        self.lease_id = lease_id;
+        self
+    }
+
+    /// Sets the installation id found on the credential.
+    #[must_use]
+    pub fn with_installation(mut self, installation: Option<String>) -> Self {
+        self.installation = installation;
+        self
+    }
+}
+
+/// The tag key under which AWS providers record the installation id on what they create.
+pub const INSTALLATION_TAG: &str = "leasehold:installation";
 
 /// A backend that issues dynamic credentials.
 ///

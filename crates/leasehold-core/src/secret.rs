@@ -14,6 +14,14 @@ use crate::template::{TemplateVars, UsernameTemplate, DEFAULT_USERNAME_TEMPLATE}
 /// The default limit on active leases per secret.
 pub const DEFAULT_MAX_ACTIVE_LEASES: u64 = 10_000;
 
+/// An installation id of the generated length, for sample renders.
+const SAMPLE_INSTALLATION: &str = "a0000000";
+
+/// The prefix `{{randomUsername}}` gets in `installation`: `<prefix><installation>-`.
+pub fn installation_prefix(prefix: &str, installation: &str) -> String {
+    format!("{prefix}{installation}-")
+}
+
 /// What to do when a request asks for a TTL above the max TTL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TtlOverMax {
@@ -172,12 +180,31 @@ impl DynamicSecret {
 
     /// Renders a username for `identity` and checks it against the provider's name rule.
     pub fn render_username(&self, identity: Option<&str>) -> Result<String> {
+        self.render_username_in(identity, None)
+    }
+
+    /// Renders a username for `identity` in `installation`: `{{randomUsername}}` then starts
+    /// with `<prefix><installation>-`, the mark by which reconcile knows this installation's
+    /// users on backends without tags. Checked against the provider's name rule.
+    pub fn render_username_in(
+        &self,
+        identity: Option<&str>,
+        installation: Option<&str>,
+    ) -> Result<String> {
         let rule = self.provider.name_rule();
+        let marked;
+        let prefix = match installation {
+            Some(inst) => {
+                marked = installation_prefix(&self.username_prefix, inst);
+                marked.as_str()
+            }
+            None => self.username_prefix.as_str(),
+        };
         let raw = self.username_template.render(&TemplateVars {
             secret_name: &self.name,
             secret_type: self.provider.kind(),
             identity,
-            prefix: &self.username_prefix,
+            prefix,
         })?;
         let name = rule.normalize(&raw);
         rule.check(&name)
@@ -349,7 +376,7 @@ impl DynamicSecretBuilder {
         // few samples (random parts vary) with a typical identity.
         for _ in 0..8 {
             secret
-                .render_username(Some("sample-identity"))
+                .render_username_in(Some("sample-identity"), Some(SAMPLE_INSTALLATION))
                 .map_err(|e| e.with_context("field", "username_template"))?;
         }
         if !secret.username_template.keeps_prefix() {

@@ -1,6 +1,7 @@
 //! The [`LeaseStore`] trait: where lease records live.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -75,6 +76,81 @@ impl LeaseFilter {
     }
 }
 
+/// A stored record that cannot be read back as a [`LeaseRecord`] (a row edited by hand, written
+/// by a newer version, or damaged on disk).
+///
+/// Stores that can hold such rows keep them out of [`LeaseStore::claim_due`], [`LeaseStore::list`]
+/// and [`LeaseStore::count`] so that one bad row never stops the others' expiry, and report them
+/// through [`LeaseStore::damaged`] for an operator. The credential such a row names may still
+/// exist: `principal` says which, when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DamagedLease {
+    /// The row's id as stored (it may not even parse as a [`LeaseId`]).
+    pub id: String,
+    /// The secret column, when it could be read.
+    pub secret: Option<String>,
+    /// The external credential's name, when it could be read.
+    pub principal: Option<String>,
+    /// Why the row cannot be read.
+    pub reason: String,
+}
+
+impl DamagedLease {
+    /// A damaged row with what could be read of it.
+    pub fn new(id: impl Into<String>, reason: impl Into<String>) -> Self {
+        DamagedLease {
+            id: id.into(),
+            secret: None,
+            principal: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// Sets the secret.
+    #[must_use]
+    pub fn with_secret(mut self, secret: Option<String>) -> Self {
+        self.secret = secret;
+        self
+    }
+
+    /// Sets the principal.
+    #[must_use]
+    pub fn with_principal(mut self, principal: Option<String>) -> Self {
+        self.principal = principal;
+        self
+    }
+}
+
+/// Length of a generated installation id.
+pub const INSTALLATION_ID_LEN: usize = 8;
+
+/// A fresh installation id: [`INSTALLATION_ID_LEN`] lowercase letters and digits, starting with a
+/// letter, so it fits every backend's user-name rules.
+pub fn new_installation_id() -> String {
+    loop {
+        let id = crate::template::random_lowercase(INSTALLATION_ID_LEN);
+        if id.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return id;
+        }
+    }
+}
+
+/// Checks an installation id: 1 to 16 lowercase ASCII letters and digits.
+pub fn check_installation_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > 16
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(crate::Error::invalid_config(
+            "installation id: must be 1 to 16 lowercase ASCII letters and digits",
+        ));
+    }
+    Ok(())
+}
+
 /// Storage for lease records, shared by one or many [`LeaseManager`](crate::LeaseManager)s.
 ///
 /// # Behavior
@@ -97,6 +173,14 @@ impl LeaseFilter {
 ///   callers, a record is returned to exactly one until its claim ends.
 /// - `next_due` returns the earliest time at which `claim_due` could return something: the
 ///   minimum over non-`Revoked` records of `max(due_at, claim_until)`, or `None` when empty.
+/// - `installation_id` returns the same id for the life of the store's data, in every process
+///   that opens it: it is created with the store and never changes. Two stores never share one.
+/// - A row that cannot be decoded never makes `claim_due`, `list` or `count` fail: it is
+///   skipped (and its claim released), reported by `damaged`, and removed only by
+///   `remove_damaged`. `get` of such a row is an [`ErrorKind::Store`](crate::ErrorKind::Store)
+///   error.
+/// - `release_claims(owner, now)` ends every claim `owner` holds at `now`, making each such
+///   record due at once (`due_at = min(due_at, now)`), and returns how many it released.
 /// - No method stores or returns secret material; a record has none to store.
 #[async_trait]
 pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
@@ -129,6 +213,59 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
 
     /// The earliest time a record becomes claimable.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+
+    /// This store's installation id: stable, created with the store, unique to it. Everything a
+    /// manager on this store creates in a backend carries it, so that reconcile removes only
+    /// this installation's users.
+    async fn installation_id(&self) -> Result<Arc<str>>;
+
+    /// Ends every claim `owner` holds (a restarted instance with a stable id taking back its
+    /// own work); the records become due at once. Returns how many were released.
+    ///
+    /// The default pages through [`list`](Self::list) and updates each record; SQL stores do it
+    /// in one statement.
+    async fn release_claims(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
+        let mut released = 0;
+        let mut after = None;
+        loop {
+            let page = self
+                .list(&LeaseFilter::all().after(after.clone()).limit(1000))
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for mut lease in page {
+                if lease.state == LeaseState::Revoked
+                    || lease.claimed_by.as_deref() != Some(owner)
+                    || !lease.is_claimed_at(now)
+                {
+                    continue;
+                }
+                lease.claimed_by = None;
+                lease.claim_until = None;
+                lease.due_at = lease.due_at.min(now);
+                match self.update(&lease).await {
+                    Ok(_) => released += 1,
+                    Err(e) if e.kind() == crate::ErrorKind::Conflict => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(released)
+    }
+
+    /// Rows that cannot be decoded, at most `limit`, ordered by id. Stores whose records are
+    /// always typed (like [`MemoryStore`](crate::MemoryStore)) have none.
+    async fn damaged(&self, limit: usize) -> Result<Vec<DamagedLease>> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
+
+    /// Deletes the damaged row `id` (an operator's `revoke --force`); `false` when no damaged
+    /// row has that id.
+    async fn remove_damaged(&self, id: &str) -> Result<bool> {
+        let _ = id;
+        Ok(false)
+    }
 }
 
 /// `now + d`, saturating far in the future instead of overflowing.

@@ -110,10 +110,9 @@ async fn issue_use_renew_revoke() {
         ErrorKind::LeaseNotFound
     );
     assert!(store.is_empty());
-    assert_eq!(
-        m.revoke(&lease.lease_id).await.unwrap_err().kind(),
-        ErrorKind::LeaseNotFound
-    );
+    // Revoking again is idempotent: the credential is gone either way.
+    m.revoke(&lease.lease_id).await.unwrap();
+    assert!(!provider.authenticates(&lease.credentials));
 }
 
 #[tokio::test]
@@ -638,17 +637,36 @@ async fn reconcile_finds_and_removes_orphans_only_when_applied() {
     )
     .await;
     let leased = m.issue("rec", IssueRequest::new()).await.unwrap();
-    provider.insert_out_of_band("lh-orphan1");
+    let inst = m.installation_id().to_string();
+    assert!(
+        leased
+            .credentials
+            .principal()
+            .starts_with(&format!("lh-{inst}-")),
+        "the default username carries the installation mark"
+    );
+    let orphan = format!("lh-{inst}-orphan1");
+    provider.insert_out_of_band(&orphan);
+    provider.insert_out_of_band("lh-otherins-live1");
+    provider.insert_out_of_band("lh-unmarked");
     provider.insert_out_of_band("someone-else");
     let dry = m.reconcile("rec", false).await.unwrap();
-    assert_eq!(dry.found, 2);
+    assert_eq!(dry.installation, inst);
+    assert_eq!(dry.found, 4);
     assert_eq!(dry.orphans.len(), 1);
-    assert_eq!(dry.orphans[0].external.id, "lh-orphan1");
+    assert_eq!(dry.orphans[0].external.id, orphan);
+    let mut foreign: Vec<_> = dry.foreign.iter().map(|c| c.external.id.as_str()).collect();
+    foreign.sort();
+    assert_eq!(foreign, ["lh-otherins-live1", "lh-unmarked"]);
     assert!(dry.removed.is_empty());
-    assert!(provider.is_live("lh-orphan1"), "dry run removes nothing");
+    assert!(provider.is_live(&orphan), "dry run removes nothing");
     let applied = m.reconcile("rec", true).await.unwrap();
     assert_eq!(applied.removed.len(), 1);
-    assert!(!provider.is_live("lh-orphan1"));
+    assert!(!provider.is_live(&orphan));
+    assert!(
+        provider.is_live("lh-otherins-live1") && provider.is_live("lh-unmarked"),
+        "another installation's users are never removed"
+    );
     assert!(
         provider.is_live("someone-else"),
         "users without the prefix are left alone"
@@ -1127,4 +1145,180 @@ async fn revoke_during_the_workers_own_revocation_waits_instead_of_revoking_twic
     assert_eq!(provider.revoke_calls(), 1, "revoked once, not twice");
     assert!(provider.removed_more_than_once().is_empty());
     m.shutdown().await;
+}
+
+// ---------------------------------------------------------------- installations and lifecycle
+
+#[tokio::test]
+async fn two_installations_on_one_backend_reconcile_only_their_own() {
+    let provider = RecordingProvider::new();
+    let (store_a, store_b) = (MemoryStore::new(), MemoryStore::new());
+    let a = manager(
+        &store_a,
+        vec![secret("s", Arc::new(provider.clone()), 300, 600)],
+    )
+    .await;
+    let b = manager(
+        &store_b,
+        vec![secret("s", Arc::new(provider.clone()), 300, 600)],
+    )
+    .await;
+    assert_ne!(a.installation_id(), b.installation_id());
+    let live_a = a.issue("s", IssueRequest::new()).await.unwrap();
+    let lost_b = b.issue("s", IssueRequest::new()).await.unwrap();
+    // B loses its record of one lease: its user is B's orphan.
+    let rec = store_b.get(&lost_b.lease_id).await.unwrap().unwrap();
+    store_b.delete(&rec.id, rec.version).await.unwrap();
+    let report = b.reconcile("s", true).await.unwrap();
+    assert_eq!(
+        report
+            .removed
+            .iter()
+            .map(|c| c.external.id.as_str())
+            .collect::<Vec<_>>(),
+        [lost_b.credentials.principal()]
+    );
+    assert_eq!(report.foreign.len(), 1);
+    assert_eq!(
+        report.foreign[0].external.id,
+        live_a.credentials.principal()
+    );
+    assert!(
+        provider.authenticates(&live_a.credentials),
+        "A's live user survives B's reconcile"
+    );
+    assert!(!provider.authenticates(&lost_b.credentials));
+    // And the other way round: A sees nothing of its own to remove.
+    let report = a.reconcile("s", true).await.unwrap();
+    assert!(report.removed.is_empty() && report.orphans.is_empty());
+    assert!(provider.authenticates(&live_a.credentials));
+}
+
+#[tokio::test]
+async fn reconcile_apply_is_refused_when_the_template_drops_the_mark() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let s = DynamicSecret::builder("custom", Arc::new(provider.clone()))
+        .default_ttl(Duration::from_secs(60))
+        .max_ttl(Duration::from_secs(600))
+        .username_template("app-{{random 10}}")
+        .build()
+        .unwrap();
+    let m = manager(&store, vec![s]).await;
+    provider.insert_out_of_band("lh-whatever");
+    let e = m.reconcile("custom", true).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+    assert!(e.to_string().contains("installation mark"), "{e}");
+    assert!(provider.is_live("lh-whatever"));
+    let dry = m.reconcile("custom", false).await.unwrap();
+    assert!(dry.prefix_not_guaranteed);
+}
+
+#[tokio::test]
+async fn a_secret_name_registered_twice_is_refused() {
+    let store = MemoryStore::new();
+    let provider: Arc<dyn DynamicSecretProvider> = Arc::new(RecordingProvider::new());
+    let e = LeaseManager::builder(Arc::new(store.clone()))
+        .secret(secret("twice", provider.clone(), 60, 600))
+        .secret(secret("twice", provider.clone(), 60, 600))
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+    let m = manager(&store, vec![secret("once", provider.clone(), 60, 600)]).await;
+    let e = m
+        .register(secret("once", provider, 60, 600))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+}
+
+#[tokio::test]
+async fn the_ttl_counts_from_activation_not_from_the_request() {
+    let store = MemoryStore::new();
+    // The provider takes 1.5 s to make a credential; the TTL is 2 s.
+    let provider = RecordingProvider::new().with_latency(Duration::from_millis(1500));
+    let m = manager(
+        &store,
+        vec![secret("slow", Arc::new(provider.clone()), 2, 600)],
+    )
+    .await;
+    let asked = Utc::now();
+    let lease = m.issue("slow", IssueRequest::new()).await.unwrap();
+    let returned = Utc::now();
+    assert!(returned - asked >= chrono::Duration::milliseconds(1500));
+    let left = lease.expires_at - returned;
+    assert!(
+        left > chrono::Duration::milliseconds(1800),
+        "a 2 s lease must have about 2 s left when issue returns, had {left}"
+    );
+    assert_eq!(
+        store
+            .get(&lease.lease_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        lease.expires_at
+    );
+}
+
+#[tokio::test]
+async fn an_issue_whose_max_ttl_runs_out_while_waiting_fails_and_leaves_nothing() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new().with_latency(Duration::from_millis(1500));
+    let s = DynamicSecret::builder("short", Arc::new(provider.clone()))
+        .default_ttl(Duration::from_secs(1))
+        .max_ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let m = manager(&store, vec![s]).await;
+    let e = m.issue("short", IssueRequest::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LeaseExpired, "{e}");
+    assert!(
+        eventually(Duration::from_secs(5), || provider.live_count() == 0
+            && store.is_empty())
+        .await,
+        "the credential is revoked and the record dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_with_the_same_instance_id_takes_back_claims_on_expired_leases_at_once() {
+    let store = MemoryStore::new();
+    let provider = RecordingProvider::new();
+    let mut config = fast_config();
+    config.claim_hold = Duration::from_secs(3600);
+    let first = LeaseManager::builder(Arc::new(store.clone()))
+        .config(config.clone())
+        .instance_id("host-a")
+        .run_worker(false)
+        .secret(secret("s", Arc::new(provider.clone()), 1, 600))
+        .build()
+        .await
+        .unwrap();
+    let mut leases = Vec::new();
+    for _ in 0..5 {
+        leases.push(first.issue("s", IssueRequest::new()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The dead worker had claimed them (for an hour) and never revoked them.
+    let claimed = store
+        .claim_due(Utc::now(), "host-a", Duration::from_secs(3600), 100)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 5);
+    drop(first);
+    let _second = LeaseManager::builder(Arc::new(store.clone()))
+        .config(config)
+        .instance_id("host-a")
+        .secret(secret("s", Arc::new(provider.clone()), 1, 600))
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(1), || provider.live_count() == 0).await,
+        "the restarted instance revokes its own claimed leases at once"
+    );
+    assert!(eventually(Duration::from_secs(2), || store.is_empty()).await);
 }

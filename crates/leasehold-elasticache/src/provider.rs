@@ -472,6 +472,9 @@ impl DynamicSecretProvider for ElastiCacheProvider {
         push(tags::SECRET, &request.secret);
         push(tags::EXPIRES_AT, &request.expires_at.to_rfc3339());
         push(tags::MANAGED_BY, MANAGED_BY);
+        if let Some(inst) = &request.installation {
+            push(tags::INSTALLATION, inst);
+        }
         push(TAG_USER_GROUP, &self.group_id());
 
         let mut call = self
@@ -690,10 +693,11 @@ impl DynamicSecretProvider for ElastiCacheProvider {
             if let Some(name) = u.user_name() {
                 external = external.with_attr(ATTR_USER_NAME, name);
             }
-            found.push(ManagedCredential {
-                external,
-                lease_id: tag(tags::LEASE_ID).map(str::to_string),
-            });
+            found.push(
+                ManagedCredential::new(external)
+                    .with_lease_id(tag(tags::LEASE_ID).map(str::to_string))
+                    .with_installation(tag(tags::INSTALLATION).map(str::to_string)),
+            );
         }
         found.sort_by(|a, b| a.external.id.cmp(&b.external.id));
         Ok(found)

@@ -385,6 +385,9 @@ impl IamUserProvider {
             ),
             (tags::MANAGED_BY.into(), MANAGED_BY.into()),
         ];
+        if let Some(inst) = &req.installation {
+            pairs.push((tags::INSTALLATION.into(), tag_value(inst)));
+        }
         pairs.extend(self.config.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         pairs
             .into_iter()
@@ -1003,10 +1006,11 @@ impl DynamicSecretProvider for IamUserProvider {
                     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 );
             }
-            found.push(ManagedCredential {
-                external,
-                lease_id: tag(tags::LEASE_ID).map(str::to_string),
-            });
+            found.push(
+                ManagedCredential::new(external)
+                    .with_lease_id(tag(tags::LEASE_ID).map(str::to_string))
+                    .with_installation(tag(tags::INSTALLATION).map(str::to_string)),
+            );
         }
         Ok(found)
     }

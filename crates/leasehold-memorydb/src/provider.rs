@@ -189,6 +189,9 @@ impl MemoryDbProvider {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         );
         all.insert(tags::MANAGED_BY.into(), MANAGED_BY.into());
+        if let Some(inst) = &req.installation {
+            all.insert(tags::INSTALLATION.into(), tag_value(inst));
+        }
         all.insert(TAG_ACL.into(), acl.to_string());
         all.into_iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
@@ -563,12 +566,15 @@ impl DynamicSecretProvider for MemoryDbProvider {
             if tag(TAG_ACL).is_some_and(|a| a != acl) {
                 continue;
             }
-            found.push(ManagedCredential {
-                external: ExternalRef::new(name)
-                    .with_attr(ATTR_ACL, &acl)
-                    .with_attr(ATTR_CLUSTER, &self.config.cluster_name),
-                lease_id: tag(tags::LEASE_ID).map(str::to_string),
-            });
+            found.push(
+                ManagedCredential::new(
+                    ExternalRef::new(name)
+                        .with_attr(ATTR_ACL, &acl)
+                        .with_attr(ATTR_CLUSTER, &self.config.cluster_name),
+                )
+                .with_lease_id(tag(tags::LEASE_ID).map(str::to_string))
+                .with_installation(tag(tags::INSTALLATION).map(str::to_string)),
+            );
         }
         Ok(found)
     }

@@ -776,10 +776,7 @@ impl DynamicSecretProvider for RedisAclProvider {
         }
         Ok(names
             .into_iter()
-            .map(|n| ManagedCredential {
-                external: ExternalRef::new(n),
-                lease_id: None,
-            })
+            .map(|n| ManagedCredential::new(ExternalRef::new(n)))
             .collect())
     }
 }

@@ -374,6 +374,26 @@ macro_rules! impl_lease_store {
                 .map_err(|e| crate::map_err("next_due", e))?;
                 min.map(crate::from_ms).transpose()
             }
+
+            async fn installation_id(&self) -> leasehold_core::Result<std::sync::Arc<str>> {
+                // The first instance to ask creates it; every later one (in any process) reads it.
+                sqlx::query(
+                    "INSERT INTO leasehold_meta (key, value) VALUES ('installation_id', $1) \
+                     ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(leasehold_core::new_installation_id())
+                .execute(&self.pool)
+                .await
+                .map_err(|e| crate::map_err("installation_id", e))?;
+                let (id,): (String,) =
+                    sqlx::query_as("SELECT value FROM leasehold_meta WHERE key = 'installation_id'")
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(|e| crate::map_err("installation_id", e))?;
+                leasehold_core::check_installation_id(&id)
+                    .map_err(|_| crate::corrupt(format!("installation id {:?} is malformed", id.escape_debug().to_string())))?;
+                Ok(id.into())
+            }
         }
 
         impl $store {

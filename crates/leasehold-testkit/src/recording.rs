@@ -247,10 +247,7 @@ impl DynamicSecretProvider for RecordingProvider {
             .live
             .keys()
             .filter(|k| k.starts_with(prefix))
-            .map(|k| ManagedCredential {
-                external: ExternalRef::new(k.clone()),
-                lease_id: None,
-            })
+            .map(|k| ManagedCredential::new(ExternalRef::new(k.clone())))
             .collect())
     }
 }

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod coordination;
 pub mod duration;
 pub mod error;
 pub mod manager;
@@ -17,6 +18,9 @@ pub mod template;
 pub mod watch;
 
 pub use audit::{AuditAction, AuditEvent, AuditSink};
+pub use coordination::{
+    CoordinationStore, GroupClaim, MemberEntry, MemberState, MemoryCoordination, SharedCoordination,
+};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Error, ErrorKind, Result};
 pub use manager::{

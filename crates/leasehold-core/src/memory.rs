@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::coordination::{CoordinationStore, MemoryCoordination};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{LeaseId, LeaseRecord, LeaseState};
 use crate::store::{add_duration, LeaseFilter, LeaseStore};
@@ -31,6 +32,7 @@ use crate::store::{add_duration, LeaseFilter, LeaseStore};
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     installation: Arc<str>,
+    coordination: Arc<MemoryCoordination>,
 }
 
 impl Default for MemoryStore {
@@ -38,6 +40,7 @@ impl Default for MemoryStore {
         MemoryStore {
             inner: Arc::default(),
             installation: crate::store::new_installation_id().into(),
+            coordination: Arc::default(),
         }
     }
 }
@@ -99,6 +102,7 @@ impl MemoryStore {
         Ok(MemoryStore {
             inner: Arc::default(),
             installation: id.into(),
+            coordination: Arc::default(),
         })
     }
 
@@ -259,5 +263,9 @@ impl LeaseStore for MemoryStore {
 
     async fn installation_id(&self) -> Result<Arc<str>> {
         Ok(self.installation.clone())
+    }
+
+    fn coordination(&self) -> Option<Arc<dyn CoordinationStore>> {
+        Some(self.coordination.clone())
     }
 }

@@ -266,6 +266,13 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
         let _ = id;
         Ok(false)
     }
+
+    /// Where instances sharing this store coordinate group-membership changes (see
+    /// [`CoordinationStore`](crate::CoordinationStore)). `None` (the default): the store cannot,
+    /// and each process batches only its own changes.
+    fn coordination(&self) -> Option<Arc<dyn crate::CoordinationStore>> {
+        None
+    }
 }
 
 /// `now + d`, saturating far in the future instead of overflowing.

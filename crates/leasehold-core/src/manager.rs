@@ -286,7 +286,7 @@ struct SecretEntry {
     in_flight: AtomicU64,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     store: Arc<dyn LeaseStore>,
     secrets: RwLock<HashMap<String, Arc<SecretEntry>>>,
     config: ManagerConfig,
@@ -300,6 +300,8 @@ struct Inner {
     /// when the worker would look at the lease in time anyway.
     planned_wake_ms: AtomicI64,
     stop: watch::Sender<bool>,
+    /// Running watches, ended (and their credentials revoked) by `shutdown`.
+    pub(crate) watches: std::sync::Mutex<crate::watch::WatchRegistry>,
 }
 
 /// Stops the worker when the last user-facing handle is dropped.
@@ -479,6 +481,7 @@ impl LeaseManagerBuilder {
             wake: Notify::new(),
             planned_wake_ms: AtomicI64::new(i64::MAX),
             stop,
+            watches: std::sync::Mutex::default(),
         });
         let manager = LeaseManager {
             guard: Arc::new(StopOnDrop {
@@ -1059,8 +1062,14 @@ impl LeaseManager {
         Ok(report)
     }
 
-    /// Stops the worker and waits for it; leases stay in the store for the next start.
+    /// Ends every [`CredentialWatch`](crate::CredentialWatch) of this manager — revoking what
+    /// each issued, bounded by `revoke_timeout` — then stops the worker and waits for it.
+    /// Other leases stay in the store for the next start (or another instance's worker).
+    ///
+    /// The right last line of a service's `main`: a watch dropped without it may not live to
+    /// revoke its credential when the runtime ends.
     pub async fn shutdown(&self) {
+        crate::watch::end_all(&self.inner.watches, self.inner.config.revoke_timeout).await;
         self.inner.stop.send_replace(true);
         self.inner.wake.notify_one();
         let handle = self
@@ -1074,9 +1083,38 @@ impl LeaseManager {
         }
     }
 
+    /// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM, then [`shutdown`](Self::shutdown)s:
+    /// the exit path of a service in one line.
+    ///
+    /// ```no_run
+    /// # async fn f(manager: leasehold_core::LeaseManager) -> std::io::Result<()> {
+    /// // ... spawn the service's work, holding watches of `manager` ...
+    /// manager.shutdown_on_signal().await?; // revokes every watched credential, then returns
+    /// # Ok(()) }
+    /// ```
+    pub async fn shutdown_on_signal(&self) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r?,
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await?;
+        self.shutdown().await;
+        Ok(())
+    }
+
     /// Wakes the worker now (it looks at the store again).
     pub fn wake_worker(&self) {
         self.inner.wake.notify_one();
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 }
 

@@ -3,9 +3,20 @@
 //! `manager.watch(secret, request, options)` issues a lease and then, in the background,
 //! renews it before it expires; when renewal is capped by the max TTL or refused, it issues a
 //! **new** credential ahead of time, publishes it, and revokes the old one after a grace
-//! period so in-flight work can finish. Closing (or dropping) the watch revokes everything it
-//! issued.
+//! period so in-flight work can finish.
+//!
+//! # Ending a watch
+//!
+//! Everything a watch issued is revoked when it ends, which happens on the first of:
+//! [`CredentialWatch::close`]; [`LeaseManager::shutdown`] (which ends every watch of that
+//! manager, bounded by the manager's `revoke_timeout`, before it returns); or the moment the
+//! watch **and every receiver from [`CredentialWatch::subscribe`]** are dropped — a receiver
+//! keeps its watch alive, so `manager.watch(..).await?.subscribe()` is a working pattern.
+//! Revocation after a drop runs on the runtime in the background; a process that returns from
+//! `main` right after a drop may not live to finish it, so end `main` with
+//! `manager.shutdown().await` (or [`LeaseManager::shutdown_on_signal`]).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,8 +165,64 @@ pub enum WatchEvent {
 pub struct CredentialWatch {
     rx: watch::Receiver<Arc<IssuedLease>>,
     events: broadcast::Sender<WatchEvent>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<()>>>,
+    id: u64,
+    manager: LeaseManager,
+}
+
+/// The manager's running watches: what [`LeaseManager::shutdown`] ends.
+#[derive(Default)]
+pub(crate) struct WatchRegistry {
+    next: u64,
+    closed: bool,
+    live: HashMap<u64, WatchSlot>,
+}
+
+struct WatchSlot {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl WatchRegistry {
+    /// Stops taking new watches and hands out every running one's stop signal and task.
+    fn close_all(&mut self) -> Vec<WatchSlot> {
+        self.closed = true;
+        self.live.drain().map(|(_, slot)| slot).collect()
+    }
+}
+
+/// Ends every running watch of the manager, revoking what each issued, within `bound`.
+pub(crate) async fn end_all(registry: &std::sync::Mutex<WatchRegistry>, bound: Duration) {
+    let slots = registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .close_all();
+    if slots.is_empty() {
+        return;
+    }
+    let tasks: Vec<_> = slots
+        .into_iter()
+        .map(|slot| {
+            let _ = slot.stop.send(());
+            slot.task
+        })
+        .collect();
+    let n = tasks.len();
+    match tokio::time::timeout(bound, futures::future::join_all(tasks)).await {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "a watch could not revoke all it issued at shutdown; the leases stay in the store for the worker")
+                    }
+                    Err(_) => tracing::warn!("a watch task failed at shutdown"),
+                }
+            }
+        }
+        Err(_) => {
+            tracing::warn!(watches = n, "watches did not finish revoking within the shutdown bound; their leases stay in the store")
+        }
+    }
 }
 
 impl fmt::Debug for CredentialWatch {
@@ -172,7 +239,9 @@ impl CredentialWatch {
         self.rx.borrow().clone()
     }
 
-    /// A receiver that is notified whenever the credential is replaced.
+    /// A receiver that is notified whenever the credential is replaced. It keeps the watch
+    /// running: the watch ends (and revokes) only when it and every such receiver are gone,
+    /// or on [`close`](Self::close) / [`LeaseManager::shutdown`].
     pub fn subscribe(&self) -> watch::Receiver<Arc<IssuedLease>> {
         let mut rx = self.rx.clone();
         rx.mark_unchanged();
@@ -184,31 +253,24 @@ impl CredentialWatch {
         self.events.subscribe()
     }
 
-    /// Stops refreshing and revokes every lease this watch issued. Returns the first
-    /// revocation error, if any (the manager keeps retrying those leases).
-    pub async fn close(mut self) -> Result<()> {
-        self.shutdown().await
-    }
-
-    async fn shutdown(&mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => task
-                .await
-                .map_err(|_| Error::unexpected("the watch task panicked"))?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for CredentialWatch {
-    fn drop(&mut self) {
-        // The task revokes everything when told to stop; it runs on without us.
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    /// Stops refreshing and revokes every lease this watch issued, even while receivers from
+    /// [`subscribe`](Self::subscribe) are alive (they keep the last credential, revoked).
+    /// Returns the first revocation error, if any (the manager keeps retrying those leases).
+    pub async fn close(self) -> Result<()> {
+        let slot = self
+            .manager
+            .inner()
+            .watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .live
+            .remove(&self.id);
+        // None: the manager's shutdown already ended it.
+        let Some(slot) = slot else { return Ok(()) };
+        let _ = slot.stop.send(());
+        slot.task
+            .await
+            .map_err(|_| Error::unexpected("the watch task panicked"))?
     }
 }
 
@@ -230,12 +292,41 @@ impl LeaseManager {
         options: WatchOptions,
     ) -> Result<CredentialWatch> {
         options.validate()?;
+        let shut = || {
+            Error::new(
+                ErrorKind::Shutdown,
+                "the manager is shut down: it starts no new watch",
+            )
+        };
+        if self
+            .inner()
+            .watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed
+        {
+            return Err(shut());
+        }
         let first = self.issue(secret, request.clone()).await?;
         let (tx, rx) = watch::channel(Arc::new(first));
         let (events, _) = broadcast::channel(64);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let mut registry = self
+            .inner()
+            .watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if registry.closed {
+            // Shut down while the first credential was issued: it goes at once.
+            drop(registry);
+            let _ = self.revoke(&tx.borrow().lease_id.clone()).await;
+            return Err(shut());
+        }
+        registry.next += 1;
+        let id = registry.next;
         let task = tokio::spawn(run_watch(
             self.clone(),
+            id,
             secret.to_string(),
             request,
             options,
@@ -243,17 +334,27 @@ impl LeaseManager {
             events.clone(),
             stop_rx,
         ));
+        registry.live.insert(
+            id,
+            WatchSlot {
+                stop: stop_tx,
+                task,
+            },
+        );
+        drop(registry);
         Ok(CredentialWatch {
             rx,
             events,
-            stop: Some(stop_tx),
-            task: Some(task),
+            id,
+            manager: self.clone(),
         })
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_watch(
     manager: LeaseManager,
+    id: u64,
     secret: String,
     request: IssueRequest,
     options: WatchOptions,
@@ -284,6 +385,8 @@ async fn run_watch(
         let sleep = tokio::time::sleep(to_std(wake_at - now));
         tokio::select! {
             _ = &mut stop => break,
+            // The watch and every subscribed receiver are gone: nobody uses the credential.
+            _ = tx.closed() => break,
             _ = sleep => {}
         }
 
@@ -293,13 +396,12 @@ async fn run_watch(
         retired = keep;
         for r in due {
             match manager.revoke(&r.lease_id).await {
+                // Also when it was already gone (expired and revoked by the worker).
                 Ok(()) => {
                     let _ = events.send(WatchEvent::RetiredRevoked {
                         lease_id: r.lease_id,
                     });
                 }
-                // Already gone (expired and revoked by the worker): fine.
-                Err(e) if e.kind() == ErrorKind::LeaseNotFound => {}
                 Err(e) => {
                     // The manager has scheduled it for retry; it is no longer ours to track.
                     tracing::warn!(lease_id = %r.lease_id, error = %e, "could not revoke a replaced credential; the manager will retry");
@@ -421,14 +523,13 @@ async fn run_watch(
     // Stopped: revoke everything this watch issued.
     let mut first_err = None;
     let current = tx.borrow().lease_id.clone();
-    for id in retired
+    for lease_id in retired
         .into_iter()
         .map(|r| r.lease_id)
         .chain(std::iter::once(current))
     {
-        match manager.revoke(&id).await {
+        match manager.revoke(&lease_id).await {
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::LeaseNotFound => {}
             Err(e) => {
                 if first_err.is_none() {
                     first_err = Some(e);
@@ -436,6 +537,13 @@ async fn run_watch(
             }
         }
     }
+    manager
+        .inner()
+        .watches
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .live
+        .remove(&id);
     first_err.map_or(Ok(()), Err)
 }
 

@@ -853,6 +853,75 @@ mod watching {
     use leasehold_core::{WatchEvent, WatchOptions};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_revokes_every_watched_credential_before_it_returns() {
+        let store = MemoryStore::new();
+        let provider = RecordingProvider::new();
+        let m = manager(
+            &store,
+            vec![secret("w", Arc::new(provider.clone()), 60, 600)],
+        )
+        .await;
+        let kept = m
+            .watch("w", IssueRequest::new(), WatchOptions::default())
+            .await
+            .unwrap();
+        // A watch dropped without close, and one only kept through a receiver.
+        let dropped = m
+            .watch("w", IssueRequest::new(), WatchOptions::default())
+            .await
+            .unwrap();
+        let rx = m
+            .watch("w", IssueRequest::new(), WatchOptions::default())
+            .await
+            .unwrap()
+            .subscribe();
+        drop(dropped);
+        m.shutdown().await;
+        assert_eq!(
+            provider.live_count(),
+            0,
+            "shutdown revoked every watch's credential"
+        );
+        assert!(store.is_empty());
+        assert!(!provider.authenticates(&rx.borrow().credentials));
+        // close() after shutdown is a no-op, and no new watch starts.
+        kept.close().await.unwrap();
+        let e = m
+            .watch("w", IssueRequest::new(), WatchOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Shutdown);
+        assert_eq!(provider.live_count(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receiver_from_subscribe_keeps_its_watch_alive() {
+        let store = MemoryStore::new();
+        let provider = RecordingProvider::new();
+        let m = manager(
+            &store,
+            vec![secret("w", Arc::new(provider.clone()), 60, 600)],
+        )
+        .await;
+        // The watch itself is a temporary: only the receiver is kept.
+        let rx = m
+            .watch("w", IssueRequest::new(), WatchOptions::default())
+            .await
+            .unwrap()
+            .subscribe();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            provider.authenticates(&rx.borrow().credentials),
+            "the credential stays live while a receiver holds the watch"
+        );
+        drop(rx);
+        assert!(
+            eventually(Duration::from_secs(5), || provider.live_count() == 0).await,
+            "dropping the last receiver ends the watch and revokes"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_watched_credential_renews_rotates_and_is_revoked_on_close() {
         let store = MemoryStore::new();
         let provider = RecordingProvider::new();

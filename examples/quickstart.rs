@@ -139,6 +139,9 @@ async fn run() -> Result<(), String> {
         Ok(_) => return Err("the connection opened before revoke still works".into()),
         Err(e) => detail("open connection", &format!("closed by the server ({e})")),
     }
+    // The exit path of every service: shutdown revokes whatever watches of this manager still
+    // hold (bounded in time) and stops the expiry worker. A long-running service ends `main`
+    // with `manager.shutdown_on_signal().await` instead (SIGINT/SIGTERM, then the same).
     manager.shutdown().await;
     println!("\ndone: the credential existed only while its lease did.");
     Ok(())

@@ -96,6 +96,16 @@ impl RetryPolicy {
 }
 
 /// Settings of a [`LeaseManager`].
+///
+/// ```
+/// use std::time::Duration;
+/// use leasehold_core::ManagerConfig;
+///
+/// let config = ManagerConfig::default()
+///     .claim_hold(Duration::from_secs(30))
+///     .revoke_concurrency(8);
+/// assert_eq!(config.claim_hold, Duration::from_secs(30));
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ManagerConfig {
@@ -122,6 +132,42 @@ pub struct ManagerConfig {
     pub create_grace: Duration,
     /// Whether to run the expiry worker (default true).
     pub run_worker: bool,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl ManagerConfig {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$name = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Sets [`revoke_concurrency`](Self::revoke_concurrency).
+    revoke_concurrency: usize;
+    /// Sets [`claim_batch`](Self::claim_batch).
+    claim_batch: usize;
+    /// Sets [`claim_hold`](Self::claim_hold).
+    claim_hold: Duration;
+    /// Sets [`issue_timeout`](Self::issue_timeout).
+    issue_timeout: Duration;
+    /// Sets [`revoke_timeout`](Self::revoke_timeout).
+    revoke_timeout: Duration;
+    /// Sets [`max_idle`](Self::max_idle).
+    max_idle: Duration;
+    /// Sets [`retry`](Self::retry).
+    retry: RetryPolicy;
+    /// Sets [`create_grace`](Self::create_grace).
+    create_grace: Duration;
+    /// Sets [`run_worker`](Self::run_worker).
+    run_worker: bool;
 }
 
 impl Default for ManagerConfig {

@@ -482,6 +482,9 @@ pub async fn manager(
     if let Some(d) = m.create_grace {
         mc.create_grace = d;
     }
+    if let Some(d) = m.claim_hold {
+        mc.claim_hold = d;
+    }
     let mut retry = RetryPolicy::default();
     if let Some(d) = m.retry_initial_delay {
         retry = RetryPolicy::new(d, retry.max_attempts).max_delay(retry.max_delay.max(d));

@@ -5,16 +5,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use leasehold_core::{
     format_duration, parse_duration, AuditEvent, AuditSink, Error, ErrorKind, IssueRequest,
-    LeaseFilter, LeaseId, LeaseManager, LeaseRecord, LeaseState,
+    IssuedLease, LeaseFilter, LeaseId, LeaseManager, LeaseRecord, LeaseState,
 };
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use crate::build::{self, Mode};
-use crate::config::{self, is_usage_error, Config};
-use crate::output::{self, error_json, record_json, time};
+use crate::config::{self, is_usage_error, shown_path, Config};
+use crate::output::{self, error_json, escape, record_json, time};
 use crate::{Command, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 /// A failure that ends the command: its exit code and one line for stderr.
@@ -78,7 +78,25 @@ impl Out {
 /// Runs one command; returns the exit code.
 pub async fn run(config_path: PathBuf, json: bool, command: Command) -> u8 {
     let out = Out { json };
-    match dispatch(&config_path, &out, command).await {
+    // Before anything slow (reading the config, opening the store, building providers): from
+    // here on a SIGINT or SIGTERM is an event these commands handle, never the default action
+    // that would kill the process mid-way (a worker mid-revocation, an ephemeral credential
+    // left behind).
+    let signals = match &command {
+        Command::Run => Some(Signals::install(false)),
+        Command::Issue {
+            ephemeral: true, ..
+        } => Some(Signals::install(true)),
+        _ => None,
+    };
+    let signals = match signals.transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("leasehold: cannot install the signal handlers: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    match dispatch(&config_path, &out, command, signals).await {
         Ok(code) => code,
         Err(f) => {
             eprintln!("leasehold: {}", f.line);
@@ -94,9 +112,12 @@ fn load_config(path: &Path) -> Result<Config, Fail> {
 /// A build error is a configuration error when it is the caller's; either way it names the
 /// secret and the file.
 fn build_fail(path: &Path, e: Error) -> Fail {
+    let shown = shown_path(path);
+    // The context may hold the name escaped already (the library escapes what it quotes);
+    // quoting it here with `{:?}` would escape the backslashes a second time.
     let where_ = match e.context("secret") {
-        Some(s) => format!("{}: secrets ({s:?}): ", path.display()),
-        None => format!("{}: ", path.display()),
+        Some(s) => format!("{shown}: secrets (\"{}\"): ", escape(s)),
+        None => format!("{shown}: "),
     };
     if is_usage_error(e.kind()) {
         let mut msg = e.message().to_string();
@@ -139,11 +160,60 @@ fn lease_id(s: &str) -> Result<LeaseId, Fail> {
     s.parse::<LeaseId>().map_err(Fail::from)
 }
 
+/// The longest identity, in characters.
+const MAX_IDENTITY_CHARS: usize = 256;
+/// The longest identity the library stores, in bytes of UTF-8.
+const MAX_IDENTITY_BYTES: usize = 256;
+
+/// Refuses an identity that is empty, too long, or holds a character that changes how the text
+/// around it is shown (control characters, bidi overrides and isolates, zero-width characters):
+/// it ends up in audit lines, tables and templates that people read.
+fn check_identity(id: &str) -> Result<(), Fail> {
+    let chars = id.chars().count();
+    if chars == 0 {
+        return Err(Fail::usage("identity: must not be empty"));
+    }
+    if let Some((i, c)) = id.chars().enumerate().find(|(_, c)| output::is_invisible(*c)) {
+        return Err(Fail::usage(format!(
+            "identity: character {} is U+{:04X}, a control or invisible formatting character \
+             (bidi override, zero-width, ...); an identity must be plain visible text",
+            i + 1,
+            c as u32
+        )));
+    }
+    if chars > MAX_IDENTITY_CHARS {
+        return Err(Fail::usage(format!(
+            "identity: {chars} characters; at most {MAX_IDENTITY_CHARS}"
+        )));
+    }
+    if id.len() > MAX_IDENTITY_BYTES {
+        return Err(Fail::usage(format!(
+            "identity: {chars} characters take {} bytes in UTF-8; the store keeps at most \
+             {MAX_IDENTITY_BYTES} bytes",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the store at `url` lives only as long as this process.
+fn store_is_process_local(url: &str) -> bool {
+    let url = url.trim();
+    url == "memory"
+        || (url.starts_with("sqlite:")
+            && (url.contains(":memory:") || url.contains("mode=memory")))
+}
+
 fn cli_duration(flag: &str, s: &str) -> Result<Duration, Fail> {
     parse_duration(flag, s).map_err(|e| Fail::usage(one_line(e.message())))
 }
 
-async fn dispatch(path: &Path, out: &Out, command: Command) -> Result<u8, Fail> {
+async fn dispatch(
+    path: &Path,
+    out: &Out,
+    command: Command,
+    signals: Option<Signals>,
+) -> Result<u8, Fail> {
     let config = load_config(path)?;
     match command {
         Command::Secrets => secrets(path, &config, out).await,
@@ -153,30 +223,23 @@ async fn dispatch(path: &Path, out: &Out, command: Command) -> Result<u8, Fail> 
             ttl,
             identity,
             no_wait,
+            ephemeral,
         } => {
-            known_secret(&config, &name)?;
-            let mut req = IssueRequest::new().wait(!no_wait);
-            if let Some(t) = ttl {
-                req = req.ttl(cli_duration("--ttl", &t)?);
-            }
-            if let Some(i) = identity {
-                req = req.identity(i);
-            }
-            // Refused before the store is opened.
-            req.check()?;
-            let m = manager(path, &config, Mode::OneShot).await?;
-            let lease = m.issue(&name, req).await?;
-            out.emit(&output::issued_json(&lease), |w| {
-                output::write_kv(w, &output::issued_rows(&lease))?;
-                if !lease.live() {
-                    writeln!(
-                        w,
-                        "\nnote: the credential is not confirmed live yet; it may take a moment"
-                    )?;
+            let args = IssueArgs {
+                name,
+                ttl,
+                identity,
+                no_wait,
+            };
+            match signals.filter(|_| ephemeral) {
+                Some(signals) => issue_ephemeral(path, &config, out, args, signals).await,
+                None => {
+                    let (m, req) = prepare_issue(path, &config, &args, false).await?;
+                    let lease = m.issue(&args.name, req).await?;
+                    print_issued(out, &lease);
+                    Ok(EXIT_OK)
                 }
-                Ok(())
-            });
-            Ok(EXIT_OK)
+            }
         }
         Command::Renew {
             lease_id: id,
@@ -201,28 +264,262 @@ async fn dispatch(path: &Path, out: &Out, command: Command) -> Result<u8, Fail> 
         Command::Lookup { lease_id: id } => {
             let id = lease_id(&id)?;
             let m = manager(path, &config, Mode::OneShot).await?;
-            let lease = m.lookup(&id).await?;
-            out.emit(&record_json(&lease), |w| {
-                output::write_kv(w, &output::record_rows(&lease))
+            let lease = m.lookup(&id).await.map_err(|e| {
+                let mut f = Fail::from_error(&e);
+                if e.kind() == ErrorKind::Store {
+                    f.line.push_str(
+                        " (a damaged row? `list` shows it; `revoke --force ID` removes it)",
+                    );
+                }
+                f
+            })?;
+            let mut v = record_json(&lease);
+            v["installation"] = Value::String(m.installation_id().to_string());
+            out.emit(&v, |w| {
+                let mut rows = output::record_rows(&lease);
+                rows.push(("installation".into(), m.installation_id().to_string()));
+                output::write_kv(w, &rows)
             });
             Ok(EXIT_OK)
         }
         Command::List { secret, state } => {
+            if let Some(s) = &secret {
+                known_secret(&config, s)?;
+            }
             let mut filter = match &secret {
                 Some(s) => LeaseFilter::secret(s),
                 None => LeaseFilter::all(),
             };
-            if let Some(s) = state {
-                filter = filter.state(s.parse::<LeaseState>()?);
+            // `damaged` is not a lease state: it lists only the rows the store cannot read.
+            let only_damaged = state.as_deref() == Some("damaged");
+            if let Some(s) = state.filter(|_| !only_damaged) {
+                filter = filter.state(s.parse::<LeaseState>().map_err(|e| {
+                    Fail::usage(format!(
+                        "{} (or \"damaged\")",
+                        one_line(&e.to_string())
+                    ))
+                })?);
             }
+            let with_damaged = only_damaged || filter.states.is_empty();
             let m = manager(path, &config, Mode::OneShot).await?;
-            let leases = list_all(&m, filter).await?;
-            let v = Value::Array(leases.iter().map(record_json).collect());
-            out.emit(&v, |w| output::write_records(w, &leases));
+            let leases = if only_damaged {
+                Vec::new()
+            } else {
+                list_all(&m, filter).await?
+            };
+            let damaged: Vec<_> = if with_damaged {
+                m.damaged()
+                    .await?
+                    .into_iter()
+                    .filter(|d| secret.is_none() || d.secret == secret)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let v = Value::Array(
+                leases
+                    .iter()
+                    .map(record_json)
+                    .chain(damaged.iter().map(output::damaged_json))
+                    .collect(),
+            );
+            out.emit(&v, |w| output::write_records(w, &leases, &damaged));
             Ok(EXIT_OK)
         }
-        Command::Run => run_worker(path, &config, out).await,
+        Command::Run => match signals {
+            Some(signals) => run_worker(path, &config, out, signals).await,
+            None => Err(Fail {
+                code: EXIT_FAILED,
+                line: "run: the signal handlers are not installed".into(),
+            }),
+        },
         Command::Reconcile { apply, secret } => reconcile(path, &config, out, apply, secret).await,
+    }
+}
+
+/// What `issue` was asked for.
+struct IssueArgs {
+    name: String,
+    ttl: Option<String>,
+    identity: Option<String>,
+    no_wait: bool,
+}
+
+/// Checks the request (before the store is opened) and builds the manager. Refuses a revocable
+/// secret on a store that dies with this process unless `ephemeral`: the lease record would go
+/// at exit, the credential would stay, and nothing would ever revoke it.
+async fn prepare_issue(
+    path: &Path,
+    config: &Config,
+    args: &IssueArgs,
+    ephemeral: bool,
+) -> Result<(LeaseManager, IssueRequest), Fail> {
+    known_secret(config, &args.name)?;
+    let mut req = IssueRequest::new().wait(!args.no_wait);
+    if let Some(t) = &args.ttl {
+        req = req.ttl(cli_duration("--ttl", t)?);
+    }
+    if let Some(i) = &args.identity {
+        check_identity(i)?;
+        req = req.identity(i);
+    }
+    req.check()?;
+    if !ephemeral && store_is_process_local(&config.store.url) {
+        if let Some(s) = config.secrets.iter().find(|s| s.name == args.name) {
+            let secret = build::secret(s)
+                .await
+                .map_err(|e| build_fail(path, e.with_context("secret", &s.name)))?;
+            if secret.provider().capabilities().revocable {
+                return Err(Fail::usage(format!(
+                    "issue {}: store.url {:?} keeps leases only while this process runs, so the \
+                     credential would outlive the only record of it and never be revoked; use a \
+                     durable store (sqlite://PATH, postgres://...), or pass --ephemeral to revoke \
+                     it when this command exits",
+                    args.name,
+                    escape(config.store.url.trim())
+                )));
+            }
+        }
+    }
+    let m = manager(path, config, Mode::OneShot).await?;
+    Ok((m, req))
+}
+
+fn print_issued(out: &Out, lease: &IssuedLease) {
+    out.emit(&output::issued_json(lease), |w| {
+        output::write_kv(w, &output::issued_rows(lease))?;
+        if !lease.live() {
+            writeln!(
+                w,
+                "\nnote: the credential is not confirmed live yet; it may take a moment"
+            )?;
+        }
+        Ok(())
+    });
+}
+
+/// `issue --ephemeral`: issue, print, hold until a signal, end of stdin or expiry, revoke.
+async fn issue_ephemeral(
+    path: &Path,
+    config: &Config,
+    out: &Out,
+    args: IssueArgs,
+    mut signals: Signals,
+) -> Result<u8, Fail> {
+    let process_local = store_is_process_local(&config.store.url);
+    let (m, req) = tokio::select! {
+        biased;
+        s = signals.recv() => {
+            return Err(Fail { code: EXIT_FAILED, line: format!("{s} received; nothing was issued") });
+        }
+        r = prepare_issue(path, config, &args, true) => r?,
+    };
+    // An issue is not cut short: a credential may exist by the time a signal comes, and only
+    // the finished issue knows its lease. A signal meanwhile revokes it as soon as it is made.
+    let mut stopped: Option<&'static str> = None;
+    let issued = {
+        let issuing = m.issue(&args.name, req);
+        tokio::pin!(issuing);
+        loop {
+            tokio::select! {
+                r = &mut issuing => break r,
+                s = signals.recv(), if stopped.is_none() => stopped = Some(s),
+            }
+        }
+    };
+    let lease = match issued {
+        Ok(l) => l,
+        Err(e) => {
+            if process_local {
+                // What a failed issue left (a record awaiting cleanup) dies with the store:
+                // clean it up now.
+                revoke_leftovers(&m, &args.name).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let reason = match stopped {
+        Some(s) => s,
+        None => {
+            print_issued(out, &lease);
+            eprintln!(
+                "leasehold: holding lease {} until SIGINT, SIGTERM or SIGHUP, end of stdin, or its expiry at {}; then it is revoked",
+                lease.lease_id,
+                time(lease.expires_at)
+            );
+            hold(&mut signals, lease.expires_at).await
+        }
+    };
+    match m.revoke(&lease.lease_id).await {
+        Ok(()) if stopped.is_some() => Err(Fail {
+            code: EXIT_FAILED,
+            line: format!(
+                "{reason} received while issuing; revoked lease {} without printing its credential",
+                lease.lease_id
+            ),
+        }),
+        Ok(()) => {
+            eprintln!("leasehold: {reason}: revoked lease {}", lease.lease_id);
+            Ok(EXIT_OK)
+        }
+        Err(e) => Err(Fail {
+            code: EXIT_FAILED,
+            line: format!(
+                "{reason}: could not revoke lease {}: {}; {}",
+                lease.lease_id,
+                one_line(&e.to_string()),
+                if process_local {
+                    format!(
+                        "the credential {:?} may survive: remove it by hand",
+                        escape(lease.credentials.principal())
+                    )
+                } else {
+                    "it stays in the store and `leasehold run` retries".to_string()
+                }
+            ),
+        }),
+    }
+}
+
+/// Waits for a signal, end of stdin, or `expires_at`; says which.
+async fn hold(signals: &mut Signals, expires_at: DateTime<Utc>) -> &'static str {
+    let left = (expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    tokio::select! {
+        s = signals.recv() => s,
+        _ = stdin_closed() => "end of stdin",
+        _ = tokio::time::sleep(left) => "the lease expired",
+    }
+}
+
+/// Resolves when stdin reaches end of file (or cannot be read).
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// Revokes what a store that dies with this process still holds for `secret`, bounded.
+async fn revoke_leftovers(m: &LeaseManager, secret: &str) {
+    match tokio::time::timeout(Duration::from_secs(60), m.revoke_secret(secret)).await {
+        Ok(Ok(s)) if s.failed.is_empty() => {}
+        Ok(Ok(s)) => {
+            for (id, e) in s.failed {
+                eprintln!(
+                    "leasehold: could not clean up lease {id} of the failed issue: {}",
+                    one_line(&e.to_string())
+                );
+            }
+        }
+        Ok(Err(e)) => eprintln!(
+            "leasehold: could not clean up after the failed issue: {}",
+            one_line(&e.to_string())
+        ),
+        Err(_) => eprintln!("leasehold: cleaning up after the failed issue took too long"),
     }
 }
 
@@ -267,6 +564,25 @@ async fn secrets(path: &Path, config: &Config, out: &Out) -> Result<u8, Fail> {
             caps.revocable.to_string(),
         ]);
     }
+    // The store's installation id: the mark on every credential these secrets create. A store
+    // that cannot be opened does not hide the configured secrets.
+    let installation = match build::store(&config.store.url).await {
+        Ok(store) => store.installation_id().await,
+        Err(e) => Err(e),
+    };
+    let installation = match installation {
+        Ok(id) => Some(id),
+        Err(e) => {
+            eprintln!(
+                "leasehold: the installation id is unknown: the store failed: {}",
+                one_line(&e.to_string())
+            );
+            None
+        }
+    };
+    for item in &mut items {
+        item["installation"] = json!(installation);
+    }
     out.emit(&Value::Array(items), |w| {
         output::write_table(
             w,
@@ -279,6 +595,11 @@ async fn secrets(path: &Path, config: &Config, out: &Out) -> Result<u8, Fail> {
                 "REVOCABLE",
             ],
             &rows,
+        )?;
+        writeln!(
+            w,
+            "\ninstallation {} (the store's id; every credential carries it)",
+            installation.as_deref().unwrap_or("unknown")
         )
     });
     Ok(EXIT_OK)
@@ -381,16 +702,25 @@ async fn revoke(
     secret: Option<String>,
     force: bool,
 ) -> Result<u8, Fail> {
-    let ids: Vec<LeaseId> = lease_ids
-        .iter()
-        .map(|s| lease_id(s))
-        .collect::<Result<_, _>>()?;
+    // Checked before the store is opened. With --force an id that is not a well-formed lease id
+    // may still be the id of a damaged row as stored; it is looked up there.
+    let mut ids: Vec<(String, Option<LeaseId>)> = Vec::with_capacity(lease_ids.len());
+    for raw in lease_ids {
+        match raw.parse::<LeaseId>() {
+            Ok(id) => ids.push((raw, Some(id))),
+            Err(_) if force => ids.push((raw, None)),
+            Err(e) => return Err(e.into()),
+        }
+    }
     if let Some(s) = &secret {
         known_secret(config, s)?;
     }
     let m = manager(path, config, Mode::OneShot).await?;
     let mut revoked: Vec<Value> = Vec::new();
     let mut revoked_count = 0usize;
+    let mut gone: Vec<LeaseId> = Vec::new();
+    let mut damaged_removed: Vec<String> = Vec::new();
+    let mut malformed: Vec<(String, Error)> = Vec::new();
     let mut failed: Vec<(LeaseId, Error)> = Vec::new();
     match &secret {
         Some(s) => {
@@ -404,12 +734,38 @@ async fn revoke(
             failed = summary.failed;
         }
         None => {
-            for id in ids {
-                match m.revoke(&id).await {
-                    Ok(()) => {
-                        revoked_count += 1;
-                        revoked.push(Value::String(id.to_string()));
+            for (raw, id) in ids {
+                let Some(id) = id else {
+                    // --force with an id that only a damaged row can have.
+                    if m.forget_damaged(&raw).await? {
+                        damaged_removed.push(raw);
+                    } else {
+                        let e = raw.parse::<LeaseId>().expect_err("refused above");
+                        malformed.push((raw, e));
                     }
+                    continue;
+                };
+                match m.lookup(&id).await {
+                    Ok(_) => match m.revoke(&id).await {
+                        Ok(()) => {
+                            revoked_count += 1;
+                            revoked.push(Value::String(id.to_string()));
+                        }
+                        Err(e) => failed.push((id, e)),
+                    },
+                    // No healthy lease has this id: with --force, a damaged row may.
+                    Err(e) if force && matches!(e.kind(), ErrorKind::LeaseNotFound | ErrorKind::Store) => {
+                        if m.forget_damaged(id.as_str()).await? {
+                            damaged_removed.push(id.to_string());
+                        } else if e.kind() == ErrorKind::LeaseNotFound {
+                            gone.push(id);
+                        } else {
+                            failed.push((id, e));
+                        }
+                    }
+                    // Revoking is idempotent: a lease that is gone was revoked (or never
+                    // existed; the store keeps no record of revoked leases).
+                    Err(e) if e.kind() == ErrorKind::LeaseNotFound => gone.push(id),
                     Err(e) => failed.push((id, e)),
                 }
             }
@@ -435,19 +791,38 @@ async fn revoke(
     let v = json!({
         "revoked": revoked_count,
         "revoked_ids": revoked,
+        "already_gone": gone.iter().map(|id| id.as_str()).collect::<Vec<_>>(),
+        "damaged_removed": damaged_removed,
         "forgotten": forgotten.iter().map(|(id, principal, e)| json!({
             "lease_id": id.as_str(), "principal": principal, "revoke_error": error_json(e),
         })).collect::<Vec<_>>(),
         "failed": still_failed.iter().map(|(id, e)| json!({
             "lease_id": id.as_str(), "error": error_json(e),
         })).collect::<Vec<_>>(),
+        "malformed": malformed.iter().map(|(raw, e)| json!({
+            "lease_id": raw, "error": error_json(e),
+        })).collect::<Vec<_>>(),
     });
     out.emit(&v, |w| {
         writeln!(w, "revoked {revoked_count} lease(s)")?;
+        for id in &gone {
+            writeln!(
+                w,
+                "{id}: already gone (revoked before, or never issued); nothing to do"
+            )?;
+        }
+        for id in &damaged_removed {
+            writeln!(
+                w,
+                "removed damaged row {} without revoking; check by hand that its principal is gone",
+                escape(id)
+            )?;
+        }
         for (id, principal, e) in &forgotten {
             writeln!(
                 w,
-                "forgot {id} without revoking it; check that {principal:?} is gone ({})",
+                "forgot {id} without revoking it; check that {:?} is gone ({})",
+                escape(principal),
                 one_line(&e.to_string())
             )?;
         }
@@ -456,11 +831,23 @@ async fn revoke(
         }
         Ok(())
     });
-    if still_failed.is_empty() {
-        Ok(EXIT_OK)
-    } else {
-        Ok(EXIT_FAILED)
+    // Errors go to stderr too, one line each: stdout may be a pipe nobody reads for errors.
+    for (id, e) in &still_failed {
+        eprintln!(
+            "leasehold: revoke {id} failed: {}",
+            one_line(&e.to_string())
+        );
     }
+    for (_, e) in &malformed {
+        eprintln!("leasehold: {}", one_line(&e.to_string()));
+    }
+    Ok(if !malformed.is_empty() {
+        EXIT_USAGE
+    } else if !still_failed.is_empty() {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
 }
 
 async fn reconcile(
@@ -474,8 +861,10 @@ async fn reconcile(
         known_secret(config, s)?;
     }
     let m = manager(path, config, Mode::OneShot).await?;
+    let installation = m.installation_id().to_string();
     let mut items = Vec::new();
     let mut rows = Vec::new();
+    let mut foreign_lines = Vec::new();
     let mut failed = false;
     for name in m.secrets() {
         if only.as_ref().is_some_and(|o| *o != name) {
@@ -486,10 +875,15 @@ async fn reconcile(
             .map(|s| s.provider().capabilities().lists_managed)
             .unwrap_or(false);
         if !lists {
-            items.push(json!({ "secret": name, "skipped": "the provider cannot list its users" }));
+            items.push(json!({
+                "secret": name,
+                "installation": installation,
+                "skipped": "the provider cannot list its users",
+            }));
             rows.push(vec![
                 name,
                 "skipped".into(),
+                "-".into(),
                 "-".into(),
                 "-".into(),
                 "provider cannot list its users".into(),
@@ -504,53 +898,114 @@ async fn reconcile(
                 failed |= !r.errors.is_empty();
                 items.push(json!({
                     "secret": name,
+                    "installation": r.installation,
                     "applied": apply,
                     "found": r.found,
                     "orphans": principals(&r.orphans),
+                    "foreign": principals(&r.foreign),
                     "removed": principals(&r.removed),
                     "errors": r.errors.iter().map(|(c, e)| json!({
                         "principal": c.external.id, "error": error_json(e),
                     })).collect::<Vec<_>>(),
                     "prefix_not_guaranteed": r.prefix_not_guaranteed,
                 }));
+                let detail = if r.orphans.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("orphans: {}", principals(&r.orphans).join(" "))
+                };
+                if !r.foreign.is_empty() {
+                    foreign_lines.push(format!(
+                        "{name}: {}",
+                        principals(&r.foreign).join(" ")
+                    ));
+                }
+                for (c, e) in &r.errors {
+                    foreign_lines.push(format!(
+                        "{name}: FAILED to remove {}: {}",
+                        c.external.id,
+                        one_line(&e.to_string())
+                    ));
+                }
                 rows.push(vec![
                     name,
                     if apply { "applied" } else { "dry run" }.into(),
                     r.found.to_string(),
                     r.orphans.len().to_string(),
-                    principals(&r.orphans).join(" "),
+                    r.foreign.len().to_string(),
+                    detail,
                 ]);
             }
             Err(e) => {
                 failed = true;
+                eprintln!(
+                    "leasehold: reconcile {name} failed: {}",
+                    one_line(&e.to_string())
+                );
                 rows.push(vec![
                     name.clone(),
                     "FAILED".into(),
                     "-".into(),
                     "-".into(),
+                    "-".into(),
                     one_line(&e.to_string()),
                 ]);
-                items.push(json!({ "secret": name, "error": error_json(&e) }));
+                items.push(json!({
+                    "secret": name,
+                    "installation": installation,
+                    "error": error_json(&e),
+                }));
             }
         }
     }
     out.emit(&Value::Array(items), |w| {
-        output::write_table(w, &["SECRET", "MODE", "FOUND", "ORPHANS", "DETAIL"], &rows)?;
+        output::write_table(
+            w,
+            &["SECRET", "MODE", "FOUND", "ORPHANS", "FOREIGN", "DETAIL"],
+            &rows,
+        )?;
+        writeln!(
+            w,
+            "\ninstallation {installation}: only its own users are orphans; users of other installations (foreign) are never removed"
+        )?;
+        for l in &foreign_lines {
+            writeln!(w, "foreign {}", escape(l))?;
+        }
         if !apply {
-            writeln!(w, "\n(dry run: --apply removes the orphans)")?;
+            writeln!(w, "(dry run: --apply removes the orphans)")?;
         }
         Ok(())
     });
     Ok(if failed { EXIT_FAILED } else { EXIT_OK })
 }
 
-/// Sends audit events to the printer task without blocking the manager.
+/// Prints each audit event of `run` on stdout, one line, written and flushed inside `record`:
+/// the manager calls it before it reports the change as done, so a line is never waiting in a
+/// buffer or a channel that a crash or `kill -9` would drop.
 #[derive(Debug)]
-struct ChannelSink(mpsc::UnboundedSender<AuditEvent>);
+struct PrintSink {
+    json: bool,
+}
 
-impl AuditSink for ChannelSink {
-    fn record(&self, event: &AuditEvent) {
-        let _ = self.0.send(event.clone());
+impl AuditSink for PrintSink {
+    fn record(&self, e: &AuditEvent) {
+        let line = if self.json {
+            format!("{}\n", event_json(e))
+        } else {
+            format!(
+                "{}  {:<12}  {}  {}{}\n",
+                time(e.at),
+                e.action.as_str(),
+                escape(e.lease_id.as_ref().map(|l| l.as_str()).unwrap_or(&e.secret)),
+                escape(e.principal.as_deref().unwrap_or("-")),
+                e.error.map(|k| format!("  error: {k}")).unwrap_or_default()
+            )
+        };
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout must not stop the worker; the event is also in the log (tracing).
+        let _ = stdout
+            .write_all(line.as_bytes())
+            .and_then(|()| stdout.flush());
     }
 }
 
@@ -566,70 +1021,100 @@ fn event_json(e: &AuditEvent) -> Value {
     })
 }
 
-/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, so a signal
-/// that arrives after it returns is never the default (fatal) one.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+/// SIGINT and SIGTERM (and SIGHUP when asked for), handled from the moment they are installed:
+/// a signal that arrives later is delivered to [`recv`](Self::recv), even one that arrives
+/// before anyone waits for it, and never takes the default (fatal) action.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        Ok(async move {
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install(hup: bool) -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+                hup: if hup {
+                    Some(signal(SignalKind::hangup())?)
+                } else {
+                    None
+                },
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = hup;
+            Ok(Signals {})
+        }
+    }
+
+    /// The next signal's name.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            let Signals { term, int, hup } = self;
+            let hup = async {
+                match hup {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
+                _ = hup => "SIGHUP",
             }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
+        }
+        #[cfg(not(unix))]
+        {
             let _ = tokio::signal::ctrl_c().await;
             "Ctrl-C"
-        })
+        }
     }
 }
 
-async fn run_worker(path: &Path, config: &Config, out: &Out) -> Result<u8, Fail> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<AuditEvent>();
-    let m = build::manager(config, Mode::Worker, Some(Arc::new(ChannelSink(tx))))
-        .await
-        .map_err(|e| build_fail(path, e))?;
-    let json = out.json;
-    let printer = tokio::spawn(async move {
-        while let Some(e) = rx.recv().await {
-            let mut stdout = std::io::stdout().lock();
-            let _ = if json {
-                writeln!(stdout, "{}", event_json(&e))
-            } else {
-                writeln!(
-                    stdout,
-                    "{}  {:<12}  {}  {}{}",
-                    time(e.at),
-                    e.action.as_str(),
-                    e.lease_id.as_ref().map(|l| l.as_str()).unwrap_or(&e.secret),
-                    e.principal.as_deref().unwrap_or("-"),
-                    e.error.map(|k| format!("  error: {k}")).unwrap_or_default()
-                )
-            };
-            let _ = stdout.flush();
+async fn run_worker(
+    path: &Path,
+    config: &Config,
+    out: &Out,
+    mut signals: Signals,
+) -> Result<u8, Fail> {
+    let sink = Arc::new(PrintSink { json: out.json });
+    // Opening the store and building the providers may take a while (a database that does not
+    // answer): a signal meanwhile stops here, before the worker runs.
+    let m = tokio::select! {
+        biased;
+        s = signals.recv() => {
+            eprintln!("leasehold: {s} received while starting; stopped before the worker ran");
+            return Ok(EXIT_OK);
         }
-    });
-    let stop = shutdown_signal().map_err(|e| Fail {
-        code: EXIT_FAILED,
-        line: format!("cannot install the signal handlers: {e}"),
-    })?;
+        r = build::manager(config, Mode::Worker, Some(sink)) => r.map_err(|e| build_fail(path, e))?,
+    };
+    let stable = config.manager.instance_id.is_some();
     eprintln!(
-        "leasehold: expiry worker running (instance {}, {} secret(s)); SIGINT or SIGTERM stops it",
-        m.instance_id(),
+        "leasehold: expiry worker running (instance {}{}, installation {}, {} secret(s)); SIGINT or SIGTERM stops it",
+        escape(m.instance_id()),
+        if stable {
+            ", stable: claims of its previous run taken back"
+        } else {
+            ", random"
+        },
+        m.installation_id(),
         m.secrets().len()
     );
-    let signal = stop.await;
+    let signal = signals.recv().await;
     eprintln!("leasehold: {signal} received, stopping the worker");
     m.shutdown().await;
-    // Dropping the manager drops the sink's sender; the printer then drains and ends.
     drop(m);
-    let _ = tokio::time::timeout(Duration::from_secs(5), printer).await;
     eprintln!("leasehold: stopped; leases stay in the store for the next start");
     Ok(EXIT_OK)
 }

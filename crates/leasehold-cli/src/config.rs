@@ -61,6 +61,7 @@ struct RawManager {
     issue_timeout: Option<DurationText>,
     revoke_timeout: Option<DurationText>,
     create_grace: Option<DurationText>,
+    claim_hold: Option<DurationText>,
 }
 
 /// Settings of the lease manager, checked.
@@ -82,6 +83,8 @@ pub struct ManagerSettings {
     pub revoke_timeout: Option<Duration>,
     /// Pause before a timed-out create is revoked by name.
     pub create_grace: Option<Duration>,
+    /// How long the worker's claim on a due lease holds.
+    pub claim_hold: Option<Duration>,
 }
 
 /// One `[[secrets]]` entry, checked offline.
@@ -422,14 +425,51 @@ fn key_at(text: &str, pos: usize) -> Option<String> {
     })
 }
 
-/// Reads and checks the file at `path`.
+/// Bounds of `[manager] claim_hold`.
+const MIN_CLAIM_HOLD: Duration = Duration::from_secs(1);
+const MAX_CLAIM_HOLD: Duration = Duration::from_secs(24 * 3600);
+
+/// The largest configuration file read. A real one is a few kilobytes; the limit keeps
+/// `--config /dev/zero` (or a log file named by mistake) from being read into memory.
+pub const MAX_CONFIG_BYTES: u64 = 2 * 1024 * 1024;
+
+/// Longest path shown in a message; a longer one is cut in the middle.
+const MAX_SHOWN_PATH: usize = 80;
+
+/// `path` for a message: control and invisible characters escaped, at most
+/// [`MAX_SHOWN_PATH`] characters (the start and the end, which name the file, are kept).
+pub fn shown_path(path: &Path) -> String {
+    let text = crate::output::escape(&path.display().to_string());
+    let n = text.chars().count();
+    if n <= MAX_SHOWN_PATH {
+        return text;
+    }
+    let head: String = text.chars().take(40).collect();
+    let tail: String = text.chars().skip(n - 30).collect();
+    format!("{head}…{tail} ({n} characters)")
+}
+
+/// Reads and checks the file at `path`: at most [`MAX_CONFIG_BYTES`] are read.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read;
+    let shown = shown_path(path);
+    let cannot = |e: &dyn fmt::Display| {
         ConfigError(format!(
             "{shown}: cannot read the configuration file: {e} (use --config PATH)"
         ))
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(|e| cannot(&e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| cannot(&e))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError(format!(
+            "{shown}: the configuration file is larger than {} MiB; is it the right file? (use --config PATH)",
+            MAX_CONFIG_BYTES / (1024 * 1024)
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| cannot(&"stream did not contain valid UTF-8"))?;
     parse(&shown, &text)
 }
 
@@ -491,6 +531,17 @@ fn check_manager(m: &RawManager) -> Result<ManagerSettings, String> {
             return Err("instance_id: must be 1 to 128 characters".into());
         }
     }
+    let claim_hold = opt_duration("claim_hold", &m.claim_hold)?;
+    if let Some(h) = claim_hold {
+        if h < MIN_CLAIM_HOLD || h > MAX_CLAIM_HOLD {
+            return Err(format!(
+                "claim_hold: {} is outside 1s..1day: a shorter hold lets another instance take \
+                 a lease this one is still revoking, a longer one leaves a crashed instance's \
+                 leases unrevoked for that long",
+                leasehold_core::format_duration(h)
+            ));
+        }
+    }
     Ok(ManagerSettings {
         instance_id: m.instance_id.clone(),
         max_idle: opt_duration("max_idle", &m.max_idle)?,
@@ -500,6 +551,7 @@ fn check_manager(m: &RawManager) -> Result<ManagerSettings, String> {
         issue_timeout: opt_duration("issue_timeout", &m.issue_timeout)?,
         revoke_timeout: opt_duration("revoke_timeout", &m.revoke_timeout)?,
         create_grace: opt_duration("create_grace", &m.create_grace)?,
+        claim_hold,
     })
 }
 

@@ -17,7 +17,8 @@ use clap::{Parser, Subcommand};
 const EXIT_OK: u8 = 0;
 /// Exit code of a failed operation.
 const EXIT_FAILED: u8 = 1;
-/// Exit code of bad usage or configuration.
+/// Exit code of bad usage or configuration: bad arguments (a malformed lease id, an unknown
+/// secret, a bad duration or identity) and bad configuration files.
 const EXIT_USAGE: u8 = 2;
 
 /// Issue, renew, revoke and list dynamic-secret leases; run the expiry worker.
@@ -52,6 +53,10 @@ enum Command {
         names: Vec<String>,
     },
     /// Issue a credential under a new lease; prints the credential once.
+    ///
+    /// A store that lives only as long as this process (`memory`, `sqlite::memory:`) would
+    /// forget the lease at exit while the credential lives on: such an issue is refused unless
+    /// --ephemeral is given.
     Issue {
         /// The secret.
         name: String,
@@ -64,6 +69,12 @@ enum Command {
         /// Return without waiting until the credential is confirmed live.
         #[arg(long)]
         no_wait: bool,
+        /// Keep the credential only while this command runs: after printing it, wait for
+        /// SIGINT, SIGTERM or SIGHUP, for stdin to reach end of file (Ctrl-D; a closed pipe
+        /// when the parent process dies; `< /dev/null` revokes at once), or for the lease to
+        /// expire, then revoke it and exit. The lease is not renewed: --ttl bounds its life.
+        #[arg(long)]
+        ephemeral: bool,
     },
     /// Extend a lease (up to its max TTL).
     Renew {
@@ -100,6 +111,11 @@ enum Command {
         state: Option<String>,
     },
     /// Run the expiry worker in the foreground until SIGINT or SIGTERM.
+    ///
+    /// Prints one line per audit event, written and flushed before the change it reports is
+    /// acknowledged. With a stable `[manager] instance_id`, a restarted worker takes back the
+    /// claims its previous run held (their leases are due at once) instead of waiting for
+    /// them to lapse after `claim_hold`.
     Run,
     /// Find (and with --apply remove) provider users that no lease points at.
     Reconcile {

@@ -14,6 +14,7 @@ pub mod password;
 pub mod provider;
 pub mod secret;
 pub mod store;
+pub mod telemetry;
 pub mod template;
 pub mod watch;
 

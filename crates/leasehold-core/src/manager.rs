@@ -29,6 +29,7 @@ use crate::model::{Credentials, ExternalRef, LeaseId, LeaseRecord, LeaseState};
 use crate::provider::{CreateRequest, ManagedCredential, Readiness};
 use crate::secret::DynamicSecret;
 use crate::store::{add_duration, LeaseFilter, LeaseStore};
+use crate::telemetry;
 
 /// How failed revocations are retried.
 ///
@@ -132,6 +133,10 @@ pub struct ManagerConfig {
     pub create_grace: Duration,
     /// Whether to run the expiry worker (default true).
     pub run_worker: bool,
+    /// How often the worker refreshes the lease-count gauges (`leasehold_leases`,
+    /// `leasehold_irrevocable_leases`) from the store (default 15 s): a few `count` calls per
+    /// registered secret each time.
+    pub metrics_interval: Duration,
 }
 
 macro_rules! setters {
@@ -168,6 +173,8 @@ setters! {
     create_grace: Duration;
     /// Sets [`run_worker`](Self::run_worker).
     run_worker: bool;
+    /// Sets [`metrics_interval`](Self::metrics_interval).
+    metrics_interval: Duration;
 }
 
 impl Default for ManagerConfig {
@@ -182,6 +189,7 @@ impl Default for ManagerConfig {
             retry: RetryPolicy::default(),
             create_grace: Duration::from_secs(30),
             run_worker: true,
+            metrics_interval: Duration::from_secs(15),
         }
     }
 }
@@ -345,6 +353,8 @@ pub(crate) struct Inner {
     /// and will read the store again before it sleeps. Lets a write skip waking the worker
     /// when the worker would look at the lease in time anyway.
     planned_wake_ms: AtomicI64,
+    /// When the worker last finished a look at the store (ms since the epoch), for `health`.
+    worker_alive_ms: AtomicI64,
     stop: watch::Sender<bool>,
     /// Running watches, ended (and their credentials revoked) by `shutdown`.
     pub(crate) watches: std::sync::Mutex<crate::watch::WatchRegistry>,
@@ -526,6 +536,7 @@ impl LeaseManagerBuilder {
             audit: self.audit,
             wake: Notify::new(),
             planned_wake_ms: AtomicI64::new(i64::MAX),
+            worker_alive_ms: AtomicI64::new(now().timestamp_millis()),
             stop,
             watches: std::sync::Mutex::default(),
         });
@@ -680,19 +691,26 @@ impl LeaseManager {
             )
             .with_context("secret", crate::model::shorten(secret).escape_debug())
         })?;
-        let prepared = self.inner.prepare_issue(&entry, &request).await?;
-        let (tx, rx) = oneshot::channel();
-        let inner = self.inner.clone();
-        tokio::spawn(async move {
-            let result = inner.finish_issue(entry, prepared, tx).await;
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "issue task ended with an error");
+        let started = std::time::Instant::now();
+        let name = entry.secret.name_arc().clone();
+        let result = async {
+            let prepared = self.inner.prepare_issue(&entry, &request).await?;
+            let (tx, rx) = oneshot::channel();
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let result = inner.finish_issue(entry, prepared, tx).await;
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "issue task ended with an error");
+                }
+            });
+            match rx.await {
+                Ok(r) => r,
+                Err(_) => Err(Error::unexpected("the issue task ended without an answer")),
             }
-        });
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(Error::unexpected("the issue task ended without an answer")),
         }
+        .await;
+        telemetry::issue(&name, result.as_ref().map(|_| ()), started.elapsed());
+        result
     }
 
     /// Renews a lease: `expires_at = min(now + increment, issued_at + max_ttl)`; `increment`
@@ -742,14 +760,18 @@ impl LeaseManager {
             let increment = increment.unwrap_or(entry.secret.default_ttl());
             let new_expiry = renewed_expiry(t, increment, lease.max_expires_at);
             let renewing = entry.secret.provider().renew(&lease.external, new_expiry);
-            match tokio::time::timeout(self.inner.config.revoke_timeout, renewing).await {
-                Ok(r) => r.map_err(ctx)?,
-                Err(_) => {
-                    return Err(ctx(Error::new(
-                        ErrorKind::Timeout,
-                        "the provider did not renew in time",
-                    )))
-                }
+            let called = std::time::Instant::now();
+            let r = match tokio::time::timeout(self.inner.config.revoke_timeout, renewing).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    "the provider did not renew in time",
+                )),
+            };
+            telemetry::provider_call(&entry.kind, "renew", r.as_ref().copied(), called.elapsed());
+            if let Err(e) = r {
+                telemetry::renew(&lease.secret, Err(&e));
+                return Err(ctx(e));
             }
             let old_expiry = lease.expires_at;
             lease.expires_at = new_expiry;
@@ -761,6 +783,7 @@ impl LeaseManager {
                         self.inner.wake_for(new_expiry);
                     }
                     self.inner.audit(AuditAction::Renew, &lease, None);
+                    telemetry::renew(&lease.secret, Ok(()));
                     return Ok(lease);
                 }
                 Err(e) if e.kind() == ErrorKind::Conflict => continue,
@@ -1154,6 +1177,40 @@ impl LeaseManager {
         Ok(())
     }
 
+    /// Whether this instance is healthy: the store answers, and (when this instance runs the
+    /// worker) the worker finished a look at the store recently (within three `max_idle`s plus
+    /// `revoke_timeout`, so a long revocation batch is not mistaken for a stuck loop). For a
+    /// `/healthz` endpoint.
+    pub async fn health(&self) -> Result<()> {
+        self.inner
+            .store
+            .next_due()
+            .await
+            .map_err(|e| e.with_context("operation", "health"))?;
+        if self.inner.config.run_worker && !*self.inner.stop.borrow() {
+            let alive = self.inner.worker_alive_ms.load(Ordering::Relaxed);
+            let bound = self
+                .inner
+                .config
+                .max_idle
+                .saturating_mul(3)
+                .saturating_add(self.inner.config.revoke_timeout);
+            let quiet = Duration::from_millis(
+                u64::try_from(now().timestamp_millis().saturating_sub(alive)).unwrap_or(0),
+            );
+            if quiet > bound {
+                return Err(Error::new(
+                    ErrorKind::Unexpected,
+                    format!(
+                        "the expiry worker has not finished a pass for {}",
+                        crate::duration::format_duration(quiet)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Wakes the worker now (it looks at the store again).
     pub fn wake_worker(&self) {
         self.inner.wake.notify_one();
@@ -1335,6 +1392,7 @@ impl Inner {
             .issue_timeout
             .saturating_sub(Duration::from_secs(1))
             .max(Duration::from_millis(100));
+        let called = std::time::Instant::now();
         let created = match tokio::time::timeout(timeout, secret.provider().create(&req)).await {
             Ok(r) => r,
             Err(_) => Err(Error::new(
@@ -1342,6 +1400,12 @@ impl Inner {
                 "the provider did not create the credential in time",
             )),
         };
+        telemetry::provider_call(
+            &entry.kind,
+            "create",
+            created.as_ref().map(|_| ()),
+            called.elapsed(),
+        );
         let created = match created {
             Ok(c) => c,
             Err(e) => {
@@ -1481,16 +1545,32 @@ impl Inner {
             lease.state = LeaseState::Revoking;
             lease.version = self.store.update(&lease).await?;
         }
+        let reason = if action == AuditAction::Expire {
+            "expire"
+        } else {
+            "revoke"
+        };
+        let started = std::time::Instant::now();
         let result = if provider.capabilities().revocable {
-            match tokio::time::timeout(self.config.revoke_timeout, provider.revoke(&lease.external))
-                .await
+            let r = match tokio::time::timeout(
+                self.config.revoke_timeout,
+                provider.revoke(&lease.external),
+            )
+            .await
             {
                 Ok(r) => r,
                 Err(_) => Err(Error::new(
                     ErrorKind::Timeout,
                     "the provider did not revoke in time",
                 )),
-            }
+            };
+            telemetry::provider_call(
+                &entry.kind,
+                "revoke",
+                r.as_ref().copied(),
+                started.elapsed(),
+            );
+            r
         } else {
             // Nothing to revoke: the credential ends by itself at its expiry.
             Ok(())
@@ -1514,6 +1594,10 @@ impl Inner {
                 }
                 lease.state = LeaseState::Revoked;
                 self.audit(action, &lease, None);
+                telemetry::revocation(&lease.secret, reason, Ok(()), started.elapsed());
+                if action == AuditAction::Expire {
+                    telemetry::expiry_lag(&lease.secret, now() - lease.expires_at);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -1537,10 +1621,13 @@ impl Inner {
                 if let Err(se) = self.store.update(&lease).await {
                     tracing::warn!(lease_id = %lease.id, error = %se, "could not record the failed revocation");
                 }
+                telemetry::revocation(&lease.secret, reason, Err(&e), started.elapsed());
                 if state == LeaseState::Irrevocable {
+                    telemetry::irrevocable(&lease.secret);
                     tracing::error!(lease_id = %lease.id, secret = %lease.secret, principal = %lease.external.id, attempts = lease.revoke_attempts, error = %e, "lease is irrevocable: an operator must retry or force-forget it");
                     self.audit(AuditAction::Irrevocable, &lease, Some(e.kind()));
                 } else {
+                    telemetry::revoke_retry(&lease.secret);
                     self.audit(AuditAction::RevokeRetry, &lease, Some(e.kind()));
                 }
                 self.wake_for(lease.due_at);
@@ -1606,12 +1693,55 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Refreshes the lease-count gauges of every registered secret from the store.
+    async fn refresh_gauges(&self) {
+        let secrets: Vec<Arc<str>> = self
+            .secrets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|e| e.secret.name_arc().clone())
+            .collect();
+        for secret in secrets {
+            for state in [
+                LeaseState::Pending,
+                LeaseState::Active,
+                LeaseState::Revoking,
+                LeaseState::Irrevocable,
+            ] {
+                match self
+                    .store
+                    .count(&LeaseFilter::secret(&*secret).state(state))
+                    .await
+                {
+                    Ok(n) => telemetry::lease_gauge(&secret, state, n),
+                    Err(e) => {
+                        telemetry::store_error("count");
+                        tracing::debug!(error = %e, "could not count leases for the metrics");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn worker_loop(inner: Arc<Inner>) {
     let mut stop = inner.stop.subscribe();
     tracing::debug!(instance = %inner.owner, "expiry worker started");
+    let mut gauges_at: Option<tokio::time::Instant> = None;
     loop {
         if *stop.borrow() {
             break;
+        }
+        telemetry::worker_loop();
+        inner
+            .worker_alive_ms
+            .store(now().timestamp_millis(), Ordering::Relaxed);
+        if gauges_at.is_none_or(|at| at.elapsed() >= inner.config.metrics_interval) {
+            gauges_at = Some(tokio::time::Instant::now());
+            inner.refresh_gauges().await;
         }
         // Awake: every write from now on is seen by the reads below, or wakes the worker.
         inner.planned_wake_ms.store(i64::MAX, Ordering::SeqCst);
@@ -1629,6 +1759,7 @@ async fn worker_loop(inner: Arc<Inner>) {
         {
             Ok(c) => c,
             Err(e) => {
+                telemetry::store_error("claim_due");
                 tracing::warn!(error = %e, "expiry worker could not claim due leases");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -311,37 +311,43 @@ impl LeaseManager {
         let (tx, rx) = watch::channel(Arc::new(first));
         let (events, _) = broadcast::channel(64);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let mut registry = self
-            .inner()
-            .watches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if registry.closed {
+        let registered = {
+            let mut registry = self
+                .inner()
+                .watches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if registry.closed {
+                None
+            } else {
+                registry.next += 1;
+                let id = registry.next;
+                let task = tokio::spawn(run_watch(
+                    self.clone(),
+                    id,
+                    secret.to_string(),
+                    request,
+                    options,
+                    tx,
+                    events.clone(),
+                    stop_rx,
+                ));
+                registry.live.insert(
+                    id,
+                    WatchSlot {
+                        stop: stop_tx,
+                        task,
+                    },
+                );
+                Some(id)
+            }
+        };
+        let Some(id) = registered else {
             // Shut down while the first credential was issued: it goes at once.
-            drop(registry);
-            let _ = self.revoke(&tx.borrow().lease_id.clone()).await;
+            let first = rx.borrow().lease_id.clone();
+            let _ = self.revoke(&first).await;
             return Err(shut());
-        }
-        registry.next += 1;
-        let id = registry.next;
-        let task = tokio::spawn(run_watch(
-            self.clone(),
-            id,
-            secret.to_string(),
-            request,
-            options,
-            tx,
-            events.clone(),
-            stop_rx,
-        ));
-        registry.live.insert(
-            id,
-            WatchSlot {
-                stop: stop_tx,
-                task,
-            },
-        );
-        drop(registry);
+        };
         Ok(CredentialWatch {
             rx,
             events,

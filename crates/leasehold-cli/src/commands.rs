@@ -173,7 +173,11 @@ fn check_identity(id: &str) -> Result<(), Fail> {
     if chars == 0 {
         return Err(Fail::usage("identity: must not be empty"));
     }
-    if let Some((i, c)) = id.chars().enumerate().find(|(_, c)| output::is_invisible(*c)) {
+    if let Some((i, c)) = id
+        .chars()
+        .enumerate()
+        .find(|(_, c)| output::is_invisible(*c))
+    {
         return Err(Fail::usage(format!(
             "identity: character {} is U+{:04X}, a control or invisible formatting character \
              (bidi override, zero-width, ...); an identity must be plain visible text",
@@ -198,10 +202,8 @@ fn check_identity(id: &str) -> Result<(), Fail> {
 
 /// Whether the store at `url` lives only as long as this process.
 fn store_is_process_local(url: &str) -> bool {
-    let url = url.trim();
     url == "memory"
-        || (url.starts_with("sqlite:")
-            && (url.contains(":memory:") || url.contains("mode=memory")))
+        || (url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory")))
 }
 
 fn cli_duration(flag: &str, s: &str) -> Result<Duration, Fail> {
@@ -294,10 +296,7 @@ async fn dispatch(
             let only_damaged = state.as_deref() == Some("damaged");
             if let Some(s) = state.filter(|_| !only_damaged) {
                 filter = filter.state(s.parse::<LeaseState>().map_err(|e| {
-                    Fail::usage(format!(
-                        "{} (or \"damaged\")",
-                        one_line(&e.to_string())
-                    ))
+                    Fail::usage(format!("{} (or \"damaged\")", one_line(&e.to_string())))
                 })?);
             }
             let with_damaged = only_damaged || filter.states.is_empty();
@@ -376,7 +375,7 @@ async fn prepare_issue(
                      durable store (sqlite://PATH, postgres://...), or pass --ephemeral to revoke \
                      it when this command exits",
                     args.name,
-                    escape(config.store.url.trim())
+                    escape(&config.store.url)
                 )));
             }
         }
@@ -754,7 +753,10 @@ async fn revoke(
                         Err(e) => failed.push((id, e)),
                     },
                     // No healthy lease has this id: with --force, a damaged row may.
-                    Err(e) if force && matches!(e.kind(), ErrorKind::LeaseNotFound | ErrorKind::Store) => {
+                    Err(e)
+                        if force
+                            && matches!(e.kind(), ErrorKind::LeaseNotFound | ErrorKind::Store) =>
+                    {
                         if m.forget_damaged(id.as_str()).await? {
                             damaged_removed.push(id.to_string());
                         } else if e.kind() == ErrorKind::LeaseNotFound {
@@ -915,10 +917,7 @@ async fn reconcile(
                     format!("orphans: {}", principals(&r.orphans).join(" "))
                 };
                 if !r.foreign.is_empty() {
-                    foreign_lines.push(format!(
-                        "{name}: {}",
-                        principals(&r.foreign).join(" ")
-                    ));
+                    foreign_lines.push(format!("{name}: {}", principals(&r.foreign).join(" ")));
                 }
                 for (c, e) in &r.errors {
                     foreign_lines.push(format!(

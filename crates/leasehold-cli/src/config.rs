@@ -469,7 +469,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             MAX_CONFIG_BYTES / (1024 * 1024)
         )));
     }
-    let text = String::from_utf8(bytes).map_err(|_| cannot(&"stream did not contain valid UTF-8"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| cannot(&"stream did not contain valid UTF-8"))?;
     parse(&shown, &text)
 }
 
@@ -499,7 +500,15 @@ pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
     for (i, spanned) in raw.secrets.into_iter().enumerate() {
         let line = line_of(text, spanned.span().start);
         let table = spanned.into_inner();
+        // The name is quoted once, here, and shortened; messages below do not repeat it.
         let label = match table.get("name").and_then(|v| v.as_str()) {
+            Some(n) if n.chars().count() > 64 => {
+                let head: String = n.chars().take(48).collect();
+                format!(
+                    "{source}:{line}: secrets[{i}] ({head:?}… {} characters)",
+                    n.chars().count()
+                )
+            }
             Some(n) => format!("{source}:{line}: secrets[{i}] ({n:?})"),
             None => format!("{source}:{line}: secrets[{i}]"),
         };
@@ -596,6 +605,17 @@ fn from_table<T: de::DeserializeOwned>(table: toml::Table) -> Result<T, String> 
 
 fn parse_secret(mut table: toml::Table) -> Result<SecretConfig, String> {
     let common: CommonSection = from_table(take_keys(&mut table, COMMON_KEYS))?;
+    if common.name.is_empty()
+        || common.name.len() > 128
+        || !common
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(
+            "name: must be 1 to 128 characters from letters, digits, '-', '_' and '.'".into(),
+        );
+    }
     let default_ttl = common
         .default_ttl
         .as_ref()
@@ -750,6 +770,18 @@ credential_type = "iam_user"
             e.starts_with("t.toml:5: secrets[0] (\"reports\"): default_ttl:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_bad_name_is_quoted_once() {
+        let e = err(&GOOD.replace("\"reports\"", "\"a\\u202eb\\\\x\""));
+        assert_eq!(
+            e,
+            "t.toml:5: secrets[0] (\"a\\u{202e}b\\\\x\"): name: must be 1 to 128 characters from letters, digits, '-', '_' and '.'"
+        );
+        let e = err(&GOOD.replace("\"reports\"", &format!("\"{}\"", "n".repeat(10_000))));
+        assert!(e.len() < 200, "{e}");
+        assert!(e.contains("10000 characters"), "{e}");
     }
 
     #[test]

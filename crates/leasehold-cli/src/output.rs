@@ -308,7 +308,14 @@ mod tests {
         .unwrap();
         let s = String::from_utf8(out).unwrap();
         assert_eq!(s, "A           B\nx\\u{202e}y  \\u{1b}[31m\\u{200b}\n");
-        for c in ['\u{2066}', '\u{2069}', '\u{200f}', '\u{feff}', '\u{e0041}', '\u{ad}'] {
+        for c in [
+            '\u{2066}',
+            '\u{2069}',
+            '\u{200f}',
+            '\u{feff}',
+            '\u{e0041}',
+            '\u{ad}',
+        ] {
             assert!(is_invisible(c), "{:x}", c as u32);
         }
         for c in ['a', 'é', '中', ' ', '-'] {
@@ -324,7 +331,10 @@ mod tests {
         write_records(&mut out, &[], std::slice::from_ref(&d)).unwrap();
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains("cache/\\u{202e}abc  DAMAGED  lh-x"), "{s}");
-        assert!(s.contains("damaged cache/\\u{202e}abc: expires_at: not a timestamp"), "{s}");
+        assert!(
+            s.contains("damaged cache/\\u{202e}abc: expires_at: not a timestamp"),
+            "{s}"
+        );
         assert!(!s.contains('\u{202e}'));
         let v = damaged_json(&d);
         assert_eq!(v["state"], "damaged");

@@ -956,6 +956,99 @@ fn broken_toml_and_broken_files() {
     trip.assert_untouched();
 }
 
+fn run_with_config(config: &std::ffi::OsStr, args: &[&str]) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("LEASEHOLD_CONFIG")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn an_endless_or_huge_config_is_refused_without_reading_it_all() {
+    // /dev/zero never ends: the CLI must stop at its limit, quickly, with one line.
+    let started = std::time::Instant::now();
+    let out = run_with_config("/dev/zero".as_ref(), &["list"]);
+    assert_usage_error("/dev/zero", &out, &["/dev/zero", "larger than 2 MiB"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    // A regular file just over the limit: a valid config padded with a comment.
+    let trip = Tripwire::start();
+    let cli = Cli::new(&format!("{}\n# {}\n", base(&trip), "x".repeat(2 * MB)));
+    let out = cli.run(&["list"]);
+    assert_usage_error(
+        "3 MB config",
+        &out,
+        &["leasehold.toml", "larger than 2 MiB"],
+    );
+    assert!(!cli.path("leasehold.db").exists());
+    // Just under the limit is read.
+    std::fs::write(
+        &cli.config,
+        format!("{}\n# {}\n", base(&trip), "x".repeat(2 * MB - 4096)),
+    )
+    .unwrap();
+    cli.ok(&["secrets"]);
+    trip.assert_untouched();
+}
+
+#[test]
+fn a_long_config_path_is_shortened_in_messages() {
+    for path in [
+        format!("/nonexistent/{}", "p".repeat(10 * 1024)),
+        format!("/nonexistent/{}/x.toml", "d/".repeat(5 * 1024)),
+        "/nonexistent/\u{202e}lmot.toml".to_string(),
+    ] {
+        let out = run_with_config(path.as_ref(), &["list"]);
+        assert_usage_error(&short(&path), &out, &["config error", "/nonexistent/"]);
+        assert!(
+            out.stderr.chars().count() < 300,
+            "the path is echoed whole: {}",
+            short(&out.stderr)
+        );
+        assert!(!out.stderr.contains('\u{202e}'), "{}", short(&out.stderr));
+    }
+    let out = run_with_config(
+        format!("/nonexistent/{}", "p".repeat(10 * 1024)).as_ref(),
+        &["list"],
+    );
+    assert!(out.stderr.contains("10253 characters"), "{}", out.stderr);
+}
+
+#[test]
+fn identity_length_is_counted_in_characters() {
+    let trip = Tripwire::start();
+    let cli = Cli::new(&base(&trip));
+    for (identity, needle) in [
+        ("i".repeat(300), "identity: 300 characters; at most 256"),
+        ("é".repeat(300), "identity: 300 characters; at most 256"),
+        ("日".repeat(257), "identity: 257 characters; at most 256"),
+        // Within 256 characters but above the 256 bytes the store keeps: said in both units.
+        (
+            "é".repeat(200),
+            "identity: 200 characters take 400 bytes in UTF-8",
+        ),
+        ("x\u{202e}y".to_string(), "identity: character 2 is U+202E"),
+    ] {
+        let out = cli.run(&["issue", "cache", "--identity", &identity, "--no-wait"]);
+        assert_usage_error(&short(&identity), &out, &[needle]);
+    }
+    assert!(!cli.path("leasehold.db").exists());
+    trip.assert_untouched();
+}
+
 #[test]
 fn hostile_arguments() {
     let trip = Tripwire::start();
@@ -1001,6 +1094,9 @@ fn hostile_arguments() {
         "cache/äbc",
         "cache/abc\u{7f}",
         "ca che/abc",
+        "../../etc/passwd",
+        "../../etc/passwd/abc",
+        "cache/../abc",
         &format!("cache/{}", "a".repeat(10 * 1024)),
     ] {
         for cmd in ["lookup", "renew", "revoke"] {
@@ -1022,19 +1118,46 @@ fn hostile_arguments() {
         early.push((vec!["issue".into(), name.into()], "no secret named"));
         early.push((vec!["validate".into(), name.into()], "no secret named"));
     }
+    for name in ["nope", "CACHE", &"c".repeat(10 * 1024)] {
+        early.push((
+            vec!["list".into(), "--secret".into(), name.into()],
+            "no secret named",
+        ));
+        early.push((
+            vec!["reconcile".into(), "--secret".into(), name.into()],
+            "no secret named",
+        ));
+    }
     for state in ["", "ACTIVE ", "gone", "active\n", "pending,active"] {
         early.push((
             vec!["list".into(), "--state".into(), state.into()],
             "lease state",
         ));
     }
-    // A bad identity is refused before the store is opened.
+    // A bad identity is refused before the store is opened: control characters, and the
+    // invisible ones that reorder or hide text (bidi overrides and isolates, zero-width
+    // characters, the BOM, tag characters, other `Cf`).
     for identity in [
         "",
         "a\nb",
         "a\rb",
         "\u{1b}[31mred",
+        "admin\u{202e}nimda",
+        "\u{2066}x\u{2069}",
+        "a\u{2067}b",
+        "a\u{2068}b",
+        "a\u{200b}b",
+        "a\u{200c}b",
+        "a\u{200d}b",
+        "a\u{200e}b",
+        "a\u{200f}b",
+        "\u{feff}bom",
+        "a\u{ad}b",
+        "a\u{2060}b",
+        "tag\u{e0041}",
+        "a\u{2028}b",
         &"i".repeat(257),
+        &"é".repeat(257),
         &"i".repeat(10 * 1024),
     ] {
         for secret in ["cache", "sessions", "ledger", "reports"] {
@@ -1079,17 +1202,26 @@ fn hostile_arguments() {
     assert_eq!(v, serde_json::json!([]), "{v}");
 
     // A lease id of the right shape that does not exist: not found (exit 1), no backend call.
-    for id in ["cache/abc", "../../etc/passwd", "other/abc"] {
-        for cmd in ["lookup", "renew", "revoke"] {
+    for id in ["cache/abc", "other/abc"] {
+        for cmd in ["lookup", "renew"] {
             let out = cli.run(&[cmd, id]);
             assert_no_panic(id, &out);
             assert_eq!(out.code, 1, "{cmd} {id}: {}", out.stderr);
-            // `revoke` reports per lease on stdout; the others on stderr.
-            assert!(
-                out.stderr.contains("LeaseNotFound") || out.stdout.contains("LeaseNotFound"),
-                "{cmd} {id}: {out:?}"
-            );
+            assert!(out.stderr.contains("LeaseNotFound"), "{cmd} {id}: {out:?}");
         }
+        // Revoking is idempotent: a lease that is not there is already revoked.
+        let out = cli.run(&["revoke", id]);
+        assert_no_panic(id, &out);
+        assert_eq!(out.code, 0, "revoke {id}: {out:?}");
+        let v = out.json();
+        assert_eq!(v["revoked"], 0, "{v}");
+        assert_eq!(v["already_gone"], serde_json::json!([id]), "{v}");
+        let out = cli.run(&["--table", "revoke", id]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout.contains(&format!("{id}: already gone")),
+            "{out:?}"
+        );
     }
 
     // Arguments that are not UTF-8, and clap-level garbage.

@@ -503,7 +503,12 @@ async fn reconcile_removes_users_of_the_group_without_a_lease() {
         .unwrap();
     // An orphan: made by the provider, its lease lost (a crash after create, a wiped store).
     let orphan_name = username("orphan");
-    let orphan = provider.create(&request(&orphan_name)).await.unwrap();
+    let orphan = provider
+        .create(
+            &request(&orphan_name).with_installation(Some(manager.installation_id().to_string())),
+        )
+        .await
+        .unwrap();
     // Not ours: a prefixed user outside the group, and an unprefixed member.
     let stranger = username("stranger");
     cache

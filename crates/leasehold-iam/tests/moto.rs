@@ -713,7 +713,8 @@ async fn manager_issues_revokes_and_reconciles_iam_users() {
                 &orphan,
                 Duration::from_secs(600),
             )
-            .with_wait_ready(false),
+            .with_wait_ready(false)
+            .with_installation(Some(manager.installation_id().to_string())),
         )
         .await
         .expect("orphan");

@@ -631,7 +631,11 @@ async fn manager_reconciles_orphans_of_its_own_acl_only() {
     let leased = lease.credentials.principal().to_string();
     // An orphan: made by the provider, no lease points at it.
     let orphan = provider
-        .create(&request(&username()).with_wait_ready(false))
+        .create(
+            &request(&username())
+                .with_wait_ready(false)
+                .with_installation(Some(manager.installation_id().to_string())),
+        )
         .await
         .expect("orphan");
     assert_eq!(orphan.readiness, Readiness::Unchecked);

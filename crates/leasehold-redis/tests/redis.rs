@@ -13,6 +13,8 @@ use leasehold_core::{
 };
 use leasehold_redis::{RedisAclProvider, RedisConfig};
 use leasehold_testkit::servers::{RedisOptions, RedisServer};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -284,26 +286,11 @@ async fn validate_checks_rules_admin_and_leaves_nothing_behind() {
     let e = p.validate().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
 
-    // An admin that may manage ACLs but not drop connections.
-    setuser(&s, &["nokill", "on", ">pw", "~*", "+acl", "+role"]).await;
-    let p = RedisAclProvider::new(RedisConfig::new(s.url()).admin("nokill", "pw")).unwrap();
-    let e = p.validate().await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    assert!(e.to_string().contains("CLIENT KILL"), "{e}");
-
     // The least-privilege admin of the README is enough.
     setuser(
         &s,
         &[
-            "minimal",
-            "on",
-            ">pw",
-            "+acl",
-            "+client|kill",
-            "+role",
-            "+ping",
-            "+auth",
-            "+hello",
+            "minimal", "on", ">pw", "+acl", "+role", "+ping", "+auth", "+hello",
         ],
     )
     .await;
@@ -362,23 +349,35 @@ async fn reconcile_removes_prefixed_users_without_a_lease() {
     let provider = Arc::new(provider_for(&[&primary, &replica]));
     let m = manager("rec", provider.clone(), HOUR, HOUR).await;
     let kept = m.issue("rec", IssueRequest::new()).await.unwrap();
-    // An orphan on one node only (say, left by a crash before a replica was added).
-    setuser(&replica, &["lh-orphan", "on", ">x", "~*", "+get"]).await;
+    // Default usernames carry the installation: `lh-<installation>-<random>`.
+    let mark = format!("lh-{}-", m.installation_id());
+    assert!(kept.credentials.principal().starts_with(&mark));
+    // An orphan of this installation on one node only (say, left by a crash before a replica
+    // was added), a prefixed user of another installation, and an unprefixed one.
+    let orphan = format!("{mark}orphan");
+    setuser(&replica, &[&orphan, "on", ">x", "~*", "+get"]).await;
+    setuser(&primary, &["lh-otherinst-user", "on", ">x", "~*", "+get"]).await;
     setuser(&primary, &["someone-else", "on", ">x", "~*", "+get"]).await;
     let listed = provider.list_managed("lh-").await.unwrap();
     let names: Vec<&str> = listed.iter().map(|c| c.external.id.as_str()).collect();
-    assert!(names.contains(&"lh-orphan") && names.contains(&kept.credentials.principal()));
+    assert!(names.contains(&orphan.as_str()) && names.contains(&kept.credentials.principal()));
     assert!(!names.contains(&"someone-else"));
 
     let dry = m.reconcile("rec", false).await.unwrap();
     assert_eq!(dry.orphans.len(), 1, "{dry:?}");
-    assert!(acl_users(&replica).await.contains(&"lh-orphan".to_string()));
+    assert_eq!(dry.orphans[0].external.id, orphan, "{dry:?}");
+    assert_eq!(dry.foreign.len(), 1, "{dry:?}");
+    assert_eq!(dry.foreign[0].external.id, "lh-otherinst-user", "{dry:?}");
+    assert!(acl_users(&replica).await.contains(&orphan));
     let applied = m.reconcile("rec", true).await.unwrap();
     assert_eq!(applied.removed.len(), 1, "{applied:?}");
-    assert!(!acl_users(&replica).await.contains(&"lh-orphan".to_string()));
-    assert!(acl_users(&primary)
-        .await
-        .contains(&"someone-else".to_string()));
+    assert!(!acl_users(&replica).await.contains(&orphan));
+    let left = acl_users(&primary).await;
+    assert!(left.contains(&"someone-else".to_string()));
+    assert!(
+        left.contains(&"lh-otherinst-user".to_string()),
+        "another installation's user is never removed"
+    );
     assert!(
         auths(&primary, &kept.credentials).await,
         "the leased user is kept"
@@ -569,4 +568,182 @@ async fn a_dropped_admin_connection_is_retried_transparently() {
         .expect("issue after a dropped connection");
     assert!(auths(&s, &lease.credentials).await);
     m.revoke(&lease.lease_id).await.unwrap();
+}
+
+/// Writes `args` as one RESP command.
+async fn send(stream: &mut tokio::net::tcp::OwnedWriteHalf, args: &[&str]) -> std::io::Result<()> {
+    let mut cmd = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        cmd.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    stream.write_all(&cmd).await
+}
+
+/// `ACL DELUSER` closes the deleted user's connections (Redis 6.0+), so revoke needs no
+/// `CLIENT KILL USER`: with an admin that may not run it, revoke succeeds without a warning
+/// and a connection authenticated as the leased user is closed.
+#[tokio::test]
+async fn revoke_closes_the_users_open_connections_without_client_kill() {
+    let Some(s) = RedisServer::start("revoke_closes_open_connections").await else {
+        return;
+    };
+    let logs = leasehold_testkit::capture_tracing();
+    // The README's admin: no +client|kill.
+    setuser(
+        &s,
+        &[
+            "lhadmin", "on", ">adminpw", "+acl", "+role", "+ping", "+auth", "+hello",
+        ],
+    )
+    .await;
+    let provider = Arc::new(
+        RedisAclProvider::new(RedisConfig::new(s.url()).admin("lhadmin", "adminpw")).unwrap(),
+    );
+    let m = manager("conns", provider, HOUR, HOUR).await;
+    let lease = m.issue("conns", IssueRequest::new()).await.unwrap();
+    let leasehold_core::Credentials::UsernamePassword { username, password } = &lease.credentials
+    else {
+        panic!("a username and password expected");
+    };
+
+    // AUTH and a command on one connection: both replies count (a refused AUTH would leave
+    // the connection as `default`).
+    let stream = TcpStream::connect(("127.0.0.1", s.port())).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let pw = secrecy::ExposeSecret::expose_secret(password);
+    send(&mut write, &["AUTH", username, pw]).await.unwrap();
+    send(&mut write, &["PING"]).await.unwrap();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("+OK"));
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("+PONG"));
+
+    m.revoke(&lease.lease_id).await.expect("revoke succeeds");
+    assert!(!acl_users(&s).await.contains(username));
+
+    // The next command on that connection fails: the server closed it.
+    let _ = send(&mut write, &["PING"]).await;
+    let next = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+        .await
+        .expect("the connection answers or closes");
+    assert!(
+        matches!(next, Ok(None) | Err(_)),
+        "the revoked user's connection still answers: {next:?}"
+    );
+
+    let warnings: Vec<String> = logs
+        .contents()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(username.as_str()))
+        .map(str::to_string)
+        .collect();
+    assert!(warnings.is_empty(), "revoke warned: {warnings:?}");
+}
+
+/// `AUTH user password` then `PING` on one connection; both replies.
+async fn auth_then_ping(s: &RedisServer, creds: &leasehold_core::Credentials) -> (String, String) {
+    let leasehold_core::Credentials::UsernamePassword { username, password } = creds else {
+        panic!("a username and password expected");
+    };
+    let stream = TcpStream::connect(("127.0.0.1", s.port())).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let pw = secrecy::ExposeSecret::expose_secret(password);
+    send(&mut write, &["AUTH", username, pw]).await.unwrap();
+    send(&mut write, &["PING"]).await.unwrap();
+    let first = lines.next_line().await.unwrap().unwrap_or_default();
+    let second = lines.next_line().await.unwrap().unwrap_or_default();
+    (first, second)
+}
+
+/// Two installations (two stores, two managers) issue from one Redis: B's reconcile removes
+/// B's own orphan and leaves A's live user alone, which still authenticates.
+#[tokio::test]
+async fn two_installations_share_one_server_and_reconcile_only_their_own() {
+    let Some(s) = RedisServer::start("two_installations_share_one_server").await else {
+        return;
+    };
+    let provider = Arc::new(provider_for(&[&s]));
+    let store_a = Arc::new(leasehold_core::MemoryStore::with_installation_id("insta").unwrap());
+    let store_b = Arc::new(leasehold_core::MemoryStore::with_installation_id("instb").unwrap());
+    let on = |store: Arc<leasehold_core::MemoryStore>| {
+        let provider = provider.clone();
+        async move {
+            leasehold_core::LeaseManager::builder(store)
+                .secret(
+                    leasehold_core::DynamicSecret::builder("shared", provider)
+                        .default_ttl(HOUR)
+                        .build()
+                        .unwrap(),
+                )
+                .run_worker(false)
+                .build()
+                .await
+                .expect("manager")
+        }
+    };
+    let a = on(store_a.clone()).await;
+    let b = on(store_b.clone()).await;
+    assert_eq!(a.installation_id(), "insta");
+    assert_eq!(b.installation_id(), "instb");
+
+    let a_live = a.issue("shared", IssueRequest::new()).await.unwrap();
+    let b_live = b.issue("shared", IssueRequest::new()).await.unwrap();
+    let b_lost = b.issue("shared", IssueRequest::new()).await.unwrap();
+    for (lease, inst) in [(&a_live, "insta"), (&b_live, "instb"), (&b_lost, "instb")] {
+        let name = lease.credentials.principal();
+        assert!(name.starts_with(&format!("lh-{inst}-")), "{name}");
+        leasehold_core::NameRule::RedisAclUser
+            .check(name)
+            .expect("a valid ACL user name");
+    }
+    // B loses the record of one lease: its user is now B's orphan.
+    let record = leasehold_core::LeaseStore::get(&*store_b, &b_lost.lease_id)
+        .await
+        .unwrap()
+        .unwrap();
+    leasehold_core::LeaseStore::delete(&*store_b, &b_lost.lease_id, record.version)
+        .await
+        .unwrap();
+
+    let report = b.reconcile("shared", true).await.expect("reconcile");
+    let ids = |v: &[leasehold_core::ManagedCredential]| -> Vec<String> {
+        v.iter().map(|c| c.external.id.clone()).collect()
+    };
+    assert_eq!(report.installation, "instb");
+    assert_eq!(
+        ids(&report.removed),
+        vec![b_lost.credentials.principal().to_string()],
+        "{report:?}"
+    );
+    assert_eq!(
+        ids(&report.foreign),
+        vec![a_live.credentials.principal().to_string()],
+        "{report:?}"
+    );
+    assert!(report.errors.is_empty(), "{report:?}");
+
+    // A's user is untouched and works: AUTH and a command on one connection.
+    assert_eq!(
+        auth_then_ping(&s, &a_live.credentials).await,
+        ("+OK".to_string(), "+PONG".to_string()),
+        "A's live user still authenticates"
+    );
+    assert_eq!(
+        auth_then_ping(&s, &b_live.credentials).await,
+        ("+OK".to_string(), "+PONG".to_string())
+    );
+    let (auth, _) = auth_then_ping(&s, &b_lost.credentials).await;
+    assert!(auth.starts_with("-WRONGPASS"), "B's orphan is gone: {auth}");
+
+    // A's reconcile sees B's live user as foreign and has no orphans.
+    let report = a.reconcile("shared", true).await.expect("reconcile");
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(
+        ids(&report.foreign),
+        vec![b_live.credentials.principal().to_string()]
+    );
+
+    a.revoke(&a_live.lease_id).await.unwrap();
+    b.revoke(&b_live.lease_id).await.unwrap();
+    assert!(leasehold_users(&s).await.is_empty());
 }

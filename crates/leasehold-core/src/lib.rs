@@ -33,13 +33,13 @@ pub use model::{Credentials, ExternalRef, LeaseId, LeaseRecord, LeaseState};
 pub use names::{NameRule, DEFAULT_USERNAME_PREFIX};
 pub use password::PasswordPolicy;
 pub use provider::{
-    Capabilities, CreateRequest, Created, DynamicSecretProvider, ManagedCredential, Readiness,
-    INSTALLATION_TAG,
+    Capabilities, CreateRequest, Created, DynamicSecretProvider, IntoProvider, ManagedCredential,
+    Readiness, INSTALLATION_TAG,
 };
 pub use secret::{DynamicSecret, DynamicSecretBuilder, TtlOverMax};
 pub use store::{
-    check_installation_id, new_installation_id, DamagedLease, LeaseFilter, LeaseStore,
-    INSTALLATION_ID_LEN,
+    check_installation_id, new_installation_id, DamagedLease, IntoLeaseStore, LeaseFilter,
+    LeaseStore, INSTALLATION_ID_LEN,
 };
 pub use template::{
     RenderedStatement, StatementTemplate, StatementVars, TemplateVars, UsernameTemplate,

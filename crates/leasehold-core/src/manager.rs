@@ -592,10 +592,11 @@ fn lease_not_found(id: &LeaseId) -> Error {
 }
 
 impl LeaseManager {
-    /// Starts building a manager on `store`.
-    pub fn builder(store: Arc<dyn LeaseStore>) -> LeaseManagerBuilder {
+    /// Starts building a manager on `store` (a store, an `Arc` of one, or an
+    /// `Arc<dyn LeaseStore>`).
+    pub fn builder(store: impl crate::store::IntoLeaseStore) -> LeaseManagerBuilder {
         LeaseManagerBuilder {
-            store,
+            store: store.into_lease_store(),
             secrets: Vec::new(),
             config: ManagerConfig::default(),
             instance_id: None,

@@ -307,6 +307,31 @@ impl ManagedCredential {
 /// The tag key under which AWS providers record the installation id on what they create.
 pub const INSTALLATION_TAG: &str = "leasehold:installation";
 
+/// What [`DynamicSecret::builder`](crate::DynamicSecret::builder) accepts as its provider: a
+/// provider, an `Arc` of one, or an `Arc<dyn DynamicSecretProvider>`.
+pub trait IntoProvider {
+    /// The provider, shared.
+    fn into_provider(self) -> std::sync::Arc<dyn DynamicSecretProvider>;
+}
+
+impl<T: DynamicSecretProvider> IntoProvider for T {
+    fn into_provider(self) -> std::sync::Arc<dyn DynamicSecretProvider> {
+        std::sync::Arc::new(self)
+    }
+}
+
+impl<T: DynamicSecretProvider> IntoProvider for std::sync::Arc<T> {
+    fn into_provider(self) -> std::sync::Arc<dyn DynamicSecretProvider> {
+        self
+    }
+}
+
+impl IntoProvider for std::sync::Arc<dyn DynamicSecretProvider> {
+    fn into_provider(self) -> std::sync::Arc<dyn DynamicSecretProvider> {
+        self
+    }
+}
+
 /// A backend that issues dynamic credentials.
 ///
 /// Providers are used as `Arc<dyn DynamicSecretProvider>`; each instance is configured for one

@@ -8,7 +8,7 @@ use crate::duration::format_duration;
 use crate::error::{Error, ErrorKind, Result};
 use crate::names::DEFAULT_USERNAME_PREFIX;
 use crate::password::PasswordPolicy;
-use crate::provider::DynamicSecretProvider;
+use crate::provider::{DynamicSecretProvider, IntoProvider};
 use crate::template::{TemplateVars, UsernameTemplate, DEFAULT_USERNAME_TEMPLATE};
 
 /// The default limit on active leases per secret.
@@ -70,14 +70,11 @@ pub struct DynamicSecret {
 
 impl DynamicSecret {
     /// Starts a definition for `name` backed by `provider`.
-    pub fn builder(
-        name: impl Into<String>,
-        provider: Arc<dyn DynamicSecretProvider>,
-    ) -> DynamicSecretBuilder {
+    pub fn builder(name: impl Into<String>, provider: impl IntoProvider) -> DynamicSecretBuilder {
         DynamicSecretBuilder {
             name: name.into(),
             password_policy: None,
-            provider,
+            provider: provider.into_provider(),
             default_ttl: Duration::from_secs(3600),
             max_ttl: Duration::from_secs(24 * 3600),
             username_template: DEFAULT_USERNAME_TEMPLATE.to_string(),

@@ -275,6 +275,31 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// What [`LeaseManager::builder`](crate::LeaseManager::builder) accepts as its store: a store
+/// (`MemoryStore::new()`), an `Arc` of one, or an `Arc<dyn LeaseStore>`.
+pub trait IntoLeaseStore {
+    /// The store, shared.
+    fn into_lease_store(self) -> Arc<dyn LeaseStore>;
+}
+
+impl<T: LeaseStore> IntoLeaseStore for T {
+    fn into_lease_store(self) -> Arc<dyn LeaseStore> {
+        Arc::new(self)
+    }
+}
+
+impl<T: LeaseStore> IntoLeaseStore for Arc<T> {
+    fn into_lease_store(self) -> Arc<dyn LeaseStore> {
+        self
+    }
+}
+
+impl IntoLeaseStore for Arc<dyn LeaseStore> {
+    fn into_lease_store(self) -> Arc<dyn LeaseStore> {
+        self
+    }
+}
+
 /// `now + d`, saturating far in the future instead of overflowing.
 pub fn add_duration(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d)

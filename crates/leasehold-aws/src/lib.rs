@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 mod auth_token;
+pub mod membership;
 
 pub use auth_token::{
     signing_parts, AuthToken, AuthTokenBuilder, AuthTokenClock, AuthTokenService,

@@ -5,7 +5,7 @@
 pub mod acl;
 mod auth_check;
 mod config;
-mod coordinator;
+mod membership;
 mod iam_token;
 mod provider;
 mod static_role;

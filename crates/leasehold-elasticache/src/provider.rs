@@ -10,16 +10,18 @@ use aws_sdk_elasticache::types::{AuthenticationType, Tag, User};
 use aws_sdk_elasticache::Client;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use leasehold_aws::membership::{Joined, MembershipQueue, Pacing};
 use leasehold_aws::{caller_identity, error_code, map_sdk_error, tags, wait_until};
 use leasehold_core::{
-    Capabilities, CreateRequest, Created, Credentials, DynamicSecretProvider, Error, ErrorKind,
-    ExternalRef, ManagedCredential, NameRule, PasswordPolicy, Readiness, Result, StatementVars,
+    Capabilities, CoordinationStore, CreateRequest, Created, Credentials, DynamicSecretProvider,
+    Error, ErrorKind, ExternalRef, ManagedCredential, NameRule, PasswordPolicy, Readiness, Result,
+    StatementVars,
 };
 
 use crate::acl::summarize_existing;
 use crate::auth_check::{AuthChecker, AuthOutcome};
 use crate::config::{CreateUserStatement, ElastiCacheConfig, Target};
-use crate::coordinator::{GroupCoordinator, Joined, Pacing};
+use crate::membership::UserGroup;
 
 /// The provider's [`kind`](DynamicSecretProvider::kind).
 pub const KIND: &str = "aws-elasticache";
@@ -73,7 +75,7 @@ pub struct ElastiCacheProvider {
     config: ElastiCacheConfig,
     client: Client,
     sdk: Option<SdkConfig>,
-    coordinator: Arc<GroupCoordinator>,
+    queue: MembershipQueue<UserGroup>,
     auth: Option<AuthChecker>,
     poll_initial: Duration,
 }
@@ -118,19 +120,52 @@ impl ElastiCacheProvider {
             .as_deref()
             .map(|url| AuthChecker::new(url, config.readiness_ca_pem.as_deref()))
             .transpose()?;
-        let coordinator = GroupCoordinator::new(
-            client.clone(),
-            config.user_group_id.clone(),
+        let queue = MembershipQueue::new(
+            UserGroup::new(client.clone(), &config.user_group_id),
+            None,
             Pacing::default(),
         );
         Ok(ElastiCacheProvider {
             config,
             client,
             sdk: None,
-            coordinator,
+            queue,
             auth,
             poll_initial: Duration::from_millis(200),
         })
+    }
+
+    /// Batches user-group additions with every instance that shares `store` (the lease
+    /// store's [`coordination`](leasehold_core::LeaseStore::coordination)), not only with this
+    /// process's own issues. `pacing` tunes the queue (`None`: the defaults).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(config: leasehold_elasticache::ElastiCacheConfig) -> leasehold_core::Result<()> {
+    /// use leasehold_core::{LeaseStore, MemoryStore};
+    /// use leasehold_elasticache::ElastiCacheProvider;
+    ///
+    /// // Any LeaseStore: SqliteStore for processes on one host, PostgresStore for a fleet.
+    /// let store = MemoryStore::new();
+    /// let provider = ElastiCacheProvider::new(config)
+    ///     .await?
+    ///     .with_coordination(store.coordination(), None);
+    /// # let _ = provider;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_coordination(
+        mut self,
+        store: Option<Arc<dyn CoordinationStore>>,
+        pacing: Option<Pacing>,
+    ) -> Self {
+        self.queue = MembershipQueue::new(
+            UserGroup::new(self.client.clone(), &self.config.user_group_id),
+            store,
+            pacing.unwrap_or_default(),
+        );
+        self
     }
 
     /// The configuration.
@@ -231,7 +266,7 @@ impl ElastiCacheProvider {
         loop {
             match self.client.delete_user().user_id(user_id).send().await {
                 Ok(_) => {
-                    self.coordinator.forget(user_id);
+                    self.queue.forget(user_id);
                     return Ok(());
                 }
                 Err(e) => {
@@ -239,17 +274,17 @@ impl ElastiCacheProvider {
                     let err = user_error("DeleteUser", user_id, map_sdk_error("DeleteUser", e));
                     match code.as_deref() {
                         Some("UserNotFound") => {
-                            self.coordinator.forget(user_id);
+                            self.queue.forget(user_id);
                             return Ok(());
                         }
                         Some("InvalidUserState") => match self.describe_user(user_id).await {
                             // Already on its way out (a second revoke), or gone meanwhile.
                             Ok(None) => {
-                                self.coordinator.forget(user_id);
+                                self.queue.forget(user_id);
                                 return Ok(());
                             }
                             Ok(Some(u)) if u.status() == Some("deleting") => {
-                                self.coordinator.forget(user_id);
+                                self.queue.forget(user_id);
                                 return Ok(());
                             }
                             // `creating` / `modifying`: it passes; retry.
@@ -271,6 +306,9 @@ impl ElastiCacheProvider {
     /// Removes a user this `create` made, after a later step failed. Best effort: the
     /// manager revokes by the written-ahead name if this fails too.
     async fn compensate(&self, user_id: &str, cause: Error) -> Error {
+        if let Err(e) = self.queue.withdraw(user_id).await {
+            tracing::debug!(user_id, error = %e, "could not withdraw the queued group addition");
+        }
         match self.delete_user(user_id, BUSY_USER_BUDGET).await {
             Ok(()) => cause,
             Err(e) => {
@@ -398,7 +436,7 @@ impl DynamicSecretProvider for ElastiCacheProvider {
                 if attached.is_empty() { "none".to_string() } else { attached.join(", ") }
             )));
         }
-        let group = self.coordinator.describe().await?;
+        let group = self.queue.backend().describe_group().await?;
         if let Some(engine) = group.engine() {
             if !engine.eq_ignore_ascii_case(self.config.engine.as_str()) {
                 return Err(Error::invalid_config(format!(
@@ -456,7 +494,8 @@ impl DynamicSecretProvider for ElastiCacheProvider {
         let remaining = move || budget.saturating_sub(started.elapsed());
 
         // The quota check comes before CreateUser: a user that cannot join is never made.
-        let _slot = self.coordinator.reserve(&user_id).await?;
+        let deadline = leasehold_core::store::add_duration(Utc::now(), budget);
+        self.queue.reserve(&user_id, deadline).await?;
 
         let mut tag_list: Vec<Tag> = Vec::new();
         let mut push = |k: &str, v: &str| {
@@ -505,7 +544,11 @@ impl DynamicSecretProvider for ElastiCacheProvider {
                         "CreateUser answered AlreadyExists for this lease's own user"
                     );
                 }
-                _ => return Err(err),
+                _ => {
+                    // Never created: only the quota entry is to undo.
+                    let _ = self.queue.withdraw(&user_id).await;
+                    return Err(err);
+                }
             }
         }
 
@@ -521,16 +564,14 @@ impl DynamicSecretProvider for ElastiCacheProvider {
             Err(e) => return Err(self.compensate(&user_id, e).await),
         }
 
-        let rx = self.coordinator.submit(&user_id, request.wait_ready);
-        let joined = match tokio::time::timeout(remaining(), rx).await {
-            Ok(Ok(Ok(j))) => Some(j),
-            Ok(Ok(Err(e))) => return Err(self.compensate(&user_id, e).await),
-            Ok(Err(_closed)) => {
-                let e = Error::unexpected("the user group coordinator stopped");
-                return Err(self.compensate(&user_id, e).await);
+        let until = tokio::time::Instant::now() + remaining();
+        let joined = match self.queue.join(&user_id, request.wait_ready, until).await {
+            Ok(j) => Some(j),
+            Err(e) if e.kind() != ErrorKind::Timeout => {
+                return Err(self.compensate(&user_id, e).await)
             }
             Err(_elapsed) => {
-                if self.coordinator.withdraw(&user_id) {
+                if self.queue.withdraw(&user_id).await.unwrap_or(true) {
                     let e = Error::new(
                         ErrorKind::Timeout,
                         format!(
@@ -616,7 +657,7 @@ impl DynamicSecretProvider for ElastiCacheProvider {
     async fn list_managed(&self, prefix: &str) -> Result<Vec<ManagedCredential>> {
         let prefix = prefix.to_ascii_lowercase();
         let group_id = self.group_id();
-        let pending: Vec<String> = match self.coordinator.describe().await {
+        let pending: Vec<String> = match self.queue.backend().describe_group().await {
             Ok(g) => g
                 .pending_changes()
                 .map(|p| {

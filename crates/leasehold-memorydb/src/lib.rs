@@ -3,7 +3,7 @@
 #![deny(missing_docs)]
 
 mod access;
-mod acl;
+mod membership;
 mod auth;
 mod config;
 mod iam_token;

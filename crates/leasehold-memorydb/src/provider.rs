@@ -8,18 +8,20 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_memorydb::types::{AuthenticationMode, InputAuthenticationType, Tag};
 use aws_sdk_memorydb::Client;
+use leasehold_aws::membership::{Joined, MembershipQueue, Pacing};
 use leasehold_aws::{error_code, map_sdk_error, tags};
 use leasehold_core::{
-    Capabilities, CreateRequest, Created, Credentials, DynamicSecretProvider, Error, ErrorKind,
-    ExternalRef, ManagedCredential, NameRule, PasswordPolicy, Readiness, Result, StatementVars,
+    Capabilities, CoordinationStore, CreateRequest, Created, Credentials, DynamicSecretProvider,
+    Error, ErrorKind, ExternalRef, ManagedCredential, NameRule, PasswordPolicy, Readiness, Result,
+    StatementVars,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::acl::{AclQueue, Joined, Pacing};
 use crate::auth::AuthProbe;
 use crate::config::{MemoryDbConfig, OPEN_ACCESS_ACL};
+use crate::membership::AclGroup;
 use crate::statement::{delete_user_name, CreateUserInput};
 
 /// The provider's [`kind`](DynamicSecretProvider::kind).
@@ -65,14 +67,23 @@ pub struct MemoryDbProvider {
     client: Client,
     pacing: Pacing,
     queue: OnceCell<Arc<AclQueue>>,
+    coordination: Option<Arc<dyn CoordinationStore>>,
     probe: Option<AuthProbe>,
+}
+
+type AclQueue = MembershipQueue<AclGroup>;
+
+/// The queue's timing for a poll interval: polls grow by half each round, up to eight times
+/// the interval.
+fn pacing(poll: std::time::Duration) -> Pacing {
+    Pacing::default().poll(poll, poll * 8, 1.5)
 }
 
 impl fmt::Debug for MemoryDbProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryDbProvider")
             .field("config", &self.config)
-            .field("acl", &self.queue.get().map(|q| q.acl().to_string()))
+            .field("acl", &self.queue.get().map(|q| q.group().to_string()))
             .finish_non_exhaustive()
     }
 }
@@ -114,12 +125,47 @@ impl MemoryDbProvider {
             .map(|url| AuthProbe::new(url, config.readiness_ca_pem.as_deref()))
             .transpose()?;
         Ok(MemoryDbProvider {
-            pacing: Pacing::from_poll(config.poll_interval),
+            pacing: pacing(config.poll_interval),
             config,
             client,
             queue: OnceCell::new(),
+            coordination: None,
             probe,
         })
+    }
+
+    /// Batches ACL additions with every instance that shares `store` (the lease store's
+    /// [`coordination`](leasehold_core::LeaseStore::coordination)), not only with this
+    /// process's own issues. `claim_hold` is how long the fleet takes to notice a dead
+    /// applier (`None`: the default, 15 s).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f() -> leasehold_core::Result<()> {
+    /// use leasehold_core::{LeaseStore, MemoryStore};
+    /// use leasehold_memorydb::{MemoryDbConfig, MemoryDbProvider};
+    ///
+    /// // Any LeaseStore: SqliteStore for processes on one host, PostgresStore for a fleet.
+    /// let store = MemoryStore::new();
+    /// let provider = MemoryDbProvider::new(MemoryDbConfig::new("orders"))
+    ///     .await?
+    ///     .with_coordination(store.coordination(), None);
+    /// # let _ = provider;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_coordination(
+        mut self,
+        store: Option<Arc<dyn CoordinationStore>>,
+        claim_hold: Option<std::time::Duration>,
+    ) -> Self {
+        self.coordination = store;
+        if let Some(hold) = claim_hold {
+            self.pacing = self.pacing.claim_hold(hold);
+        }
+        self.queue = OnceCell::new();
+        self
     }
 
     /// The settings.
@@ -172,7 +218,9 @@ impl MemoryDbProvider {
         self.queue
             .get_or_try_init(|| async {
                 let acl = self.resolve_acl().await?;
-                Ok::<_, Error>(AclQueue::new(self.client.clone(), acl, self.pacing))
+                let group = AclGroup::new(self.client.clone(), acl);
+                let coordination = self.coordination.clone();
+                Ok::<_, Error>(Arc::new(AclQueue::new(group, coordination, self.pacing)))
             })
             .await
             .cloned()
@@ -233,17 +281,16 @@ impl MemoryDbProvider {
                 ),
             ));
         }
-        let rx = queue.submit(user, req.wait_ready);
-        let joined = match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => return Err(Error::unexpected("the ACL queue stopped unexpectedly")),
+        let joined = match queue.join(user, req.wait_ready, deadline).await {
+            Ok(j) => j,
+            Err(e) if e.kind() != ErrorKind::Timeout => return Err(e),
             Err(_) => {
-                if queue.withdraw(user) {
+                if queue.withdraw(user).await.unwrap_or(true) {
                     return Err(Error::new(
                         ErrorKind::Timeout,
                         format!(
                             "ACL {:?} did not take a change within {:?} (it stayed modifying)",
-                            queue.acl(),
+                            queue.group(),
                             self.config.ready_timeout
                         ),
                     ));
@@ -315,7 +362,9 @@ impl MemoryDbProvider {
 
     /// Undoes a half-made user.
     async fn compensate(&self, queue: &AclQueue, user: &str) {
-        queue.withdraw(user);
+        if let Err(e) = queue.withdraw(user).await {
+            tracing::debug!(user, error = %e, "could not withdraw the queued ACL addition");
+        }
         let deadline = Instant::now() + self.config.revoke_timeout;
         match self.delete_user(user, deadline).await {
             Ok(_) => {
@@ -395,9 +444,9 @@ impl DynamicSecretProvider for MemoryDbProvider {
             }
         }
         let queue = self.queue().await?;
-        queue.describe().await.map_err(|e| {
+        queue.backend().describe_acl().await.map_err(|e| {
             if e.kind() == ErrorKind::NotFound || e.message().contains("ACLNotFoundFault") {
-                Error::invalid_config(format!("acl_name: ACL {:?} not found", queue.acl()))
+                Error::invalid_config(format!("acl_name: ACL {:?} not found", queue.group()))
             } else {
                 e
             }
@@ -440,7 +489,9 @@ impl DynamicSecretProvider for MemoryDbProvider {
         }
 
         let queue = self.queue().await.map_err(ctx)?;
-        let reservation = queue.reserve(user).await.map_err(ctx)?;
+        let entry_deadline =
+            leasehold_core::store::add_duration(chrono::Utc::now(), self.config.ready_timeout);
+        queue.reserve(user, entry_deadline).await.map_err(ctx)?;
         let mode = AuthenticationMode::builder()
             .r#type(InputAuthenticationType::Password)
             .set_passwords(Some(
@@ -451,16 +502,21 @@ impl DynamicSecretProvider for MemoryDbProvider {
                     .collect(),
             ))
             .build();
-        self.client
+        let created = self
+            .client
             .create_user()
             .user_name(user)
             .access_string(&input.access_string)
             .authentication_mode(mode)
-            .set_tags(Some(self.user_tags(req, &input, queue.acl())))
+            .set_tags(Some(self.user_tags(req, &input, queue.group())))
             .send()
-            .await
-            .map_err(|e| ctx(map_sdk_error("CreateUser", e)))?;
-        tracing::debug!(user, acl = queue.acl(), "MemoryDB user created");
+            .await;
+        if let Err(e) = created {
+            // Never created: only the quota entry is to undo.
+            let _ = queue.withdraw(user).await;
+            return Err(ctx(map_sdk_error("CreateUser", e)));
+        }
+        tracing::debug!(user, acl = queue.group(), "MemoryDB user created");
 
         let deadline = Instant::now() + self.config.ready_timeout;
         let readiness = match self.finish(req, password, &queue, deadline).await {
@@ -470,9 +526,8 @@ impl DynamicSecretProvider for MemoryDbProvider {
                 return Err(ctx(e));
             }
         };
-        drop(reservation);
         let external = ExternalRef::new(user)
-            .with_attr(ATTR_ACL, queue.acl())
+            .with_attr(ATTR_ACL, queue.group())
             .with_attr(ATTR_CLUSTER, &self.config.cluster_name);
         Ok(Created::new(
             external,
@@ -506,7 +561,7 @@ impl DynamicSecretProvider for MemoryDbProvider {
         let user = delete_user_name(rendered.expose_json(), "revocation_statement").map_err(ctx)?;
         // An issue of this instance still queued for the ACL must not add a deleted user.
         if let Some(q) = self.queue.get() {
-            q.withdraw(&user);
+            let _ = q.withdraw(&user).await;
         }
         let deadline = Instant::now() + self.config.revoke_timeout;
         let deleted = self.delete_user(&user, deadline).await.map_err(ctx)?;
@@ -521,7 +576,7 @@ impl DynamicSecretProvider for MemoryDbProvider {
     }
 
     async fn list_managed(&self, prefix: &str) -> Result<Vec<ManagedCredential>> {
-        let acl = self.queue().await?.acl().to_string();
+        let acl = self.queue().await?.group().to_string();
         let mut users = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -594,7 +649,7 @@ mod tests {
     #[test]
     fn pacing_grows_to_eight_times_the_poll() {
         use std::time::Duration;
-        let p = Pacing::from_poll(Duration::from_millis(100));
+        let p = pacing(Duration::from_millis(100));
         assert_eq!(p.delay(0), Duration::from_millis(100));
         assert_eq!(p.delay(50), Duration::from_millis(800));
     }

@@ -3,12 +3,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use leasehold_testkit::servers::RedisServer;
-use support::{signal, ts, wait_exit, wait_until, Cli};
+use support::{auth_ok, signal, ts, wait_exit, wait_until, Cli};
 
 fn config(url: &str) -> String {
     format!(
@@ -29,40 +27,6 @@ urls = ["{url}"]
 acl_rules = "~orders:* +@read +@write"
 "#
     )
-}
-
-/// Sends `AUTH user password` then `GET orders:probe` on one connection and returns both
-/// replies: a failed AUTH leaves the connection as `default`, so the AUTH reply itself is what
-/// counts.
-fn auth(port: u16, user: &str, password: &str) -> (String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut cmd = Vec::new();
-    for args in [vec!["AUTH", user, password], vec!["GET", "orders:probe"]] {
-        cmd.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            cmd.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-        }
-    }
-    s.write_all(&cmd).unwrap();
-    let mut r = BufReader::new(s);
-    let mut first = String::new();
-    let mut second = String::new();
-    r.read_line(&mut first).unwrap();
-    r.read_line(&mut second).unwrap();
-    (first.trim_end().into(), second.trim_end().into())
-}
-
-fn auth_ok(port: u16, user: &str, password: &str) -> bool {
-    let (a, p) = auth(port, user, password);
-    if a == "+OK" {
-        // A nil reply: the key pattern and command categories of acl_rules allow the read.
-        assert_eq!(p, "$-1");
-        true
-    } else {
-        assert!(a.starts_with("-WRONGPASS"), "unexpected AUTH reply {a:?}");
-        false
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,7 +2,8 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -99,8 +100,18 @@ impl Cli {
 
     /// Starts a long-running command; its stdout and stderr are collected as they come.
     pub fn spawn(&self, args: &[&str]) -> Running {
+        self.spawn_with(args, Stdio::null())
+    }
+
+    /// Like [`spawn`](Self::spawn), with stdin a pipe the test holds (`child.stdin`).
+    pub fn spawn_with_stdin(&self, args: &[&str]) -> Running {
+        self.spawn_with(args, Stdio::piped())
+    }
+
+    fn spawn_with(&self, args: &[&str], stdin: Stdio) -> Running {
         let mut child = self
             .command(args)
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -160,6 +171,15 @@ impl Running {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// The first JSON document on stdout, once it is complete.
+    pub fn stdout_json(&self) -> Option<Value> {
+        let text = self.stdout();
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .next()
+            .and_then(Result::ok)
     }
 }
 
@@ -229,4 +249,39 @@ pub fn suffix() -> String {
 /// Whether `path` exists.
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// Sends `AUTH user password` then `GET orders:probe` on one connection and returns both
+/// replies: a failed AUTH leaves the connection as `default`, so the AUTH reply itself is what
+/// counts (`redis-cli --user --pass` would fall back to `default` silently).
+pub fn auth(port: u16, user: &str, password: &str) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut cmd = Vec::new();
+    for args in [vec!["AUTH", user, password], vec!["GET", "orders:probe"]] {
+        cmd.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            cmd.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+    }
+    s.write_all(&cmd).unwrap();
+    let mut r = BufReader::new(s);
+    let mut first = String::new();
+    let mut second = String::new();
+    r.read_line(&mut first).unwrap();
+    r.read_line(&mut second).unwrap();
+    (first.trim_end().into(), second.trim_end().into())
+}
+
+/// Whether `user` / `password` AUTHs; when it does, the GET after it must be allowed (a nil
+/// reply: the key pattern and command categories of the test configs allow the read).
+pub fn auth_ok(port: u16, user: &str, password: &str) -> bool {
+    let (a, p) = auth(port, user, password);
+    if a == "+OK" {
+        assert_eq!(p, "$-1");
+        true
+    } else {
+        assert!(a.starts_with("-WRONGPASS"), "unexpected AUTH reply {a:?}");
+        false
+    }
 }

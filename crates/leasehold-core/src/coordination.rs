@@ -162,6 +162,16 @@ pub struct GroupClaim {
     pub until: DateTime<Utc>,
 }
 
+impl GroupClaim {
+    /// A claim held by `owner` until `until`.
+    pub fn new(owner: impl Into<String>, until: DateTime<Utc>) -> Self {
+        GroupClaim {
+            owner: owner.into(),
+            until,
+        }
+    }
+}
+
 /// Pending group-membership changes and the claim that elects their applier, shared by every
 /// instance that uses one lease store.
 ///

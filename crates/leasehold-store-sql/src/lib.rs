@@ -5,6 +5,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use leasehold_core::{Error, ErrorKind, ExternalRef, LeaseId, LeaseRecord, LeaseState, Result};
 
+mod coordination;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod schema;
@@ -298,6 +299,8 @@ struct Statements {
     select_live: String,
     /// `SELECT COUNT(*) ... WHERE damaged IS NULL`: `count` adds its filter.
     count_live: String,
+    /// The issue path's quota check: one row of the per-secret count, kept by triggers.
+    count_secret: String,
     insert: String,
     get: String,
     update: String,
@@ -315,7 +318,7 @@ struct Statements {
 
 impl Statements {
     /// `leases` and `meta` are the (possibly schema-qualified) table names.
-    fn new(leases: &str, meta: &str, d: &Dialect) -> Statements {
+    fn new(leases: &str, meta: &str, counts: &str, d: &Dialect) -> Statements {
         let Dialect {
             greatest,
             least,
@@ -324,6 +327,9 @@ impl Statements {
         Statements {
             select_live: format!("SELECT * FROM {leases} WHERE damaged IS NULL"),
             count_live: format!("SELECT COUNT(*) FROM {leases} WHERE damaged IS NULL"),
+            count_secret: format!(
+                "SELECT COALESCE((SELECT leases FROM {counts} WHERE secret = $1), 0)"
+            ),
             insert: format!(
                 "INSERT INTO {leases} (id, secret, provider_kind, identity, external, state, \
                  issued_at, expires_at, max_expires_at, renewable, due_at, claimable_at, \
@@ -528,9 +534,8 @@ macro_rules! impl_lease_store {
             }
 
             async fn count(&self, filter: &leasehold_core::LeaseFilter) -> leasehold_core::Result<u64> {
-                let mut q = sqlx::QueryBuilder::<$db>::new(&self.sql.count_live);
-                crate::push_filter(&mut q, filter, false);
-                let (n,): (i64,) = q
+                let (n,): (i64,) = self
+                    .count_query(filter)
                     .build_query_as()
                     .fetch_one(&self.pool)
                     .await
@@ -601,6 +606,8 @@ macro_rules! impl_lease_store {
                 Ok(id.into())
             }
 
+            fn coordination(&self) -> Option<std::sync::Arc<dyn leasehold_core::CoordinationStore>> { Some(crate::coordination::CoordinationPool::coordination(&self.pool, &self.tables)) }
+
             async fn release_claims(
                 &self,
                 owner: &str,
@@ -638,6 +645,35 @@ macro_rules! impl_lease_store {
         }
 
         impl $store {
+            /// The statement `count` runs for `filter`: a count of one secret's leases (the
+            /// issue path's quota check) reads the per-secret count instead of the leases.
+            fn count_query<'a>(
+                &'a self,
+                filter: &'a leasehold_core::LeaseFilter,
+            ) -> sqlx::QueryBuilder<'a, $db> {
+                match (&filter.secret, filter.states.is_empty()) {
+                    (Some(secret), true) => {
+                        let mut q = sqlx::QueryBuilder::<$db>::new("");
+                        let mut parts = self.sql.count_secret.split("$1");
+                        q.push(parts.next().unwrap_or_default());
+                        q.push_bind(secret.as_str());
+                        q.push(parts.next().unwrap_or_default());
+                        q
+                    }
+                    _ => {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(&self.sql.count_live);
+                        crate::push_filter(&mut q, filter, false);
+                        q
+                    }
+                }
+            }
+
+            /// The SQL `count` runs for `filter`, for tests that check its query plan.
+            #[doc(hidden)]
+            pub fn count_statement(&self, filter: &leasehold_core::LeaseFilter) -> String {
+                self.count_query(filter).sql().to_string()
+            }
+
             /// Tells a missed compare-and-set apart: another version, or no row at all.
             async fn cas_failure(&self, id: &leasehold_core::LeaseId, expected: u64) -> leasehold_core::Error {
                 let found: Result<Option<(i64,)>, sqlx::Error> = sqlx::query_as(&self.sql.version_of)

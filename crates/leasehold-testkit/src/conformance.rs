@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use leasehold_core::{
-    CreateRequest, Credentials, DynamicSecretProvider, ErrorKind, ExternalRef, LeaseFilter,
-    LeaseId, LeaseRecord, LeaseState, LeaseStore,
+    CoordinationStore, CreateRequest, Credentials, DynamicSecretProvider, ErrorKind, ExternalRef,
+    LeaseFilter, LeaseId, LeaseRecord, LeaseState, LeaseStore, MemberEntry, MemberState,
 };
 
 /// Checks whether a credential works against the real backend (AUTH on Redis, an STS call
@@ -325,6 +325,296 @@ pub async fn store_conformance(store: &dyn LeaseStore) {
     }
     assert_eq!(store.count(&LeaseFilter::all()).await.unwrap(), 0);
     assert_eq!(store.next_due().await.unwrap(), None);
+
+    // A store that offers group coordination passes its suite too.
+    if let Some(coordination) = store.coordination() {
+        coordination_conformance(coordination.as_ref()).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CoordinationStore: one function per sentence of its `# Behavior` section.
+
+/// A group key no other run uses.
+fn fresh_group() -> String {
+    format!(
+        "conformance:test:{}",
+        leasehold_core::template::random_lowercase(10)
+    )
+}
+
+fn member_entry(group: &str, member: &str, state: MemberState) -> MemberEntry {
+    MemberEntry::new(
+        group,
+        member,
+        state,
+        "conf-owner",
+        ms_now() + chrono::Duration::seconds(600),
+    )
+}
+
+/// Runs every [`CoordinationStore`] check. [`store_conformance`] calls it for stores whose
+/// [`LeaseStore::coordination`] is `Some`.
+pub async fn coordination_conformance(store: &dyn CoordinationStore) {
+    put_member_stores_and_replaces(store).await;
+    member_of_unknown_is_none(store).await;
+    members_lists_one_group_ordered_by_member(store).await;
+    set_state_moves_only_entries_in_from(store).await;
+    withdraw_removes_and_returns_the_old_state(store).await;
+    claim_group_is_exclusive_until_it_ends(store).await;
+    claim_group_is_renewed_by_its_holder(store).await;
+    concurrent_claims_elect_one_holder(store).await;
+    release_group_ends_only_the_holders_claim(store).await;
+    changed_returns_within_its_bound(store).await;
+}
+
+/// `put_member` stores the entry, replacing any entry of the same `(group, member)`.
+pub async fn put_member_stores_and_replaces(store: &dyn CoordinationStore) {
+    let g = fresh_group();
+    let e = member_entry(&g, "u-1", MemberState::Reserved);
+    store.put_member(&e).await.expect("put_member");
+    assert_eq!(
+        store.member(&g, "u-1").await.expect("member"),
+        Some(e.clone())
+    );
+    let mut failed = member_entry(&g, "u-1", MemberState::Failed);
+    failed.owner = "other-owner".into();
+    failed.error_kind = Some("QuotaExceeded".into());
+    failed.error = Some("full".into());
+    store
+        .put_member(&failed)
+        .await
+        .expect("put_member replaces");
+    assert_eq!(
+        store.member(&g, "u-1").await.expect("member"),
+        Some(failed),
+        "the second put replaces every field"
+    );
+    assert_eq!(store.members(&g).await.expect("members").len(), 1);
+    store.withdraw(&g, "u-1").await.expect("withdraw");
+}
+
+/// `member` returns `None` for an unknown `(group, member)`.
+pub async fn member_of_unknown_is_none(store: &dyn CoordinationStore) {
+    let g = fresh_group();
+    assert_eq!(store.member(&g, "nobody").await.expect("member"), None);
+    assert!(store.members(&g).await.expect("members").is_empty());
+}
+
+/// `members` returns every entry of the group, and no other group's, ordered by member.
+pub async fn members_lists_one_group_ordered_by_member(store: &dyn CoordinationStore) {
+    let g = fresh_group();
+    let other = fresh_group();
+    for m in ["u-c", "u-a", "u-b"] {
+        store
+            .put_member(&member_entry(&g, m, MemberState::Pending))
+            .await
+            .expect("put_member");
+    }
+    store
+        .put_member(&member_entry(&other, "u-0", MemberState::Pending))
+        .await
+        .expect("put_member");
+    let names: Vec<String> = store
+        .members(&g)
+        .await
+        .expect("members")
+        .into_iter()
+        .map(|e| e.member)
+        .collect();
+    assert_eq!(names, ["u-a", "u-b", "u-c"]);
+    for m in ["u-a", "u-b", "u-c"] {
+        store.withdraw(&g, m).await.expect("withdraw");
+    }
+    store.withdraw(&other, "u-0").await.expect("withdraw");
+}
+
+/// `set_state` moves the listed entries whose state is in `from`, records or clears the
+/// error, returns those it moved, and leaves the others alone.
+pub async fn set_state_moves_only_entries_in_from(store: &dyn CoordinationStore) {
+    let g = fresh_group();
+    store
+        .put_member(&member_entry(&g, "u-1", MemberState::Pending))
+        .await
+        .unwrap();
+    store
+        .put_member(&member_entry(&g, "u-2", MemberState::Accepted))
+        .await
+        .unwrap();
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let moved = store
+        .set_state(
+            &g,
+            &names(&["u-1", "u-2", "u-missing"]),
+            &[MemberState::Pending],
+            MemberState::Applying,
+            None,
+        )
+        .await
+        .expect("set_state");
+    assert_eq!(moved, names(&["u-1"]), "only the pending entry moves");
+    let e2 = store.member(&g, "u-2").await.unwrap().unwrap();
+    assert_eq!(
+        e2.state,
+        MemberState::Accepted,
+        "another state is left alone"
+    );
+    assert!(store.member(&g, "u-missing").await.unwrap().is_none());
+
+    let err = leasehold_core::Error::new(ErrorKind::QuotaExceeded, "group is full");
+    let moved = store
+        .set_state(
+            &g,
+            &names(&["u-1"]),
+            &[MemberState::Applying, MemberState::Pending],
+            MemberState::Failed,
+            Some(&err),
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, names(&["u-1"]));
+    let e1 = store.member(&g, "u-1").await.unwrap().unwrap();
+    assert_eq!(e1.state, MemberState::Failed);
+    assert_eq!(e1.error_kind.as_deref(), Some("QuotaExceeded"));
+    assert_eq!(e1.error.as_deref(), Some("group is full"));
+    assert_eq!(e1.failure().kind(), ErrorKind::QuotaExceeded);
+    let moved = store
+        .set_state(
+            &g,
+            &names(&["u-1"]),
+            &[MemberState::Failed],
+            MemberState::Pending,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.len(), 1);
+    let e1 = store.member(&g, "u-1").await.unwrap().unwrap();
+    assert_eq!(
+        (e1.error_kind, e1.error),
+        (None, None),
+        "no error clears it"
+    );
+    store.withdraw(&g, "u-1").await.unwrap();
+    store.withdraw(&g, "u-2").await.unwrap();
+}
+
+/// `withdraw` removes the entry and returns the state it had; `None` when there was none.
+pub async fn withdraw_removes_and_returns_the_old_state(store: &dyn CoordinationStore) {
+    let g = fresh_group();
+    store
+        .put_member(&member_entry(&g, "u-1", MemberState::Applying))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.withdraw(&g, "u-1").await.expect("withdraw"),
+        Some(MemberState::Applying)
+    );
+    assert_eq!(store.member(&g, "u-1").await.unwrap(), None);
+    assert_eq!(store.withdraw(&g, "u-1").await.expect("withdraw"), None);
+}
+
+/// `claim_group` takes a free group, refuses another owner while the claim lasts, and lets
+/// anyone take it over once `until <= now`.
+pub async fn claim_group_is_exclusive_until_it_ends(store: &dyn CoordinationStore) {
+    let g = fresh_group();
+    let now = ms_now();
+    let hold = Duration::from_secs(30);
+    assert!(store.claim_group(&g, "a", now, hold).await.expect("claim"));
+    let claim = store.group_claim(&g).await.expect("group_claim").unwrap();
+    assert_eq!(claim.owner, "a");
+    assert_eq!(claim.until, now + chrono::Duration::seconds(30));
+    assert!(!store.claim_group(&g, "b", now, hold).await.unwrap());
+    let later = now + chrono::Duration::seconds(29);
+    assert!(!store.claim_group(&g, "b", later, hold).await.unwrap());
+    assert_eq!(store.group_claim(&g).await.unwrap().unwrap().owner, "a");
+    let ended = now + chrono::Duration::seconds(30);
+    assert!(
+        store.claim_group(&g, "b", ended, hold).await.unwrap(),
+        "a claim that ended is taken over"
+    );
+    assert_eq!(store.group_claim(&g).await.unwrap().unwrap().owner, "b");
+    assert!(store.release_group(&g, "b").await.unwrap());
+}
+
+/// `claim_group` by the holder renews the claim from `now`.
+pub async fn claim_group_is_renewed_by_its_holder(store: &dyn CoordinationStore) {
+    let g = fresh_group();
+    let now = ms_now();
+    assert!(store
+        .claim_group(&g, "a", now, Duration::from_secs(10))
+        .await
+        .unwrap());
+    let later = now + chrono::Duration::seconds(5);
+    assert!(store
+        .claim_group(&g, "a", later, Duration::from_secs(10))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.group_claim(&g).await.unwrap().unwrap().until,
+        later + chrono::Duration::seconds(10)
+    );
+    assert!(store.release_group(&g, "a").await.unwrap());
+}
+
+/// Among concurrent callers at most one holds a claim at a time.
+pub async fn concurrent_claims_elect_one_holder(store: &dyn CoordinationStore) {
+    let g = fresh_group();
+    let now = ms_now();
+    let tries = (0..8).map(|i| {
+        let g = g.clone();
+        async move {
+            store
+                .claim_group(&g, &format!("owner-{i}"), now, Duration::from_secs(30))
+                .await
+                .expect("claim_group")
+        }
+    });
+    let won = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .filter(|w| *w)
+        .count();
+    assert_eq!(
+        won, 1,
+        "exactly one of the concurrent callers holds the claim"
+    );
+    let holder = store.group_claim(&g).await.unwrap().unwrap().owner;
+    assert!(store.release_group(&g, &holder).await.unwrap());
+}
+
+/// `release_group` ends the holder's claim; another owner's release changes nothing.
+pub async fn release_group_ends_only_the_holders_claim(store: &dyn CoordinationStore) {
+    let g = fresh_group();
+    let now = ms_now();
+    assert!(store
+        .claim_group(&g, "a", now, Duration::from_secs(30))
+        .await
+        .unwrap());
+    assert!(!store.release_group(&g, "b").await.unwrap());
+    assert_eq!(store.group_claim(&g).await.unwrap().unwrap().owner, "a");
+    assert!(store.release_group(&g, "a").await.unwrap());
+    assert_eq!(store.group_claim(&g).await.unwrap(), None);
+    assert!(
+        store
+            .claim_group(&g, "b", now, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        "a released group is free at once"
+    );
+    assert!(store.release_group(&g, "b").await.unwrap());
+    assert!(!store.release_group(&g, "b").await.unwrap());
+}
+
+/// `changed` returns after at most `within`.
+pub async fn changed_returns_within_its_bound(store: &dyn CoordinationStore) {
+    let g = fresh_group();
+    let started = std::time::Instant::now();
+    store.changed(&g, Duration::from_millis(50)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "changed waited far past its bound"
+    );
 }
 
 fn fresh_username(provider: &dyn DynamicSecretProvider) -> String {

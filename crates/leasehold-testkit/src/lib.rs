@@ -9,7 +9,9 @@ mod recording;
 #[cfg(feature = "servers")]
 pub mod servers;
 
-pub use conformance::{provider_conformance, store_conformance, CredentialProbe};
+pub use conformance::{
+    coordination_conformance, provider_conformance, store_conformance, CredentialProbe,
+};
 pub use faulty::{Fault, FaultyProvider, Operation};
 pub use logs::{assert_no_secret, capture_tracing, CaptureWriter, LogCapture};
 pub use recording::RecordingProvider;

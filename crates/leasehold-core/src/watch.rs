@@ -46,6 +46,11 @@ pub struct WatchOptions {
     /// First delay after a failed renew or re-issue (default 1 s, doubling, capped at a
     /// quarter of the remaining lifetime).
     pub retry_delay: Duration,
+    /// Rotate no later than this long before the current lease's max expiry (default: the
+    /// grace), so a replaced credential gets its whole grace. A secret whose max TTL is not
+    /// longer than this is refused by [`LeaseManager::watch`] with a clear error instead of
+    /// rotating with a grace silently cut short.
+    pub rotate_before: Option<Duration>,
 }
 
 impl Default for WatchOptions {
@@ -55,6 +60,7 @@ impl Default for WatchOptions {
             jitter: 0.1,
             grace: Duration::from_secs(30),
             retry_delay: Duration::from_secs(1),
+            rotate_before: None,
         }
     }
 }
@@ -79,6 +85,18 @@ impl WatchOptions {
     pub fn jitter(mut self, jitter: f64) -> Self {
         self.jitter = jitter;
         self
+    }
+
+    /// Sets the rotation lead before the max expiry (see [`rotate_before`](Self::rotate_before)).
+    #[must_use]
+    pub fn rotate_before(mut self, lead: Duration) -> Self {
+        self.rotate_before = Some(lead);
+        self
+    }
+
+    /// The rotation lead in effect: `rotate_before`, or the grace.
+    fn lead(&self) -> Duration {
+        self.rotate_before.unwrap_or(self.grace)
     }
 
     /// Sets the first retry delay.
@@ -137,6 +155,14 @@ pub enum WatchEvent {
         message: String,
         /// When the next try happens.
         retry_at: DateTime<Utc>,
+    },
+    /// A replaced credential got less than the configured grace, because it expired sooner
+    /// (a rotation that had to be retried, or an operator's revoke).
+    GraceShortened {
+        /// The replaced lease.
+        lease_id: LeaseId,
+        /// The grace it got.
+        grace: Duration,
     },
     /// The current credential will expire before a replacement exists.
     ExpiringWithoutReplacement {
@@ -279,6 +305,13 @@ struct Retired {
     revoke_at: DateTime<Utc>,
 }
 
+/// The latest moment to rotate `lease`: its max expiry minus the rotation lead and a tenth
+/// of it again, for a timer that fires late and the issue of the replacement.
+fn rotate_deadline(lease: &IssuedLease, options: &WatchOptions) -> DateTime<Utc> {
+    let lead = options.lead();
+    lease.max_expires_at - chrono::Duration::from_std(lead + lead / 10).unwrap_or_default()
+}
+
 fn to_std(d: chrono::Duration) -> Duration {
     d.to_std().unwrap_or(Duration::ZERO)
 }
@@ -308,6 +341,16 @@ impl LeaseManager {
             return Err(shut());
         }
         let first = self.issue(secret, request.clone()).await?;
+        let lifetime = to_std(first.max_expires_at - first.issued_at);
+        if lifetime <= options.lead() + options.lead() / 10 {
+            let _ = self.revoke(&first.lease_id).await;
+            return Err(Error::invalid_config(format!(
+                "watch: secret {secret:?} has a max TTL of {}, not longer than the rotation lead of {} (rotate_before, or the grace): lower them or raise max_ttl",
+                crate::duration::format_duration(lifetime),
+                crate::duration::format_duration(options.lead()),
+            ))
+            .with_context("secret", secret));
+        }
         let (tx, rx) = watch::channel(Arc::new(first));
         let (events, _) = broadcast::channel(64);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -384,7 +427,10 @@ async fn run_watch(
                 let j = rand::rng().random_range(-options.jitter..options.jitter);
                 wait = wait.mul_f64(1.0 + j);
             }
-            window_start + chrono::Duration::from_std(wait).unwrap_or_default()
+            let planned = window_start + chrono::Duration::from_std(wait).unwrap_or_default();
+            // Never later than the lead before the max expiry: the old credential keeps its
+            // whole grace after the rotation.
+            planned.min(rotate_deadline(&current, &options))
         });
         let next_retire = retired.iter().map(|r| r.revoke_at).min();
         let wake_at = next_retire.map_or(refresh_at, |r| r.min(refresh_at));
@@ -419,7 +465,9 @@ async fn run_watch(
         }
 
         // Refresh: renew if that still buys time, else issue a replacement.
-        let renewable = current.renewable && current.expires_at < current.max_expires_at;
+        let renewable = current.renewable
+            && current.expires_at < current.max_expires_at
+            && Utc::now() < rotate_deadline(&current, &options);
         let outcome = if renewable {
             match manager.renew(&current.lease_id, None).await {
                 Ok(rec) => {
@@ -564,10 +612,29 @@ async fn rotate(
 ) -> Result<()> {
     let fresh = manager.issue(secret, request.clone()).await?;
     let old = tx.borrow().clone();
-    let grace_end = Utc::now() + chrono::Duration::from_std(options.grace).unwrap_or_default();
+    let now = Utc::now();
+    let grace_end = now + chrono::Duration::from_std(options.grace).unwrap_or_default();
+    let mut old_expires = old.expires_at;
+    if old.renewable && old_expires < grace_end && old_expires < old.max_expires_at {
+        // Stretch the old lease over its grace (up to its max) so in-flight work can finish.
+        if let Ok(rec) = manager.renew(&old.lease_id, Some(options.grace)).await {
+            old_expires = rec.expires_at;
+        }
+    }
+    let revoke_at = grace_end.min(old_expires);
+    // A cut of a few percent is timer noise; more is worth telling.
+    let tolerance = chrono::Duration::from_std(options.grace / 10).unwrap_or_default();
+    if revoke_at + tolerance < grace_end {
+        let grace = to_std(revoke_at - now);
+        tracing::warn!(lease_id = %old.lease_id, grace_ms = grace.as_millis() as u64, "a replaced credential expires before its grace is over");
+        let _ = events.send(WatchEvent::GraceShortened {
+            lease_id: old.lease_id.clone(),
+            grace,
+        });
+    }
     retired.push(Retired {
         lease_id: old.lease_id.clone(),
-        revoke_at: grace_end.min(old.expires_at),
+        revoke_at,
     });
     let new_id = fresh.lease_id.clone();
     tx.send_replace(Arc::new(fresh));

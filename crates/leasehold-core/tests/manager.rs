@@ -895,6 +895,76 @@ mod watching {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rotation_leaves_the_old_credential_its_whole_grace() {
+        let store = MemoryStore::new();
+        let provider = RecordingProvider::new();
+        let m = manager(
+            &store,
+            vec![secret("lead", Arc::new(provider.clone()), 2, 5)],
+        )
+        .await;
+        let grace = Duration::from_millis(1000);
+        let w = m
+            .watch(
+                "lead",
+                IssueRequest::new(),
+                WatchOptions::default().grace(grace),
+            )
+            .await
+            .unwrap();
+        let mut events = w.events();
+        let mut leases = std::collections::HashMap::new();
+        let first = w.current();
+        leases.insert(first.lease_id.clone(), first.max_expires_at);
+        let (mut rotated, mut retired, mut shortened) = (0, 0, 0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+        while tokio::time::Instant::now() < deadline {
+            let c = w.current();
+            leases.entry(c.lease_id.clone()).or_insert(c.max_expires_at);
+            match tokio::time::timeout(Duration::from_millis(50), events.recv()).await {
+                Ok(Ok(WatchEvent::Rotated { old, .. })) => {
+                    rotated += 1;
+                    let left = leases[&old] - Utc::now();
+                    assert!(
+                        left >= chrono::Duration::milliseconds(900),
+                        "rotated with only {left} left before the old lease's max expiry"
+                    );
+                }
+                Ok(Ok(WatchEvent::RetiredRevoked { .. })) => retired += 1,
+                Ok(Ok(WatchEvent::GraceShortened { .. })) => shortened += 1,
+                _ => {}
+            }
+        }
+        assert!(rotated >= 2, "rotated {rotated} times");
+        assert!(retired + 1 >= rotated, "retired {retired} of {rotated}");
+        assert_eq!(shortened, 0);
+        w.close().await.unwrap();
+        assert_eq!(provider.live_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_max_ttl_shorter_than_the_rotation_lead_is_refused() {
+        let store = MemoryStore::new();
+        let provider = RecordingProvider::new();
+        let m = manager(
+            &store,
+            vec![secret("tiny", Arc::new(provider.clone()), 2, 5)],
+        )
+        .await;
+        let e = m
+            .watch("tiny", IssueRequest::new(), WatchOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+        assert!(e.to_string().contains("rotation lead"), "{e}");
+        assert!(
+            eventually(Duration::from_secs(2), || provider.live_count() == 0
+                && store.is_empty())
+            .await
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_receiver_from_subscribe_keeps_its_watch_alive() {
         let store = MemoryStore::new();
         let provider = RecordingProvider::new();
@@ -1004,6 +1074,7 @@ mod watching {
                 IssueRequest::new(),
                 WatchOptions::default()
                     .retry_delay(Duration::from_millis(100))
+                    .grace(Duration::from_secs(5))
                     .jitter(0.0),
             )
             .await

@@ -78,13 +78,15 @@ pub struct IamUserConfig {
     pub ready_timeout: Duration,
     /// How old a lease must be before `NoSuchEntity` on revoke is believed (default 30 s).
     pub consistency_window: Duration,
-    /// The pause between the two `GetUser` checks for a reference without a creation time
-    /// (default 2 s).
+    /// The pause between `DeleteUser`'s `NoSuchEntity` and the `GetUser` that confirms it, for
+    /// a reference without a creation time (default 2 s).
     pub absence_recheck_delay: Duration,
-    /// Whether revoke lists and deletes service-specific credentials (CodeCommit, Keyspaces,
-    /// Bedrock; default true). Turn off only for IAM-compatible endpoints that lack the
-    /// operation (moto); on real IAM a leftover credential makes `DeleteUser` fail with
-    /// `DeleteConflict` rather than leave anything behind.
+    /// Whether revoke's `DeleteConflict` sweep lists and deletes service-specific credentials
+    /// (CodeCommit, Keyspaces, Bedrock; default true). The sweep runs only when `DeleteUser`
+    /// is refused, and a refused listing is a warning there, not a failed revoke; turning
+    /// this off only spares that warning on endpoints that lack the operation (moto). On
+    /// real IAM a leftover credential makes `DeleteUser` fail with `DeleteConflict` rather
+    /// than leave anything behind.
     pub sweep_service_specific_credentials: bool,
 }
 
@@ -245,8 +247,12 @@ impl IamUserConfig {
 ///
 /// `create` makes the user (path, permissions boundary, tags naming the lease), adds it to the
 /// groups, attaches the managed policies, puts the inline policy, then creates the access key;
-/// a failure after `CreateUser` deletes whatever was made. `revoke` removes everything that
-/// can block `DeleteUser`, then the user.
+/// a failure after `CreateUser` deletes whatever was made. `revoke` deletes what the lease
+/// made (its access key, the inline policy, the managed-policy attachments, the group
+/// memberships), then the user; only if IAM answers `DeleteConflict` does it list and delete
+/// every other kind of attachment (login profile, MFA devices, SSH keys, service-specific
+/// credentials, signing certificates, other keys and policies) and try again. A listing IAM
+/// refuses in that sweep is a warning, not a failed revoke: `DeleteUser` decides.
 ///
 /// # Examples
 ///
@@ -286,22 +292,12 @@ impl fmt::Debug for IamUserProvider {
     }
 }
 
-/// What a sweep found.
+/// What removing a user found.
 enum Swept {
-    /// This sweep's `DeleteUser` removed the user.
+    /// This instance's `DeleteUser` removed the user.
     Deleted,
     /// IAM says the user does not exist.
     Gone,
-}
-
-macro_rules! or_gone {
-    ($op:literal, $call:expr) => {
-        match $call {
-            Ok(v) => v,
-            Err(e) if is_no_such_entity(&e) => return Ok(Swept::Gone),
-            Err(e) => return Err(iam_error($op, e)),
-        }
-    };
 }
 
 /// Sub-resources that vanished meanwhile are fine: the goal is their absence.
@@ -444,12 +440,119 @@ impl IamUserProvider {
             .ok_or_else(|| Error::unexpected("CreateAccessKey returned no key"))
     }
 
-    /// Removes everything that can block `DeleteUser`, then the user. Every listing follows
-    /// IAM's pagination markers.
-    async fn sweep(&self, user: &str) -> Result<Swept> {
-        or_gone!("GetUser", self.iam.get_user().user_name(user).send().await);
+    /// Removes the user. First what a lease made (its access key when known, the configured
+    /// inline policy, managed policies and groups), then `DeleteUser`. Only when IAM answers
+    /// `DeleteConflict` (something else hangs on the user) does it sweep every attachment
+    /// kind and try `DeleteUser` again: the listings that sweep needs (login profile, MFA,
+    /// SSH keys, service-specific credentials, signing certificates) are permissions a
+    /// revoke rarely uses, and most endpoints or policies may refuse one of them.
+    async fn remove(&self, user: &str, access_key_id: Option<&str>) -> Result<Swept> {
+        if let Some(id) = access_key_id {
+            delete_ok!(
+                "DeleteAccessKey",
+                self.iam
+                    .delete_access_key()
+                    .user_name(user)
+                    .access_key_id(id)
+                    .send()
+                    .await
+            );
+        }
+        if self.inline_policy.is_some() {
+            delete_ok!(
+                "DeleteUserPolicy",
+                self.iam
+                    .delete_user_policy()
+                    .user_name(user)
+                    .policy_name(&self.config.inline_policy_name)
+                    .send()
+                    .await
+            );
+        }
+        for arn in &self.config.policy_arns {
+            delete_ok!(
+                "DetachUserPolicy",
+                self.iam
+                    .detach_user_policy()
+                    .user_name(user)
+                    .policy_arn(arn)
+                    .send()
+                    .await
+            );
+        }
+        for group in &self.config.groups {
+            delete_ok!(
+                "RemoveUserFromGroup",
+                self.iam
+                    .remove_user_from_group()
+                    .user_name(user)
+                    .group_name(group)
+                    .send()
+                    .await
+            );
+        }
+        match self.iam.delete_user().user_name(user).send().await {
+            Ok(_) => {
+                self.remember_deleted(user);
+                return Ok(Swept::Deleted);
+            }
+            Err(e) if is_no_such_entity(&e) => return Ok(Swept::Gone),
+            Err(e) if leasehold_aws::error_code(&e) == Some("DeleteConflict") => {
+                tracing::debug!(
+                    user,
+                    "DeleteUser: DeleteConflict, sweeping every attachment kind"
+                );
+            }
+            Err(e) => return Err(iam_error("DeleteUser", e)),
+        }
 
-        let keys = or_gone!(
+        let mut unlisted = Vec::new();
+        if !self.sweep(user, &mut unlisted).await? {
+            return Ok(Swept::Gone);
+        }
+        match self.iam.delete_user().user_name(user).send().await {
+            Ok(_) => {
+                self.remember_deleted(user);
+                Ok(Swept::Deleted)
+            }
+            Err(e) if is_no_such_entity(&e) => Ok(Swept::Gone),
+            Err(e) => {
+                let mut err = iam_error("DeleteUser", e);
+                if !unlisted.is_empty() {
+                    // What may still hang on the user, and which permission would find it.
+                    err = err.with_context("not_listed", unlisted.join(", "));
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes every attachment kind that blocks `DeleteUser`, following IAM's pagination
+    /// markers. A listing IAM refuses (a missing permission, an endpoint without the
+    /// operation) is skipped with a warning and noted in `unlisted`: the `DeleteUser` that
+    /// follows says whether anything is really left. `Ok(false)` when the user is gone.
+    async fn sweep(&self, user: &str, unlisted: &mut Vec<String>) -> Result<bool> {
+        macro_rules! listed {
+            ($op:literal, $call:expr) => {
+                match $call {
+                    Ok(v) => v,
+                    Err(e) if is_no_such_entity(&e) => return Ok(false),
+                    Err(e) => {
+                        let e = iam_error($op, e);
+                        tracing::warn!(
+                            user,
+                            operation = $op,
+                            error = %e,
+                            "revoke could not list an attachment kind; DeleteUser will tell whether anything is left"
+                        );
+                        unlisted.push(format!("{} ({})", $op, e.kind()));
+                        Default::default()
+                    }
+                }
+            };
+        }
+
+        let keys: Vec<_> = listed!(
             "ListAccessKeys",
             self.iam
                 .list_access_keys()
@@ -474,13 +577,19 @@ impl IamUserProvider {
             }
         }
 
-        // NoSuchEntity here means "no login profile"; the user itself was just seen.
-        delete_ok!(
-            "DeleteLoginProfile",
-            self.iam.delete_login_profile().user_name(user).send().await
-        );
+        // NoSuchEntity here means "no login profile"; a refusal is like a refused listing.
+        match self.iam.delete_login_profile().user_name(user).send().await {
+            Ok(_) => {}
+            Err(e) if is_no_such_entity(&e) => {}
+            Err(e) => {
+                let e = iam_error("DeleteLoginProfile", e);
+                tracing::warn!(user, operation = "DeleteLoginProfile", error = %e,
+                    "revoke could not delete a login profile; DeleteUser will tell whether one is left");
+                unlisted.push(format!("DeleteLoginProfile ({})", e.kind()));
+            }
+        }
 
-        let mfa = or_gone!(
+        let mfa: Vec<_> = listed!(
             "ListMFADevices",
             self.iam
                 .list_mfa_devices()
@@ -516,7 +625,7 @@ impl IamUserProvider {
             }
         }
 
-        let ssh = or_gone!(
+        let ssh: Vec<_> = listed!(
             "ListSSHPublicKeys",
             self.iam
                 .list_ssh_public_keys()
@@ -541,15 +650,16 @@ impl IamUserProvider {
 
         // Not paginated: IAM allows two per service, a handful in all.
         if self.config.sweep_service_specific_credentials {
-            let service = or_gone!(
+            let service: Vec<_> = listed!(
                 "ListServiceSpecificCredentials",
                 self.iam
                     .list_service_specific_credentials()
                     .user_name(user)
                     .send()
                     .await
+                    .map(|o| o.service_specific_credentials.unwrap_or_default())
             );
-            for c in service.service_specific_credentials() {
+            for c in service {
                 delete_ok!(
                     "DeleteServiceSpecificCredential",
                     self.iam
@@ -562,7 +672,7 @@ impl IamUserProvider {
             }
         }
 
-        let certs = or_gone!(
+        let certs: Vec<_> = listed!(
             "ListSigningCertificates",
             self.iam
                 .list_signing_certificates()
@@ -585,7 +695,7 @@ impl IamUserProvider {
             );
         }
 
-        let inline = or_gone!(
+        let inline: Vec<_> = listed!(
             "ListUserPolicies",
             self.iam
                 .list_user_policies()
@@ -608,7 +718,7 @@ impl IamUserProvider {
             );
         }
 
-        let attached = or_gone!(
+        let attached: Vec<_> = listed!(
             "ListAttachedUserPolicies",
             self.iam
                 .list_attached_user_policies()
@@ -633,7 +743,7 @@ impl IamUserProvider {
             }
         }
 
-        let groups = or_gone!(
+        let groups: Vec<_> = listed!(
             "ListGroupsForUser",
             self.iam
                 .list_groups_for_user()
@@ -655,21 +765,17 @@ impl IamUserProvider {
                     .await
             );
         }
-
-        or_gone!(
-            "DeleteUser",
-            self.iam.delete_user().user_name(user).send().await
-        );
-        self.remember_deleted(user);
-        Ok(Swept::Deleted)
+        Ok(true)
     }
 
-    /// Undoes a half-made user: sweeps, retrying a few times over a few seconds, because the
-    /// user was created moments ago and IAM may not show it (or its parts) to every reader yet.
+    /// Undoes a half-made user: removes it, retrying a few times over a few seconds, because
+    /// the user was created moments ago and IAM may not show it (or its parts) to every
+    /// reader yet. The access key is unknown here; if one was made after all, `DeleteUser`
+    /// answers `DeleteConflict` and the sweep finds it.
     async fn compensate(&self, user: &str) {
         let mut delay = Duration::from_millis(500);
         for attempt in 1..=4 {
-            match self.sweep(user).await {
+            match self.remove(user, None).await {
                 Ok(Swept::Deleted) => return,
                 Ok(Swept::Gone) => {
                     tracing::debug!(user, attempt, "user not visible yet while compensating")
@@ -731,13 +837,13 @@ impl IamUserProvider {
                     .temporary())
                 }
             }
-            // The manager's write-ahead reference (create never returned): the sweep's GetUser
-            // said missing; a second GetUser a pause later decides. A user that shows up after
+            // The manager's write-ahead reference (create never returned): DeleteUser said
+            // missing; a GetUser a pause later decides. A user that shows up after
             // that is tagged and named with the prefix, so reconcile finds it.
             None => {
                 tokio::time::sleep(self.config.absence_recheck_delay).await;
                 if self.user_exists(user).await? {
-                    match Box::pin(self.sweep(user)).await? {
+                    match Box::pin(self.remove(user, external.attr(ATTR_ACCESS_KEY_ID))).await? {
                         Swept::Deleted | Swept::Gone => Ok(()),
                     }
                 } else {
@@ -957,7 +1063,11 @@ impl DynamicSecretProvider for IamUserProvider {
                 e.message()
             )))
         })?;
-        match self.sweep(user).await.map_err(ctx)? {
+        match self
+            .remove(user, external.attr(ATTR_ACCESS_KEY_ID))
+            .await
+            .map_err(ctx)?
+        {
             Swept::Deleted => Ok(()),
             Swept::Gone => self.decide_absent(external).await.map_err(ctx),
         }

@@ -307,7 +307,10 @@ impl Full {
         v
     }
 
-    fn assert_all_removed(&self) {
+    /// The lease-made deletes ran, `DeleteUser` was refused once, and the sweep removed one of
+    /// everything: the configured inline policy, managed policy and group are removed once
+    /// before `DeleteUser` and once more by the sweep.
+    fn assert_swept(&self) {
         assert_eq!(self.keys_p1.num_calls(), 1, "first page of keys listed");
         assert_eq!(self.keys_p2.num_calls(), 1, "second page of keys listed");
         assert_eq!(self.del_key.num_calls(), 2, "keys of both pages deleted");
@@ -329,11 +332,39 @@ impl Full {
             "service credential deleted"
         );
         assert_eq!(self.del_cert.num_calls(), 1, "signing certificate deleted");
-        assert_eq!(self.del_inline.num_calls(), 2, "inline policies deleted");
-        assert_eq!(self.detach.num_calls(), 1, "managed policy detached");
-        assert_eq!(self.remove_group.num_calls(), 1, "removed from its group");
+        assert_eq!(self.del_inline.num_calls(), 3, "inline policies deleted");
+        assert_eq!(self.detach.num_calls(), 2, "managed policy detached");
+        assert_eq!(self.remove_group.num_calls(), 2, "removed from its group");
         assert_eq!(self.delete_user.num_calls(), 1, "user deleted");
     }
+
+    /// No listing and no delete of an attachment kind the lease did not make.
+    fn assert_nothing_listed(&self) {
+        for (rule, what) in [
+            (&self.get_user, "GetUser"),
+            (&self.keys_p1, "ListAccessKeys"),
+            (&self.keys_p2, "ListAccessKeys"),
+            (&self.del_login, "DeleteLoginProfile"),
+            (&self.mfa, "ListMFADevices"),
+            (&self.ssh, "ListSSHPublicKeys"),
+            (&self.service, "ListServiceSpecificCredentials"),
+            (&self.certs, "ListSigningCertificates"),
+            (&self.inline, "ListUserPolicies"),
+            (&self.attached, "ListAttachedUserPolicies"),
+            (&self.groups, "ListGroupsForUser"),
+        ] {
+            assert_eq!(rule.num_calls(), 0, "{what} was called");
+        }
+    }
+}
+
+/// `DeleteUser` answers `DeleteConflict` once, as IAM does while something hangs on the user.
+fn delete_conflict_once() -> Rule {
+    mock!(aws_sdk_iam::Client::delete_user)
+        .sequence()
+        .error(|| DeleteUserError::generic(meta("DeleteConflict")))
+        .times(1)
+        .build()
 }
 
 fn create_rules() -> (Rule, Rule, Rule, Rule) {
@@ -471,7 +502,7 @@ async fn readiness_does_not_trust_a_default_identity() {
 }
 
 #[tokio::test]
-async fn failed_access_key_compensates_with_a_full_sweep() {
+async fn failed_access_key_compensates_by_removing_what_was_made() {
     let (create_user, add_group, attach, put) = create_rules();
     let key_fails = mock!(aws_sdk_iam::Client::create_access_key)
         .then_error(|| CreateAccessKeyError::generic(meta("LimitExceeded")));
@@ -483,7 +514,27 @@ async fn failed_access_key_compensates_with_a_full_sweep() {
     assert_eq!(err.kind(), ErrorKind::QuotaExceeded, "{err}");
     assert_eq!(err.context("operation"), Some("CreateAccessKey"));
     assert_eq!(err.context("user"), Some(USER));
-    full.assert_all_removed();
+    assert_eq!(full.del_inline.num_calls(), 1, "inline policy deleted");
+    assert_eq!(full.detach.num_calls(), 1, "managed policy detached");
+    assert_eq!(full.remove_group.num_calls(), 1, "removed from its group");
+    assert_eq!(full.delete_user.num_calls(), 1, "user deleted");
+    full.assert_nothing_listed();
+}
+
+#[tokio::test]
+async fn failed_access_key_whose_key_was_made_after_all_is_swept() {
+    let (create_user, add_group, attach, put) = create_rules();
+    let key_fails = mock!(aws_sdk_iam::Client::create_access_key)
+        .then_error(|| CreateAccessKeyError::generic(meta("ServiceFailure")));
+    // The key exists although the answer was lost: IAM refuses DeleteUser because of it.
+    let conflict = delete_conflict_once();
+    let full = Full::new();
+    let mut rules = full.rules(&[&conflict]);
+    rules.extend([&create_user, &add_group, &attach, &put, &key_fails]);
+    let p = provider(&rules, &[]);
+    p.create(&request()).await.expect_err("create fails");
+    assert_eq!(conflict.num_calls(), 1);
+    full.assert_swept();
 }
 
 #[tokio::test]
@@ -492,18 +543,18 @@ async fn compensation_retries_while_the_new_user_is_invisible() {
     let key_fails = mock!(aws_sdk_iam::Client::create_access_key)
         .then_error(|| CreateAccessKeyError::generic(meta("ServiceFailure")));
     // The reader compensation hits has not seen the new user yet.
-    let get_user_lags = mock!(aws_sdk_iam::Client::get_user)
+    let delete_lags = mock!(aws_sdk_iam::Client::delete_user)
         .sequence()
-        .error(|| GetUserError::generic(meta("NoSuchEntity")))
+        .error(|| DeleteUserError::generic(meta("NoSuchEntity")))
         .times(1)
         .build();
     let full = Full::new();
-    let mut rules = full.rules(&[&get_user_lags]);
+    let mut rules = full.rules(&[&delete_lags]);
     rules.extend([&create_user, &add_group, &attach, &put, &key_fails]);
     let p = provider(&rules, &[]);
     let err = p.create(&request()).await.expect_err("create fails");
     assert!(err.is_temporary(), "{err}");
-    assert_eq!(get_user_lags.num_calls(), 1);
+    assert_eq!(delete_lags.num_calls(), 1);
     assert_eq!(full.delete_user.num_calls(), 1, "deleted on the second try");
 }
 
@@ -525,27 +576,164 @@ async fn existing_user_is_already_exists_and_is_not_touched() {
     assert_eq!(full.delete_user.num_calls(), 0);
 }
 
+/// Every listing of the sweep, refused with `code`.
+fn refused_listings(code: &'static str) -> Vec<Rule> {
+    use aws_sdk_iam::operation::{
+        delete_login_profile::DeleteLoginProfileError as Login,
+        list_access_keys::ListAccessKeysError as Keys,
+        list_attached_user_policies::ListAttachedUserPoliciesError as Attached,
+        list_groups_for_user::ListGroupsForUserError as Groups,
+        list_mfa_devices::ListMFADevicesError as Mfa,
+        list_service_specific_credentials::ListServiceSpecificCredentialsError as Service,
+        list_signing_certificates::ListSigningCertificatesError as Certs,
+        list_ssh_public_keys::ListSSHPublicKeysError as Ssh,
+        list_user_policies::ListUserPoliciesError as Inline,
+    };
+    vec![
+        mock!(aws_sdk_iam::Client::list_access_keys).then_error(move || Keys::generic(meta(code))),
+        mock!(aws_sdk_iam::Client::delete_login_profile)
+            .then_error(move || Login::generic(meta(code))),
+        mock!(aws_sdk_iam::Client::list_mfa_devices).then_error(move || Mfa::generic(meta(code))),
+        mock!(aws_sdk_iam::Client::list_ssh_public_keys)
+            .then_error(move || Ssh::generic(meta(code))),
+        mock!(aws_sdk_iam::Client::list_service_specific_credentials)
+            .then_error(move || Service::generic(meta(code))),
+        mock!(aws_sdk_iam::Client::list_signing_certificates)
+            .then_error(move || Certs::generic(meta(code))),
+        mock!(aws_sdk_iam::Client::list_user_policies)
+            .then_error(move || Inline::generic(meta(code))),
+        mock!(aws_sdk_iam::Client::list_attached_user_policies)
+            .then_error(move || Attached::generic(meta(code))),
+        mock!(aws_sdk_iam::Client::list_groups_for_user)
+            .then_error(move || Groups::generic(meta(code))),
+    ]
+}
+
 #[tokio::test]
-async fn revoke_removes_everything_that_blocks_delete_user() {
+async fn revoke_deletes_what_the_lease_made_then_the_user_without_listing() {
+    // Every listing is refused: a revoke that DeleteUser accepts needs none of them.
+    let refused = refused_listings("AccessDenied");
+    let lease_key = mock!(aws_sdk_iam::Client::delete_access_key)
+        .match_requests(|r| {
+            r.access_key_id() == Some("AKIALEASEKEY") && r.user_name() == Some(USER)
+        })
+        .then_output(|| DeleteAccessKeyOutput::builder().build());
     let full = Full::new();
-    let p = provider(&full.rules(&[]), &[]);
+    let mut extra: Vec<&Rule> = refused.iter().collect();
+    extra.push(&lease_key);
+    let p = provider(&full.rules(&extra), &[]);
+    let ext = ExternalRef::new(USER)
+        .with_attr(ATTR_ACCESS_KEY_ID, "AKIALEASEKEY")
+        .with_attr(ATTR_CREATED_AT, Utc::now().to_rfc3339());
+    p.revoke(&ext).await.expect("revoke");
+    assert_eq!(lease_key.num_calls(), 1, "the lease's key deleted");
+    assert_eq!(full.del_key.num_calls(), 0, "no other key touched");
+    assert_eq!(full.del_inline.num_calls(), 1, "the inline policy deleted");
+    assert_eq!(full.detach.num_calls(), 1, "the managed policy detached");
+    assert_eq!(full.remove_group.num_calls(), 1, "removed from the group");
+    assert_eq!(full.delete_user.num_calls(), 1, "user deleted");
+    assert!(refused.iter().all(|r| r.num_calls() == 0), "nothing listed");
+    full.assert_nothing_listed();
+}
+
+#[tokio::test]
+async fn delete_conflict_sweeps_every_attachment_kind_then_deletes_the_user() {
+    let conflict = delete_conflict_once();
+    let full = Full::new();
+    let p = provider(&full.rules(&[&conflict]), &[]);
     p.revoke(&ExternalRef::new(USER)).await.expect("revoke");
-    full.assert_all_removed();
+    assert_eq!(conflict.num_calls(), 1);
+    full.assert_swept();
+}
+
+#[tokio::test]
+async fn a_refused_service_credential_listing_does_not_fail_the_revoke() {
+    let logs = leasehold_testkit::capture_tracing();
+    let conflict = delete_conflict_once();
+    let refused = mock!(aws_sdk_iam::Client::list_service_specific_credentials).then_error(|| {
+        aws_sdk_iam::operation::list_service_specific_credentials::ListServiceSpecificCredentialsError::generic(meta("AccessDenied"))
+    });
+    let full = Full::new();
+    let p = provider(&full.rules(&[&conflict, &refused]), &[]);
+    p.revoke(&ExternalRef::new(USER))
+        .await
+        .expect("a refused optional listing is not a failed revoke");
+    assert_eq!(refused.num_calls(), 1);
+    assert_eq!(full.del_service.num_calls(), 0);
+    assert_eq!(full.del_ssh.num_calls(), 1, "the rest of the sweep ran");
+    assert_eq!(full.delete_user.num_calls(), 1, "user deleted");
+    let warned = logs.contents().lines().any(|l| {
+        l.contains("WARN") && l.contains("ListServiceSpecificCredentials") && l.contains(USER)
+    });
+    assert!(warned, "the refused listing is a warning");
+}
+
+#[tokio::test]
+async fn every_listing_refused_and_delete_user_refused_is_a_conflict_naming_them() {
+    let refused = refused_listings("AccessDenied");
+    let conflict = mock!(aws_sdk_iam::Client::delete_user)
+        .then_error(|| DeleteUserError::generic(meta("DeleteConflict")));
+    let full = Full::new();
+    let mut extra: Vec<&Rule> = refused.iter().collect();
+    extra.push(&conflict);
+    let p = provider(&full.rules(&extra), &[]);
+    let err = p
+        .revoke(&ExternalRef::new(USER))
+        .await
+        .expect_err("something still hangs on the user");
+    assert_eq!(
+        conflict.num_calls(),
+        2,
+        "DeleteUser before and after the sweep"
+    );
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.is_temporary(), "{err}");
+    let not_listed = err
+        .context("not_listed")
+        .expect("names the refused listings");
+    for op in [
+        "ListServiceSpecificCredentials",
+        "ListSSHPublicKeys",
+        "DeleteLoginProfile",
+    ] {
+        assert!(not_listed.contains(op), "{not_listed}");
+    }
+    assert!(refused.iter().all(|r| r.num_calls() == 1));
+}
+
+#[tokio::test]
+async fn an_endpoint_without_a_listing_operation_still_revokes() {
+    // What an IAM-compatible endpoint without the operation answers (moto: a 500 page).
+    let conflict = delete_conflict_once();
+    let missing =
+        mock!(aws_sdk_iam::Client::list_service_specific_credentials).then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(500).unwrap(),
+                aws_smithy_types::body::SdkBody::from("<html>not implemented</html>"),
+            )
+        });
+    let full = Full::new();
+    let p = provider(&full.rules(&[&conflict, &missing]), &[]);
+    p.revoke(&ExternalRef::new(USER)).await.expect("revoke");
+    assert!(missing.num_calls() >= 1);
+    assert_eq!(full.delete_user.num_calls(), 1, "user deleted");
 }
 
 #[tokio::test]
 async fn revoke_without_login_profile_goes_on() {
+    let conflict = delete_conflict_once();
     let no_profile = mock!(aws_sdk_iam::Client::delete_login_profile)
         .then_error(|| DeleteLoginProfileError::generic(meta("NoSuchEntity")));
     let full = Full::new();
-    let p = provider(&full.rules(&[&no_profile]), &[]);
+    let p = provider(&full.rules(&[&conflict, &no_profile]), &[]);
     p.revoke(&ExternalRef::new(USER)).await.expect("revoke");
     assert_eq!(no_profile.num_calls(), 1);
     assert_eq!(full.delete_user.num_calls(), 1);
 }
 
 fn gone_rules() -> Rule {
-    mock!(aws_sdk_iam::Client::get_user).then_error(|| GetUserError::generic(meta("NoSuchEntity")))
+    mock!(aws_sdk_iam::Client::delete_user)
+        .then_error(|| DeleteUserError::generic(meta("NoSuchEntity")))
 }
 
 #[tokio::test]
@@ -558,6 +746,7 @@ async fn no_such_entity_is_believed_once_the_lease_is_old_enough() {
         .await
         .expect("old and gone is revoked");
     assert_eq!(gone.num_calls(), 1);
+    assert_eq!(full.get_user.num_calls(), 0);
     assert_eq!(full.delete_user.num_calls(), 0);
 }
 
@@ -576,48 +765,51 @@ async fn no_such_entity_for_a_young_lease_is_retried() {
 }
 
 #[tokio::test]
-async fn write_ahead_reference_checks_get_user_twice() {
+async fn write_ahead_reference_confirms_absence_with_get_user() {
     let gone = gone_rules();
+    let missing = mock!(aws_sdk_iam::Client::get_user)
+        .then_error(|| GetUserError::generic(meta("NoSuchEntity")));
     let full = Full::new();
-    let p = provider(&full.rules(&[&gone]), &[]);
+    let p = provider(&full.rules(&[&gone, &missing]), &[]);
     p.revoke(&ExternalRef::new(USER))
         .await
         .expect("never created is revoked");
-    assert_eq!(gone.num_calls(), 2, "the sweep's GetUser and one recheck");
+    assert_eq!(gone.num_calls(), 1, "DeleteUser said missing");
+    assert_eq!(missing.num_calls(), 1, "one GetUser a pause later");
 }
 
 #[tokio::test]
-async fn write_ahead_reference_sweeps_a_user_that_shows_up_late() {
-    let late = mock!(aws_sdk_iam::Client::get_user)
+async fn write_ahead_reference_removes_a_user_that_shows_up_late() {
+    let late = mock!(aws_sdk_iam::Client::delete_user)
         .sequence()
-        .error(|| GetUserError::generic(meta("NoSuchEntity")))
+        .error(|| DeleteUserError::generic(meta("NoSuchEntity")))
         .times(1)
         .build();
     let full = Full::new();
     let p = provider(&full.rules(&[&late]), &[]);
     p.revoke(&ExternalRef::new(USER)).await.expect("revoke");
     assert_eq!(late.num_calls(), 1);
-    full.assert_all_removed();
+    assert_eq!(full.get_user.num_calls(), 1, "the recheck found the user");
+    assert_eq!(full.delete_user.num_calls(), 1, "then it was deleted");
 }
 
 #[tokio::test]
 async fn revoking_twice_is_idempotent_right_after_create() {
-    // The user exists for the first sweep, then IAM says it is gone.
-    let then_gone = mock!(aws_sdk_iam::Client::get_user)
+    // The user exists for the first revoke, then IAM says it is gone.
+    let then_gone = mock!(aws_sdk_iam::Client::delete_user)
         .sequence()
-        .output(|| GetUserOutput::builder().user(user()).build())
-        .error(|| GetUserError::generic(meta("NoSuchEntity")))
+        .output(|| DeleteUserOutput::builder().build())
+        .error(|| DeleteUserError::generic(meta("NoSuchEntity")))
         .repeatedly()
         .build();
     let full = Full::new();
     let p = provider(&full.rules(&[&then_gone]), &[]);
     let ext = ExternalRef::new(USER).with_attr(ATTR_CREATED_AT, Utc::now().to_rfc3339());
     p.revoke(&ext).await.expect("first revoke");
-    assert_eq!(full.delete_user.num_calls(), 1);
     // Young lease, NoSuchEntity: believed only because this instance deleted the user itself.
     p.revoke(&ext).await.expect("second revoke");
     assert_eq!(then_gone.num_calls(), 2);
-    assert_eq!(full.delete_user.num_calls(), 1);
+    assert_eq!(full.get_user.num_calls(), 0);
 }
 
 #[tokio::test]

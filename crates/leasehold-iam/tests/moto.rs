@@ -302,20 +302,21 @@ async fn attachments_made_out_of_band_are_swept() {
         .await
         .expect("PutUserPolicy");
 
-    // DeleteUser answers DeleteConflict once, as real IAM does while anything hangs on the
-    // user, so the state the sweep leaves can be inspected: moto's own DeleteUser would
-    // succeed regardless.
+    // DeleteUser answers DeleteConflict before and after the sweep, as real IAM does while
+    // anything hangs on the user, so the state the sweep leaves can be inspected: moto's own
+    // DeleteUser would succeed regardless.
     emu.inject_fault(
         FaultSpec::fail("DeleteUser", "DeleteConflict")
             .status(409)
             .service("iam")
-            .resource(&user),
+            .resource(&user)
+            .times(2),
     )
     .await;
     let err = p
         .revoke(&created.external)
         .await
-        .expect_err("DeleteUser refused once");
+        .expect_err("DeleteUser refused twice");
     assert_eq!(err.context("operation"), Some("DeleteUser"), "{err}");
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     assert!(err.is_temporary(), "the manager retries a DeleteConflict");
@@ -819,4 +820,284 @@ async fn validate_refuses_missing_groups_and_policies() {
         assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
         assert!(err.message().starts_with(field), "{err}");
     }
+}
+
+/// Lists the user's access keys, inline policies, attached policies and groups.
+async fn attachments(iam: &aws_sdk_iam::Client, user: &str) -> (usize, usize, usize, usize) {
+    let keys = iam.list_access_keys().user_name(user).send().await.unwrap();
+    let inline = iam
+        .list_user_policies()
+        .user_name(user)
+        .send()
+        .await
+        .unwrap();
+    let attached = iam
+        .list_attached_user_policies()
+        .user_name(user)
+        .send()
+        .await
+        .unwrap();
+    let groups = iam
+        .list_groups_for_user()
+        .user_name(user)
+        .send()
+        .await
+        .unwrap();
+    (
+        keys.access_key_metadata().len(),
+        inline.policy_names().len(),
+        attached.attached_policies().len(),
+        groups.groups().len(),
+    )
+}
+
+#[tokio::test]
+async fn revoke_removes_what_the_lease_made_before_delete_user_without_listing() {
+    let Some((emu, sdk)) =
+        emulator("revoke_removes_what_the_lease_made_before_delete_user_without_listing").await
+    else {
+        return;
+    };
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    let f = fixtures(&iam).await;
+    // The default: the DeleteConflict sweep would list service-specific credentials too.
+    let p = IamUserProvider::from_sdk_config(
+        IamUserConfig::new()
+            .group(&f.group)
+            .policy_arn(&f.policy_arn)
+            .inline_policy(POLICY),
+        &sdk,
+    )
+    .unwrap();
+    let user = username();
+    let created = p
+        .create(
+            &CreateRequest::new(LeaseId::generate("ops"), &user, Duration::from_secs(600))
+                .with_wait_ready(false),
+        )
+        .await
+        .expect("create");
+    assert_eq!(attachments(&iam, &user).await, (1, 1, 1, 1));
+
+    // DeleteUser refused once (not a conflict): what the lease made is already gone, so the
+    // state before DeleteUser can be inspected.
+    emu.inject_fault(
+        FaultSpec::fail("DeleteUser", "AccessDenied")
+            .status(403)
+            .service("iam")
+            .resource(&user),
+    )
+    .await;
+    let sweep_ops = [
+        "ListAccessKeys",
+        "ListUserPolicies",
+        "ListAttachedUserPolicies",
+        "ListGroupsForUser",
+        "ListMFADevices",
+        "ListSSHPublicKeys",
+        "ListServiceSpecificCredentials",
+        "ListSigningCertificates",
+        "DeleteLoginProfile",
+    ];
+    let mut before = Vec::new();
+    for op in sweep_ops {
+        before.push(emu.call_count_in(Some("iam"), op, Some(&user)).await);
+    }
+    let err = p
+        .revoke(&created.external)
+        .await
+        .expect_err("DeleteUser refused");
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    for (op, n) in sweep_ops.iter().zip(before) {
+        assert_eq!(
+            emu.call_count_in(Some("iam"), op, Some(&user)).await,
+            n,
+            "{op}: a revoke without DeleteConflict lists nothing"
+        );
+    }
+    assert!(!user_gone(&iam, &user).await);
+    assert_eq!(
+        attachments(&iam, &user).await,
+        (0, 0, 0, 0),
+        "key, inline policy, managed policy and group membership removed"
+    );
+    let members = iam.get_group().group_name(&f.group).send().await.unwrap();
+    assert!(members.users().iter().all(|u| u.user_name() != user));
+
+    p.revoke(&created.external).await.expect("second revoke");
+    assert!(user_gone(&iam, &user).await, "user deleted");
+    cleanup(&iam, &f).await;
+}
+
+#[tokio::test]
+async fn delete_conflict_sweep_survives_an_endpoint_without_service_credentials() {
+    let Some((emu, sdk)) =
+        emulator("delete_conflict_sweep_survives_an_endpoint_without_service_credentials").await
+    else {
+        return;
+    };
+    let logs = leasehold_testkit::capture_tracing();
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    // The default config: the sweep asks moto for ListServiceSpecificCredentials, which it
+    // does not implement.
+    let p =
+        IamUserProvider::from_sdk_config(IamUserConfig::new().inline_policy(POLICY), &sdk).unwrap();
+    let user = username();
+    let created = p
+        .create(
+            &CreateRequest::new(LeaseId::generate("ops"), &user, Duration::from_secs(600))
+                .with_wait_ready(false),
+        )
+        .await
+        .expect("create");
+    // A second key and an SSH key made by hand; DeleteUser refused once as real IAM would.
+    iam.create_access_key()
+        .user_name(&user)
+        .send()
+        .await
+        .expect("second key");
+    iam.upload_ssh_public_key()
+        .user_name(&user)
+        .ssh_public_key_body(SSH_KEY)
+        .send()
+        .await
+        .expect("UploadSSHPublicKey");
+    emu.inject_fault(
+        FaultSpec::fail("DeleteUser", "DeleteConflict")
+            .status(409)
+            .service("iam")
+            .resource(&user),
+    )
+    .await;
+    p.revoke(&created.external)
+        .await
+        .expect("the refused listing is a warning, DeleteUser decides");
+    assert!(user_gone(&iam, &user).await, "user deleted");
+    assert_eq!(
+        emu.call_count_in(Some("iam"), "DeleteAccessKey", Some(&user))
+            .await,
+        2,
+        "the lease's key, then the hand-made one found by the sweep"
+    );
+    assert_eq!(
+        emu.call_count_in(Some("iam"), "DeleteSSHPublicKey", Some(&user))
+            .await,
+        1
+    );
+    let warned = logs.contents().lines().any(|l| {
+        l.contains("WARN") && l.contains("ListServiceSpecificCredentials") && l.contains(&user)
+    });
+    assert!(warned, "the missing operation is a warning");
+}
+
+/// Two installations (two stores, two managers) on one account and path: B's reconcile
+/// removes B's own orphan and keeps A's live user, which still works.
+#[tokio::test]
+async fn two_installations_share_an_account_and_reconcile_only_their_own() {
+    let Some((_emu, sdk)) =
+        emulator("two_installations_share_an_account_and_reconcile_only_their_own").await
+    else {
+        return;
+    };
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    let path = format!("/lh-two-{}/", random_lowercase(8));
+    let provider = Arc::new(
+        IamUserProvider::from_sdk_config(
+            moto_config()
+                .path(&path)
+                .inline_policy(POLICY)
+                .ready_timeout(Duration::from_secs(10)),
+            &sdk,
+        )
+        .unwrap(),
+    );
+    let store_a = Arc::new(MemoryStore::with_installation_id("iama").unwrap());
+    let store_b = Arc::new(MemoryStore::with_installation_id("iamb").unwrap());
+    let manager_on = |store: Arc<MemoryStore>| {
+        let provider = provider.clone();
+        async move {
+            LeaseManager::builder(store)
+                .secret(
+                    DynamicSecret::builder("iam-shared", provider)
+                        .default_ttl(Duration::from_secs(600))
+                        .build()
+                        .unwrap(),
+                )
+                .run_worker(false)
+                .build()
+                .await
+                .expect("manager")
+        }
+    };
+    let a = manager_on(store_a.clone()).await;
+    let b = manager_on(store_b.clone()).await;
+
+    let a_live = a.issue("iam-shared", IssueRequest::new()).await.unwrap();
+    let b_live = b.issue("iam-shared", IssueRequest::new()).await.unwrap();
+    let b_lost = b.issue("iam-shared", IssueRequest::new()).await.unwrap();
+    for (lease, inst) in [(&a_live, "iama"), (&b_live, "iamb"), (&b_lost, "iamb")] {
+        let user = a
+            .lookup(&lease.lease_id)
+            .await
+            .or(b.lookup(&lease.lease_id).await)
+            .unwrap()
+            .external
+            .id;
+        assert!(user.starts_with(&format!("lh-{inst}-")), "{user}");
+        assert!(
+            user.len() <= 64,
+            "IAM user names have at most 64 characters: {user}"
+        );
+        leasehold_core::NameRule::IamUserName.check(&user).unwrap();
+        // The installation tag is on the user itself.
+        let tags = iam
+            .list_user_tags()
+            .user_name(&user)
+            .send()
+            .await
+            .unwrap()
+            .tags()
+            .to_vec();
+        let tag = tags
+            .iter()
+            .find(|t| t.key() == leasehold_aws::tags::INSTALLATION)
+            .map(|t| t.value().to_string());
+        assert_eq!(tag.as_deref(), Some(inst), "{user}: {tags:?}");
+        assert!(
+            caller(&sdk, &lease.credentials).await.ends_with(&user),
+            "{user} works"
+        );
+    }
+    let a_user = a.lookup(&a_live.lease_id).await.unwrap().external.id;
+    let b_user = b.lookup(&b_live.lease_id).await.unwrap().external.id;
+    let lost = leasehold_core::LeaseStore::get(&*store_b, &b_lost.lease_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let lost_user = lost.external.id.clone();
+    leasehold_core::LeaseStore::delete(&*store_b, &lost.id, lost.version)
+        .await
+        .unwrap();
+
+    let report = b.reconcile("iam-shared", true).await.expect("reconcile");
+    let ids = |v: &[leasehold_core::ManagedCredential]| -> Vec<String> {
+        v.iter().map(|c| c.external.id.clone()).collect()
+    };
+    assert_eq!(ids(&report.removed), vec![lost_user.clone()], "{report:?}");
+    assert_eq!(ids(&report.foreign), vec![a_user.clone()], "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(user_gone(&iam, &lost_user).await, "B's orphan removed");
+    assert!(!user_gone(&iam, &a_user).await, "A's live user kept");
+    assert!(
+        caller(&sdk, &a_live.credentials).await.ends_with(&a_user),
+        "A's key still works"
+    );
+
+    let report = a.reconcile("iam-shared", true).await.expect("reconcile");
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(ids(&report.foreign), vec![b_user.clone()], "{report:?}");
+
+    a.revoke(&a_live.lease_id).await.unwrap();
+    b.revoke(&b_live.lease_id).await.unwrap();
+    assert!(user_gone(&iam, &a_user).await && user_gone(&iam, &b_user).await);
 }

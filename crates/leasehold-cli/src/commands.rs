@@ -867,6 +867,7 @@ async fn reconcile(
     let mut items = Vec::new();
     let mut rows = Vec::new();
     let mut foreign_lines = Vec::new();
+    let mut error_lines = Vec::new();
     let mut failed = false;
     for name in m.secrets() {
         if only.as_ref().is_some_and(|o| *o != name) {
@@ -920,7 +921,12 @@ async fn reconcile(
                     foreign_lines.push(format!("{name}: {}", principals(&r.foreign).join(" ")));
                 }
                 for (c, e) in &r.errors {
-                    foreign_lines.push(format!(
+                    eprintln!(
+                        "leasehold: reconcile {name}: could not remove {:?}: {}",
+                        escape(&c.external.id),
+                        one_line(&e.to_string())
+                    );
+                    error_lines.push(format!(
                         "{name}: FAILED to remove {}: {}",
                         c.external.id,
                         one_line(&e.to_string())
@@ -969,6 +975,9 @@ async fn reconcile(
         )?;
         for l in &foreign_lines {
             writeln!(w, "foreign {}", escape(l))?;
+        }
+        for l in &error_lines {
+            writeln!(w, "{}", escape(l))?;
         }
         if !apply {
             writeln!(w, "(dry run: --apply removes the orphans)")?;

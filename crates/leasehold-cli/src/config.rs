@@ -825,5 +825,15 @@ credential_type = "iam_user"
         assert_eq!(c.manager.revoke_timeout, Some(Duration::from_secs(30)));
         let text = GOOD.replace("[store]", "[manager]\ncreate_grace = \"soon\"\n\n[store]");
         assert!(err(&text).contains("create_grace"));
+        let text = GOOD.replace("[store]", "[manager]\nclaim_hold = \"90s\"\n\n[store]");
+        let c = parse("t.toml", &text).unwrap();
+        assert_eq!(c.manager.claim_hold, Some(Duration::from_secs(90)));
+        for bad in ["\"0s\"", "\"2d\"", "\"x\""] {
+            let text = GOOD.replace(
+                "[store]",
+                &format!("[manager]\nclaim_hold = {bad}\n\n[store]"),
+            );
+            assert!(err(&text).contains("manager.claim_hold"), "{bad}");
+        }
     }
 }

@@ -836,6 +836,11 @@ fn hostile_manager_and_store_sections() {
         ("max_idle = \"forever\"", "max_idle"),
         ("retry_initial_delay = \"-1s\"", "retry_initial_delay"),
         ("instance_id = \"\"", "instance_id"),
+        ("claim_hold = \"0s\"", "claim_hold"),
+        ("claim_hold = \"999ms\"", "claim_hold"),
+        ("claim_hold = \"25h\"", "claim_hold"),
+        ("claim_hold = -1", "claim_hold"),
+        ("claim_hold = \"a while\"", "claim_hold"),
     ] {
         cases.push((
             format!("[manager] {line}"),

@@ -12,8 +12,9 @@ pub use leasehold_core::{
     DynamicSecretProvider, Error, ErrorKind, ExternalRef, IntoLeaseStore, IntoProvider,
     IssueRequest, IssuedLease, LeaseFilter, LeaseId, LeaseManager, LeaseManagerBuilder,
     LeaseRecord, LeaseState, LeaseStore, ManagedCredential, ManagerConfig, MemoryStore, NameRule,
-    PasswordPolicy, Readiness, ReconcileReport, Result, RetryPolicy, RevokeSummary, TtlOverMax,
-    UsernameTemplate, WatchEvent, WatchOptions, DEFAULT_USERNAME_PREFIX, INSTALLATION_TAG,
+    PasswordPolicy, Readiness, ReconcileReport, RenderedStatement, Result, RetryPolicy,
+    RevokeSummary, StatementTemplate, StatementVars, TemplateVars, TtlOverMax, UsernameTemplate,
+    WatchEvent, WatchOptions, DEFAULT_USERNAME_PREFIX, INSTALLATION_TAG,
 };
 
 /// Everything else of the core crate (templates, statements, the coordination store, metric

@@ -36,7 +36,7 @@ use futures::StreamExt;
 use leasehold::elasticache::{ElastiCacheConfig, ElastiCacheProvider, Engine, Target};
 use leasehold::iam::{IamUserConfig, IamUserProvider};
 use leasehold::store_sql::SqliteStore;
-use leasehold::template::random_lowercase;
+use leasehold::core::template::random_lowercase;
 use leasehold::{
     AuditAction, AuditEvent, AuditSink, DynamicSecret, DynamicSecretProvider, ErrorKind,
     IssueRequest, LeaseFilter, LeaseManager, LeaseRecord, LeaseState, ManagerConfig, MemoryStore,

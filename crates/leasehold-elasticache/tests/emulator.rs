@@ -555,3 +555,295 @@ async fn reconcile_removes_users_of_the_group_without_a_lease() {
     let _ = cache.ec.delete_user().user_id(&stranger).send().await;
     cache.cleanup().await;
 }
+
+/// A manager for `secret` on `provider` with its own store of installation `installation`.
+async fn manager_of(
+    installation: &str,
+    secret: &str,
+    provider: Arc<leasehold_elasticache::ElastiCacheProvider>,
+    ttl: Duration,
+    run_worker: bool,
+) -> LeaseManager {
+    LeaseManager::builder(Arc::new(
+        MemoryStore::with_installation_id(installation).unwrap(),
+    ))
+    .secret(
+        DynamicSecret::builder(secret, provider)
+            .default_ttl(ttl)
+            .max_ttl(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    )
+    .run_worker(run_worker)
+    .build()
+    .await
+    .expect("manager")
+}
+
+/// Ids of the emulator's users whose id starts with `prefix`.
+async fn user_ids_with_prefix(ec: &aws_sdk_elasticache::Client, prefix: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut marker = None;
+    loop {
+        let out = ec
+            .describe_users()
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .expect("DescribeUsers");
+        ids.extend(
+            out.users()
+                .iter()
+                .filter_map(|u| u.user_id())
+                .filter(|id| id.starts_with(prefix))
+                .map(str::to_string),
+        );
+        marker = out.marker().map(str::to_string);
+        if marker.is_none() {
+            return ids;
+        }
+    }
+}
+
+/// Two installations (two stores, two managers, two provider instances) issue into one user
+/// group: B's reconcile removes B's own orphan and keeps A's live user, which still AUTHs.
+#[tokio::test]
+async fn two_installations_share_a_user_group_and_reconcile_only_their_own() {
+    let test = "two_installations_share_a_user_group_and_reconcile_only_their_own";
+    let Some(aws) = common::emulator(test).await else {
+        return;
+    };
+    let cache = Cache::new(aws.clone(), "ec-two", Duration::from_millis(300)).await;
+    let inst_a = format!("a{}", leasehold_core::template::random_lowercase(7));
+    let inst_b = format!("b{}", leasehold_core::template::random_lowercase(7));
+    let hour = Duration::from_secs(3600);
+    let a = manager_of(
+        &inst_a,
+        "shared",
+        Arc::new(cache.provider().await),
+        hour,
+        false,
+    )
+    .await;
+    let b = manager_of(
+        &inst_b,
+        "shared",
+        Arc::new(cache.provider().await),
+        hour,
+        false,
+    )
+    .await;
+
+    let a_live = a
+        .issue("shared", IssueRequest::new())
+        .await
+        .expect("A issues");
+    let b_live = b
+        .issue("shared", IssueRequest::new())
+        .await
+        .expect("B issues");
+    let b_lost = b
+        .issue("shared", IssueRequest::new())
+        .await
+        .expect("B issues");
+    for (lease, inst) in [(&a_live, &inst_a), (&b_live, &inst_b), (&b_lost, &inst_b)] {
+        let id = lease.credentials.principal();
+        assert!(id.starts_with(&format!("lh-{inst}-")), "{id}");
+        assert!(
+            id.len() <= 40,
+            "an ElastiCache user id has at most 40 characters: {id}"
+        );
+        leasehold_core::NameRule::ElastiCacheUserId
+            .check(id)
+            .expect("a valid user id");
+        // The installation tag is on the user itself.
+        let arn = cache
+            .ec
+            .describe_users()
+            .user_id(id)
+            .send()
+            .await
+            .unwrap()
+            .users()[0]
+            .arn()
+            .expect("a user ARN")
+            .to_string();
+        let tags = cache
+            .ec
+            .list_tags_for_resource()
+            .resource_name(&arn)
+            .send()
+            .await
+            .expect("ListTagsForResource")
+            .tag_list()
+            .to_vec();
+        let tag = tags
+            .iter()
+            .find(|t| t.key() == Some(leasehold_aws::tags::INSTALLATION))
+            .and_then(|t| t.value());
+        assert_eq!(tag, Some(inst.as_str()), "{id}: {tags:?}");
+    }
+    let members = group_members(&cache.ec, &cache.group).await;
+    for lease in [&a_live, &b_live, &b_lost] {
+        assert!(members.contains(&lease.credentials.principal().to_string()));
+    }
+
+    // B loses the record of one lease: that user is now B's orphan.
+    let lost = b.lookup(&b_lost.lease_id).await.unwrap();
+    b.store()
+        .delete(&lost.id, lost.version)
+        .await
+        .expect("delete B's record");
+
+    let report = b.reconcile("shared", true).await.expect("B reconciles");
+    let ids = |v: &[leasehold_core::ManagedCredential]| -> Vec<String> {
+        v.iter().map(|c| c.external.id.clone()).collect()
+    };
+    assert_eq!(report.installation, inst_b);
+    assert_eq!(
+        ids(&report.removed),
+        vec![b_lost.credentials.principal().to_string()],
+        "{report:?}"
+    );
+    assert_eq!(
+        ids(&report.foreign),
+        vec![a_live.credentials.principal().to_string()],
+        "{report:?}"
+    );
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(
+        user_status(&cache.ec, b_lost.credentials.principal()).await,
+        None
+    );
+    wait_for("B's orphan refused on the mirror", || async {
+        !authenticates(
+            cache.port,
+            b_lost.credentials.principal(),
+            &password_of(&b_lost.credentials),
+        )
+        .await
+    })
+    .await;
+    // A's user: AUTH and a command on one connection, both replies checked.
+    for lease in [&a_live, &b_live] {
+        let (auth, ping) = common::auth_then_ping(
+            cache.port,
+            lease.credentials.principal(),
+            &password_of(&lease.credentials),
+        )
+        .await;
+        assert_eq!((auth.as_str(), ping.as_str()), ("+OK", "+PONG"));
+    }
+
+    let report = a.reconcile("shared", true).await.expect("A reconciles");
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(
+        ids(&report.foreign),
+        vec![b_live.credentials.principal().to_string()]
+    );
+
+    a.revoke(&a_live.lease_id).await.unwrap();
+    b.revoke(&b_live.lease_id).await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+    cache.cleanup().await;
+}
+
+/// The TTL counts from activation: with the user group `modifying` for longer than the TTL,
+/// concurrent issues (some arriving while the group is already busy) still return credentials
+/// with at least `ttl` to live, or fail and leave nothing behind.
+#[tokio::test]
+async fn credentials_issued_through_a_long_modifying_window_are_not_expired_on_arrival() {
+    let test = "credentials_issued_through_a_long_modifying_window_are_not_expired_on_arrival";
+    let Some(aws) = common::emulator(test).await else {
+        return;
+    };
+    let window = Duration::from_secs(5);
+    let ttl = Duration::from_secs(3);
+    let margin = chrono::Duration::milliseconds(1000);
+    let cache = Cache::new(aws.clone(), "ec-ttl", window).await;
+    let installation = format!("t{}", leasehold_core::template::random_lowercase(7));
+    let manager = Arc::new(
+        manager_of(
+            &installation,
+            "short",
+            Arc::new(cache.provider().await),
+            ttl,
+            true,
+        )
+        .await,
+    );
+
+    // Three issues at once, three more while the group is modifying for the first ones.
+    let issue = |delay: Duration| {
+        let manager = manager.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            let started = chrono::Utc::now();
+            let r = manager.issue("short", IssueRequest::new()).await;
+            (started, chrono::Utc::now(), r)
+        }
+    };
+    let results = futures::future::join_all(
+        [0u64, 0, 0, 1500, 1500, 1500]
+            .into_iter()
+            .map(|ms| issue(Duration::from_millis(ms))),
+    )
+    .await;
+
+    let mut issued = 0;
+    for (started, returned, r) in &results {
+        match r {
+            Ok(lease) => {
+                issued += 1;
+                let waited = (*returned - *started).to_std().unwrap();
+                println!(
+                    "issue waited {:.1} s; expires {:.1} s after it returned",
+                    waited.as_secs_f64(),
+                    (lease.expires_at - *returned).num_milliseconds() as f64 / 1000.0
+                );
+                assert!(
+                    waited > ttl,
+                    "the test needs issues that wait longer than the TTL ({waited:?})"
+                );
+                assert!(
+                    lease.expires_at > *returned,
+                    "expired on arrival: expires_at {} is before issue returned at {returned}",
+                    lease.expires_at
+                );
+                let left = lease.expires_at - *returned;
+                assert!(
+                    left >= chrono::Duration::from_std(ttl).unwrap() - margin,
+                    "only {} ms of a {} ms TTL left on arrival",
+                    left.num_milliseconds(),
+                    ttl.as_millis()
+                );
+                assert!(lease.live(), "{:?}", lease.readiness);
+            }
+            Err(e) => println!("an issue failed: {e}"),
+        }
+    }
+    assert!(issued >= 1, "no issue succeeded: {results:?}");
+
+    // Every lease expires and the worker revokes it; nothing of this installation is left,
+    // including whatever a failed issue may have created.
+    let mark = format!("lh-{installation}-");
+    wait_for("every user of the installation deleted", || async {
+        user_ids_with_prefix(&cache.ec, &mark).await.is_empty()
+    })
+    .await;
+    wait_for("only the default user left in the group", || async {
+        group_members(&cache.ec, &cache.group).await == vec![cache.default_user.clone()]
+    })
+    .await;
+    wait_for("no lease records left", || async {
+        manager
+            .list(&leasehold_core::LeaseFilter::all())
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    manager.shutdown().await;
+    cache.cleanup().await;
+}

@@ -708,3 +708,142 @@ async fn statements_shape_the_user() {
     p.revoke(&created.external).await.unwrap();
     f.cleanup().await;
 }
+
+/// Two installations (two stores, two managers, two provider instances) issue onto one ACL:
+/// B's reconcile removes B's own orphan and keeps A's live user, which still AUTHs.
+#[tokio::test]
+async fn two_installations_share_an_acl_and_reconcile_only_their_own() {
+    let Some(f) = fixture("two_installations_share_an_acl_and_reconcile_only_their_own").await
+    else {
+        return;
+    };
+    let inst_a = format!("a{}", random_lowercase(7));
+    let inst_b = format!("b{}", random_lowercase(7));
+    let manager_of = |installation: &str| {
+        let store = Arc::new(MemoryStore::with_installation_id(installation).unwrap());
+        let provider = Arc::new(f.provider(f.config()));
+        async move {
+            LeaseManager::builder(store)
+                .secret(
+                    DynamicSecret::builder("shared", provider)
+                        .default_ttl(Duration::from_secs(600))
+                        .build()
+                        .unwrap(),
+                )
+                .run_worker(false)
+                .build()
+                .await
+                .expect("manager")
+        }
+    };
+    let a = manager_of(&inst_a).await;
+    let b = manager_of(&inst_b).await;
+
+    let a_live = a
+        .issue("shared", IssueRequest::new())
+        .await
+        .expect("A issues");
+    let b_live = b
+        .issue("shared", IssueRequest::new())
+        .await
+        .expect("B issues");
+    let b_lost = b
+        .issue("shared", IssueRequest::new())
+        .await
+        .expect("B issues");
+    for (lease, inst) in [(&a_live, &inst_a), (&b_live, &inst_b), (&b_lost, &inst_b)] {
+        let name = lease.credentials.principal();
+        assert!(name.starts_with(&format!("lh-{inst}-")), "{name}");
+        assert!(
+            name.len() <= 40,
+            "a MemoryDB user name has at most 40 characters: {name}"
+        );
+        leasehold_core::NameRule::MemoryDbUserName
+            .check(name)
+            .expect("a valid user name");
+        // The installation tag is on the user itself.
+        let arn =
+            f.db.describe_users()
+                .user_name(name)
+                .send()
+                .await
+                .unwrap()
+                .users()[0]
+                .arn()
+                .expect("a user ARN")
+                .to_string();
+        let tags =
+            f.db.list_tags()
+                .resource_arn(&arn)
+                .send()
+                .await
+                .expect("ListTags")
+                .tag_list()
+                .to_vec();
+        let tag = tags
+            .iter()
+            .find(|t| t.key() == Some(leasehold_aws::tags::INSTALLATION))
+            .and_then(|t| t.value());
+        assert_eq!(tag, Some(inst.as_str()), "{name}: {tags:?}");
+        assert!(f.acl_users().await.contains(&name.to_string()));
+    }
+
+    // B loses the record of one lease: that user is now B's orphan.
+    let lost = b.lookup(&b_lost.lease_id).await.unwrap();
+    b.store()
+        .delete(&lost.id, lost.version)
+        .await
+        .expect("delete B's record");
+
+    let report = b.reconcile("shared", true).await.expect("B reconciles");
+    let ids = |v: &[leasehold_core::ManagedCredential]| -> Vec<String> {
+        v.iter().map(|c| c.external.id.clone()).collect()
+    };
+    assert_eq!(report.installation, inst_b);
+    assert_eq!(
+        ids(&report.removed),
+        vec![b_lost.credentials.principal().to_string()],
+        "{report:?}"
+    );
+    assert_eq!(
+        ids(&report.foreign),
+        vec![a_live.credentials.principal().to_string()],
+        "{report:?}"
+    );
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(!user_exists(&f.db, b_lost.credentials.principal()).await);
+    let mut refused = false;
+    for _ in 0..200 {
+        if !works(f.port, &b_lost.credentials).await {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "B's orphan no longer authenticates on the mirror");
+    // AUTH and a command on one connection, both replies checked.
+    for lease in [&a_live, &b_live] {
+        let Credentials::UsernamePassword { username, password } = &lease.credentials else {
+            panic!("a username and password expected");
+        };
+        let (auth, ping) = auth_then_ping(f.port, username, password.expose_secret()).await;
+        assert_eq!(
+            (auth.as_str(), ping.as_str()),
+            ("+OK", "+PONG"),
+            "{username}"
+        );
+    }
+
+    let report = a.reconcile("shared", true).await.expect("A reconciles");
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(
+        ids(&report.foreign),
+        vec![b_live.credentials.principal().to_string()]
+    );
+
+    a.revoke(&a_live.lease_id).await.unwrap();
+    b.revoke(&b_live.lease_id).await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+    f.cleanup().await;
+}

@@ -534,12 +534,21 @@ macro_rules! impl_lease_store {
             }
 
             async fn count(&self, filter: &leasehold_core::LeaseFilter) -> leasehold_core::Result<u64> {
-                let (n,): (i64,) = self
-                    .count_query(filter)
-                    .build_query_as()
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(|e| crate::map_err("count", e))?;
+                let counted: Result<(i64,), sqlx::Error> = match crate::secret_only(filter) {
+                    // The issue path's quota check: one row, prepared once per connection.
+                    Some(secret) => {
+                        sqlx::query_as(&self.sql.count_secret)
+                            .bind(secret)
+                            .fetch_one(&self.pool)
+                            .await
+                    }
+                    None => {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(&self.sql.count_live);
+                        crate::push_filter(&mut q, filter, false);
+                        q.build_query_as().fetch_one(&self.pool).await
+                    }
+                };
+                let (n,) = counted.map_err(|e| crate::map_err("count", e))?;
                 Ok(u64::try_from(n).unwrap_or(0))
             }
 
@@ -645,33 +654,17 @@ macro_rules! impl_lease_store {
         }
 
         impl $store {
-            /// The statement `count` runs for `filter`: a count of one secret's leases (the
-            /// issue path's quota check) reads the per-secret count instead of the leases.
-            fn count_query<'a>(
-                &'a self,
-                filter: &'a leasehold_core::LeaseFilter,
-            ) -> sqlx::QueryBuilder<'a, $db> {
-                match (&filter.secret, filter.states.is_empty()) {
-                    (Some(secret), true) => {
-                        let mut q = sqlx::QueryBuilder::<$db>::new("");
-                        let mut parts = self.sql.count_secret.split("$1");
-                        q.push(parts.next().unwrap_or_default());
-                        q.push_bind(secret.as_str());
-                        q.push(parts.next().unwrap_or_default());
-                        q
-                    }
-                    _ => {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(&self.sql.count_live);
-                        crate::push_filter(&mut q, filter, false);
-                        q
-                    }
-                }
-            }
-
             /// The SQL `count` runs for `filter`, for tests that check its query plan.
             #[doc(hidden)]
             pub fn count_statement(&self, filter: &leasehold_core::LeaseFilter) -> String {
-                self.count_query(filter).sql().to_string()
+                match crate::secret_only(filter) {
+                    Some(_) => self.sql.count_secret.clone(),
+                    None => {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(&self.sql.count_live);
+                        crate::push_filter(&mut q, filter, false);
+                        q.sql().to_string()
+                    }
+                }
             }
 
             /// Tells a missed compare-and-set apart: another version, or no row at all.
@@ -714,6 +707,15 @@ macro_rules! impl_lease_store {
     };
 }
 pub(crate) use impl_lease_store;
+
+/// The secret of a filter that selects exactly one secret's leases (what `count` can answer
+/// from the per-secret count; `after` and `limit` do not apply to `count`).
+fn secret_only(filter: &leasehold_core::LeaseFilter) -> Option<&str> {
+    match &filter.secret {
+        Some(secret) if filter.states.is_empty() => Some(secret.as_str()),
+        _ => None,
+    }
+}
 
 /// Appends the filter to a statement that already has a `WHERE` clause.
 fn push_filter<'a, DB>(

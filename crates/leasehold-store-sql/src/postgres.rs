@@ -149,6 +149,7 @@ impl PostgresStoreBuilder {
         let sql = crate::Statements::new(
             &tables.table("leases"),
             &tables.table("meta"),
+            &tables.table("secret_counts"),
             &crate::Dialect {
                 greatest: "GREATEST",
                 least: "LEAST",

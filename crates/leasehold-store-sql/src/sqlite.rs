@@ -111,6 +111,7 @@ impl SqliteStoreBuilder {
         let sql = crate::Statements::new(
             &tables.table("leases"),
             &tables.table("meta"),
+            &tables.table("secret_counts"),
             &crate::Dialect {
                 greatest: "MAX",
                 least: "MIN",

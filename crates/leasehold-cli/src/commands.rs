@@ -1120,8 +1120,22 @@ async fn run_worker(
         m.secrets().len()
     );
     let signal = signals.recv().await;
-    eprintln!("leasehold: {signal} received, stopping the worker");
-    m.shutdown().await;
+    eprintln!(
+        "leasehold: {signal} received, stopping the worker (finishing the revocations in flight; a second signal exits at once)"
+    );
+    tokio::select! {
+        () = m.shutdown() => {}
+        s = signals.recv() => {
+            return Err(Fail {
+                code: EXIT_FAILED,
+                line: format!(
+                    "{s} received again: exiting without waiting for the revocations in flight; \
+                     their leases stay claimed until claim_hold passes (or until a restart with \
+                     the same instance_id takes them back)"
+                ),
+            });
+        }
+    }
     drop(m);
     eprintln!("leasehold: stopped; leases stay in the store for the next start");
     Ok(EXIT_OK)

@@ -596,3 +596,41 @@ async fn damaged_rows_are_listed_and_removed_with_force() {
     assert!(!auth_ok(redis.port(), &u1, &p1));
     std::io::stdout().flush().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_waits_for_revocations_in_flight_unless_signalled_twice() {
+    let Some(redis) = RedisServer::start("cli_run_signalled_twice").await else {
+        return;
+    };
+    let good = config(&sqlite("{dir}"), &redis.url(), "");
+    let cli = Cli::new(&good);
+    cli.ok(&["issue", "orders-cache", "--ttl", "1s"]);
+    // The node stops answering: the worker's revocation hangs.
+    let (port, _held) = silent_listener();
+    let hung = good
+        .replace(&redis.url(), &format!("redis://127.0.0.1:{port}"))
+        .replace(
+            "connect_timeout = \"1s\"",
+            "connect_timeout = \"5m\"\ncommand_timeout = \"5m\"",
+        )
+        .replace("{dir}", &cli.dir.path().display().to_string());
+    std::fs::write(&cli.config, hung).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut worker = cli.spawn(&["run"]);
+    wait_until("the worker", Duration::from_secs(30), || {
+        worker.stderr().contains("expiry worker running")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&worker.child, "TERM");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker left a revocation in flight: {}",
+        worker.stderr()
+    );
+    signal(&worker.child, "TERM");
+    assert_eq!(wait_exit(&mut worker.child, Duration::from_secs(10)), 1);
+    wait_until("the last line", Duration::from_secs(5), || {
+        worker.stderr().contains("received again")
+    });
+}

@@ -1272,3 +1272,27 @@ fn hostile_arguments() {
     }
     trip.assert_untouched();
 }
+
+#[test]
+fn a_bad_secret_name_is_escaped_once() {
+    let trip = Tripwire::start();
+    let cfg = replacing(
+        &trip,
+        "name = \"cache\"",
+        &format!("name = {}", toml_str("a\u{202e}b\\c")),
+    );
+    let cli = Cli::new(&cfg);
+    let out = cli.run(&["list"]);
+    assert_usage_error("bidi name", &out, &["name"]);
+    // Quoted once, as Rust's debug quoting writes it: the override escaped, the backslash
+    // doubled; never `\\u{202e}` (escaped twice) nor the raw character.
+    assert_eq!(
+        out.stderr.matches(r#""a\u{202e}b\\c""#).count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(r"\\u{202e}"), "{}", out.stderr);
+    assert!(!out.stderr.contains('\u{202e}'), "{}", out.stderr);
+    trip.assert_untouched();
+}

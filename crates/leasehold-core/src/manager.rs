@@ -248,9 +248,18 @@ impl IssueRequest {
             return Err(Error::invalid_input("ttl must be positive"));
         }
         if let Some(id) = &self.identity {
-            if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+            let chars = id.chars().count();
+            if chars == 0 || chars > 256 {
+                return Err(Error::invalid_input(format!(
+                    "identity must be 1 to 256 characters, it has {chars}"
+                )));
+            }
+            if id
+                .chars()
+                .any(|c| c.is_control() || crate::names::is_invisible_format(c))
+            {
                 return Err(Error::invalid_input(
-                    "identity must be 1 to 256 characters without control characters",
+                    "identity must not contain control or invisible formatting characters (such as bidi overrides)",
                 ));
             }
         }
@@ -1578,6 +1587,12 @@ impl Inner {
         };
         match result {
             Ok(()) => {
+                // The audit line goes out before the record does: a crash between the two
+                // leaves a record that is revoked again (idempotent), never a revocation
+                // without its line.
+                let mut gone = lease.clone();
+                gone.state = LeaseState::Revoked;
+                self.audit(action, &gone, None);
                 match self.store.delete(&lease.id, lease.version).await {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::LeaseNotFound => {
@@ -1594,7 +1609,6 @@ impl Inner {
                     }
                 }
                 lease.state = LeaseState::Revoked;
-                self.audit(action, &lease, None);
                 telemetry::revocation(&lease.secret, reason, Ok(()), started.elapsed());
                 if action == AuditAction::Expire {
                     telemetry::expiry_lag(&lease.secret, now() - lease.expires_at);

@@ -9,6 +9,24 @@ use crate::error::{Error, ErrorKind, Result};
 /// The default prefix of generated usernames; reconcile finds the library's users by it.
 pub const DEFAULT_USERNAME_PREFIX: &str = "lh-";
 
+/// Whether `c` is an invisible formatting character that can make text read differently from
+/// what it is (bidi overrides and isolates, zero-width characters, the byte-order mark, soft
+/// hyphen, line and paragraph separators).
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
+}
+
 /// Names no rule lets a dynamic credential take: the built-in `default` user of Redis, Valkey,
 /// ElastiCache and MemoryDB. Creating it would rewrite (and revoking it would try to delete) the
 /// user every unauthenticated connection runs as.

@@ -296,7 +296,7 @@ impl DynamicSecretBuilder {
         {
             return cfg(format!(
                 "name: {:?} must be 1 to 128 characters from letters, digits, '-', '_' and '.'",
-                shown.escape_debug().to_string()
+                shown
             ));
         }
         if self.default_ttl.is_zero() {

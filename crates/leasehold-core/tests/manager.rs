@@ -1462,3 +1462,27 @@ async fn a_restart_with_the_same_instance_id_takes_back_claims_on_expired_leases
     );
     assert!(eventually(Duration::from_secs(2), || store.is_empty()).await);
 }
+
+#[test]
+fn identities_with_invisible_formatting_are_refused_and_length_is_in_characters() {
+    for bad in [
+        "evil\u{202E}gpj.exe",
+        "zero\u{200B}width",
+        "bom\u{FEFF}",
+        "iso\u{2066}late",
+    ] {
+        let e = IssueRequest::new().identity(bad).check().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad:?}");
+        assert!(e.to_string().contains("invisible"), "{e}");
+    }
+    // 256 characters of three bytes each are fine; 257 are not, and the message counts chars.
+    IssueRequest::new()
+        .identity("é".repeat(256))
+        .check()
+        .unwrap();
+    let e = IssueRequest::new()
+        .identity("€".repeat(257))
+        .check()
+        .unwrap_err();
+    assert!(e.to_string().contains("it has 257"), "{e}");
+}

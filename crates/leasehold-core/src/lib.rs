@@ -18,7 +18,7 @@ pub mod telemetry;
 pub mod template;
 pub mod watch;
 
-pub use audit::{AuditAction, AuditEvent, AuditSink};
+pub use audit::{Alert, AlertHook, AlertReason, Alerting, AuditAction, AuditEvent, AuditSink};
 pub use coordination::{
     CoordinationStore, GroupClaim, MemberEntry, MemberState, MemoryCoordination, SharedCoordination,
 };

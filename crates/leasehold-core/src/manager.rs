@@ -704,7 +704,18 @@ impl LeaseManager {
         let started = std::time::Instant::now();
         let name = entry.secret.name_arc().clone();
         let result = async {
-            let prepared = self.inner.prepare_issue(&entry, &request).await?;
+            let prepared = match self.inner.prepare_issue(&entry, &request).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // Refused before any lease existed (bad input, quota, store down).
+                    let mut event = AuditEvent::new(AuditAction::Issue, &*name);
+                    event.identity = request.identity.clone();
+                    event.error = Some(e.kind());
+                    event.message = Some(e.to_string());
+                    self.inner.emit(event);
+                    return Err(e);
+                }
+            };
             let (tx, rx) = oneshot::channel();
             let inner = self.inner.clone();
             tokio::spawn(async move {
@@ -1007,15 +1018,12 @@ impl LeaseManager {
             reason = %d.reason,
             "damaged lease row forgotten without revoking its credential"
         );
-        self.inner.emit(AuditEvent {
-            at: now(),
-            action: AuditAction::ForceForget,
-            lease_id: id.parse().ok(),
-            secret: d.secret.unwrap_or_default(),
-            identity: None,
-            principal: d.principal,
-            error: Some(ErrorKind::Store),
-        });
+        let mut event = AuditEvent::new(AuditAction::ForceForget, d.secret.unwrap_or_default());
+        event.lease_id = id.parse().ok();
+        event.principal = d.principal;
+        event.error = Some(ErrorKind::Store);
+        event.message = Some(format!("damaged row: {}", d.reason));
+        self.inner.emit(event);
         Ok(true)
     }
 
@@ -1123,15 +1131,9 @@ impl LeaseManager {
             if apply {
                 match provider.revoke(&cred.external).await {
                     Ok(()) => {
-                        self.inner.emit(AuditEvent {
-                            at: now(),
-                            action: AuditAction::ReconcileRemove,
-                            lease_id: None,
-                            secret: secret.to_string(),
-                            identity: None,
-                            principal: Some(cred.external.id.clone()),
-                            error: None,
-                        });
+                        let mut event = AuditEvent::new(AuditAction::ReconcileRemove, secret);
+                        event.principal = Some(cred.external.id.clone());
+                        self.inner.emit(event);
                         report.removed.push(cred);
                     }
                     Err(e) => report.errors.push((cred, e)),
@@ -1663,15 +1665,14 @@ impl Inner {
         );
         // The event is built only for a sink: issue and revoke stay allocation-light without one.
         if let Some(sink) = &self.audit {
-            sink.record(&AuditEvent {
-                at: now(),
-                action,
-                lease_id: Some(lease.id.clone()),
-                secret: lease.secret.to_string(),
-                identity: lease.identity.as_deref().map(str::to_string),
-                principal: Some(lease.external.id.clone()),
-                error,
-            });
+            let mut event = AuditEvent::new(action, &*lease.secret);
+            event.lease_id = Some(lease.id.clone());
+            event.identity = lease.identity.as_deref().map(str::to_string);
+            event.principal = Some(lease.external.id.clone());
+            event.error = error;
+            event.message = error.and(lease.last_error.clone());
+            event.attempts = lease.revoke_attempts;
+            sink.record(&event);
         }
     }
 

@@ -1486,3 +1486,75 @@ fn identities_with_invisible_formatting_are_refused_and_length_is_in_characters(
         .unwrap_err();
     assert!(e.to_string().contains("it has 257"), "{e}");
 }
+
+#[derive(Debug, Default, Clone)]
+struct Collect(Arc<Mutex<Vec<leasehold_core::Alert>>>);
+
+impl leasehold_core::AlertHook for Collect {
+    fn alert(&self, alert: &leasehold_core::Alert) {
+        self.0.lock().unwrap().push(alert.clone());
+    }
+}
+
+#[tokio::test]
+async fn alerts_fire_on_quota_refusals_repeated_revoke_failures_and_irrevocable_leases() {
+    use leasehold_core::{AlertReason, Alerting};
+    let store = MemoryStore::new();
+    let faulty = FaultyProvider::new(Arc::new(RecordingProvider::new()));
+    let hook = Collect::default();
+    let s = DynamicSecret::builder("alerting", Arc::new(faulty.clone()))
+        .default_ttl(Duration::from_secs(60))
+        .max_ttl(Duration::from_secs(600))
+        .max_active_leases(1)
+        .build()
+        .unwrap();
+    let mut config = fast_config();
+    config.retry =
+        RetryPolicy::new(Duration::from_millis(20), 4).max_delay(Duration::from_millis(40));
+    let m = LeaseManager::builder(store.clone())
+        .config(config)
+        .audit_sink(Arc::new(Alerting::new(hook.clone()).repeated_after(2)))
+        .secret(s)
+        .build()
+        .await
+        .unwrap();
+    let lease = m.issue("alerting", IssueRequest::new()).await.unwrap();
+    let e = m.issue("alerting", IssueRequest::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::QuotaExceeded);
+    // Four temporary failures: attempts 1..3 are retries (alerts from the 2nd), the 4th gives up.
+    faulty.fail_always(Operation::Revoke, Fault::unavailable());
+    let _ = m.revoke(&lease.lease_id).await.unwrap_err();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            hook.0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|a| a.reason == AlertReason::Irrevocable)
+        })
+        .await
+    );
+    let alerts = hook.0.lock().unwrap().clone();
+    let reasons: Vec<AlertReason> = alerts.iter().map(|a| a.reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            AlertReason::QuotaRefused,
+            AlertReason::RepeatedRevokeFailures(2),
+            AlertReason::RepeatedRevokeFailures(3),
+            AlertReason::Irrevocable
+        ]
+    );
+    let irrevocable = alerts.last().unwrap();
+    assert_eq!(irrevocable.event.lease_id.as_ref(), Some(&lease.lease_id));
+    assert_eq!(irrevocable.event.secret, "alerting");
+    assert_eq!(
+        irrevocable.event.principal.as_deref(),
+        Some(lease.credentials.principal())
+    );
+    assert!(
+        irrevocable.event.message.is_some(),
+        "carries the last error"
+    );
+    assert_eq!(irrevocable.event.attempts, 4);
+}

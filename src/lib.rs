@@ -7,14 +7,14 @@
 // well-known crate (the Redis provider lives at `leasehold::redis`, not in a glob).
 pub use leasehold_core::{
     async_trait, check_installation_id, chrono, format_duration, new_installation_id,
-    parse_duration, secrecy, AuditAction, AuditEvent, AuditSink, Capabilities, CreateRequest,
-    Created, CredentialWatch, Credentials, DamagedLease, DynamicSecret, DynamicSecretBuilder,
-    DynamicSecretProvider, Error, ErrorKind, ExternalRef, IntoLeaseStore, IntoProvider,
-    IssueRequest, IssuedLease, LeaseFilter, LeaseId, LeaseManager, LeaseManagerBuilder,
-    LeaseRecord, LeaseState, LeaseStore, ManagedCredential, ManagerConfig, MemoryStore, NameRule,
-    PasswordPolicy, Readiness, ReconcileReport, RenderedStatement, Result, RetryPolicy,
-    RevokeSummary, StatementTemplate, StatementVars, TemplateVars, TtlOverMax, UsernameTemplate,
-    WatchEvent, WatchOptions, DEFAULT_USERNAME_PREFIX, INSTALLATION_TAG,
+    parse_duration, secrecy, Alert, AlertHook, AlertReason, Alerting, AuditAction, AuditEvent,
+    AuditSink, Capabilities, CreateRequest, Created, CredentialWatch, Credentials, DamagedLease,
+    DynamicSecret, DynamicSecretBuilder, DynamicSecretProvider, Error, ErrorKind, ExternalRef,
+    IntoLeaseStore, IntoProvider, IssueRequest, IssuedLease, LeaseFilter, LeaseId, LeaseManager,
+    LeaseManagerBuilder, LeaseRecord, LeaseState, LeaseStore, ManagedCredential, ManagerConfig,
+    MemoryStore, NameRule, PasswordPolicy, Readiness, ReconcileReport, RenderedStatement, Result,
+    RetryPolicy, RevokeSummary, StatementTemplate, StatementVars, TemplateVars, TtlOverMax,
+    UsernameTemplate, WatchEvent, WatchOptions, DEFAULT_USERNAME_PREFIX, INSTALLATION_TAG,
 };
 
 /// Everything else of the core crate (templates, statements, the coordination store, metric

@@ -444,8 +444,9 @@ impl IamUserProvider {
     /// inline policy, managed policies and groups), then `DeleteUser`. Only when IAM answers
     /// `DeleteConflict` (something else hangs on the user) does it sweep every attachment
     /// kind and try `DeleteUser` again: the listings that sweep needs (login profile, MFA,
-    /// SSH keys, service-specific credentials, signing certificates) are permissions a
-    /// revoke rarely uses, and most endpoints or policies may refuse one of them.
+    /// SSH keys, service-specific credentials, signing certificates) need permissions a
+    /// revoke rarely uses, which a least-privilege policy or an IAM-compatible endpoint may
+    /// not grant.
     async fn remove(&self, user: &str, access_key_id: Option<&str>) -> Result<Swept> {
         if let Some(id) = access_key_id {
             delete_ok!(

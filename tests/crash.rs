@@ -101,7 +101,10 @@ async fn child_manager(env: &Env) -> LeaseManager {
             .sweep_service_specific_credentials(false)
             .path(&env.iam_path)
             .inline_policy(POLICY)
-            .ready_timeout(Duration::from_secs(5)),
+            .ready_timeout(Duration::from_secs(5))
+            // The emulator is consistent at once; a kill between DeleteUser and the record's
+            // delete must not wait out AWS's 30 s window before "not found" counts as gone.
+            .consistency_window(Duration::from_secs(2)),
         &sdk,
     )
     .unwrap();

@@ -485,6 +485,9 @@ pub async fn manager(
     if let Some(d) = m.claim_hold {
         mc.claim_hold = d;
     }
+    if let Some(d) = config.metrics.interval {
+        mc.metrics_interval = d;
+    }
     let mut retry = RetryPolicy::default();
     if let Some(d) = m.retry_initial_delay {
         retry = RetryPolicy::new(d, retry.max_attempts).max_delay(retry.max_delay.max(d));

@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use leasehold_core::{
-    format_duration, parse_duration, AuditEvent, AuditSink, Error, ErrorKind, IssueRequest,
-    IssuedLease, LeaseFilter, LeaseId, LeaseManager, LeaseRecord, LeaseState,
+    format_duration, parse_duration, Alerting, AuditEvent, AuditSink, Error, ErrorKind,
+    IssueRequest, IssuedLease, LeaseFilter, LeaseId, LeaseManager, LeaseRecord, LeaseState,
 };
 use serde_json::{json, Value};
 
+use crate::alerts;
 use crate::build::{self, Mode};
 use crate::config::{self, is_usage_error, shown_path, Config};
 use crate::output::{self, error_json, escape, record_json, time};
+use crate::serve;
 use crate::{Command, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 /// A failure that ends the command: its exit code and one line for stderr.
@@ -83,7 +85,7 @@ pub async fn run(config_path: PathBuf, json: bool, command: Command) -> u8 {
     // that would kill the process mid-way (a worker mid-revocation, an ephemeral credential
     // left behind).
     let signals = match &command {
-        Command::Run => Some(Signals::install(false)),
+        Command::Run { .. } => Some(Signals::install(false)),
         Command::Issue {
             ephemeral: true, ..
         } => Some(Signals::install(true)),
@@ -325,8 +327,8 @@ async fn dispatch(
             out.emit(&v, |w| output::write_records(w, &leases, &damaged));
             Ok(EXIT_OK)
         }
-        Command::Run => match signals {
-            Some(signals) => run_worker(path, &config, out, signals).await,
+        Command::Run { metrics_listen } => match signals {
+            Some(signals) => run_worker(path, &config, out, signals, metrics_listen).await,
             None => Err(Fail {
                 code: EXIT_FAILED,
                 line: "run: the signal handlers are not installed".into(),
@@ -1095,8 +1097,34 @@ async fn run_worker(
     config: &Config,
     out: &Out,
     mut signals: Signals,
+    metrics_listen: Option<std::net::SocketAddr>,
 ) -> Result<u8, Fail> {
-    let sink = Arc::new(PrintSink { json: out.json });
+    // Bound first, so a taken port fails at once; the recorder is installed before the
+    // manager exists, so start-up is measured too. Neither happens unless asked for: without
+    // them the library's metrics cost next to nothing.
+    let metrics = match metrics_listen.or(config.metrics.listen) {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Fail {
+                    code: EXIT_FAILED,
+                    line: format!("cannot listen for metrics on {addr}: {e}"),
+                })?;
+            let handle = serve::install_recorder().map_err(|line| Fail {
+                code: EXIT_FAILED,
+                line,
+            })?;
+            Some((listener, handle))
+        }
+        None => None,
+    };
+    let printer: Arc<dyn AuditSink> = Arc::new(PrintSink { json: out.json });
+    let mut alerting =
+        Alerting::new(alerts::CliAlerts::new(config.alerts.webhook.clone())).forward_to(printer);
+    if let Some(n) = config.alerts.repeated_after {
+        alerting = alerting.repeated_after(n);
+    }
+    let sink: Arc<dyn AuditSink> = Arc::new(alerting);
     // Opening the store and building the providers may take a while (a database that does not
     // answer): a signal meanwhile stops here, before the worker runs.
     let m = tokio::select! {
@@ -1107,6 +1135,14 @@ async fn run_worker(
         }
         r = build::manager(config, Mode::Worker, Some(sink)) => r.map_err(|e| build_fail(path, e))?,
     };
+    let server = metrics.map(|(listener, handle)| {
+        let server = serve::spawn(listener, handle, m.clone());
+        eprintln!(
+            "leasehold: serving metrics on http://{0}/metrics and health on http://{0}/healthz",
+            server.local_addr()
+        );
+        server
+    });
     let stable = config.manager.instance_id.is_some();
     eprintln!(
         "leasehold: expiry worker running (instance {}{}, installation {}, {} secret(s)); SIGINT or SIGTERM stops it",
@@ -1136,6 +1172,7 @@ async fn run_worker(
             });
         }
     }
+    drop(server);
     drop(m);
     eprintln!("leasehold: stopped; leases stay in the store for the next start");
     Ok(EXIT_OK)

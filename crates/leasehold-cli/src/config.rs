@@ -39,6 +39,44 @@ pub struct Config {
     pub manager: ManagerSettings,
     /// The secrets, in file order.
     pub secrets: Vec<SecretConfig>,
+    /// `[metrics]`: what `run` exports.
+    pub metrics: MetricsSettings,
+    /// `[alerts]`: where `run` sends alerts besides stderr.
+    pub alerts: AlertSettings,
+}
+
+/// `[metrics]` (optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+    interval: Option<DurationText>,
+}
+
+/// `[metrics]`, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Where `run` serves `/metrics` and `/healthz` (`--metrics-listen` overrides).
+    pub listen: Option<std::net::SocketAddr>,
+    /// How often the worker refreshes the lease gauges from the store.
+    pub interval: Option<Duration>,
+}
+
+/// `[alerts]` (optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    webhook: Option<String>,
+    repeated_after: Option<u32>,
+}
+
+/// `[alerts]`, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertSettings {
+    /// An `http://` URL that receives a JSON POST per alert.
+    pub webhook: Option<crate::alerts::WebhookUrl>,
+    /// Alert on a revocation's nth failed attempt and each one after it.
+    pub repeated_after: Option<u32>,
 }
 
 /// `[store]`.
@@ -392,6 +430,10 @@ struct RawConfig {
     #[serde(default)]
     manager: RawManager,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    alerts: RawAlerts,
+    #[serde(default)]
     secrets: Vec<toml::Spanned<toml::Table>>,
 }
 
@@ -496,6 +538,10 @@ pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
     }
     let manager =
         check_manager(&raw.manager).map_err(|m| ConfigError(format!("{source}: manager.{m}")))?;
+    let metrics =
+        check_metrics(&raw.metrics).map_err(|m| ConfigError(format!("{source}: metrics.{m}")))?;
+    let alerts =
+        check_alerts(&raw.alerts).map_err(|m| ConfigError(format!("{source}: alerts.{m}")))?;
     let mut secrets: Vec<SecretConfig> = Vec::with_capacity(raw.secrets.len());
     for (i, spanned) in raw.secrets.into_iter().enumerate() {
         let line = line_of(text, spanned.span().start);
@@ -525,6 +571,52 @@ pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
         store: raw.store,
         manager,
         secrets,
+        metrics,
+        alerts,
+    })
+}
+
+/// Bounds of `[metrics] interval`: each refresh counts leases per secret and state.
+const MIN_METRICS_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_METRICS_INTERVAL: Duration = Duration::from_secs(3600);
+
+fn check_metrics(m: &RawMetrics) -> Result<MetricsSettings, String> {
+    let listen = m
+        .listen
+        .as_deref()
+        .map(|l| {
+            l.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+                format!(
+                    "listen: {:?} is not a socket address (such as \"127.0.0.1:9464\" or \"[::1]:9464\")",
+                    crate::output::escape(l)
+                )
+            })
+        })
+        .transpose()?;
+    let interval = opt_duration("interval", &m.interval)?;
+    if let Some(i) = interval {
+        if !(MIN_METRICS_INTERVAL..=MAX_METRICS_INTERVAL).contains(&i) {
+            return Err(format!(
+                "interval: {} is outside 1s..1h",
+                leasehold_core::format_duration(i)
+            ));
+        }
+    }
+    Ok(MetricsSettings { listen, interval })
+}
+
+fn check_alerts(a: &RawAlerts) -> Result<AlertSettings, String> {
+    if a.repeated_after == Some(0) {
+        return Err("repeated_after: must be at least 1".into());
+    }
+    let webhook = a
+        .webhook
+        .as_deref()
+        .map(|w| crate::alerts::WebhookUrl::parse(w.trim()).map_err(|e| format!("webhook: {e}")))
+        .transpose()?;
+    Ok(AlertSettings {
+        webhook,
+        repeated_after: a.repeated_after,
     })
 }
 

@@ -2,10 +2,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod alerts;
 mod build;
 mod commands;
 mod config;
 mod output;
+mod serve;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -115,8 +117,15 @@ enum Command {
     /// Prints one line per audit event, written and flushed before the change it reports is
     /// acknowledged. With a stable `[manager] instance_id`, a restarted worker takes back the
     /// claims its previous run held (their leases are due at once) instead of waiting for
-    /// them to lapse after `claim_hold`.
-    Run,
+    /// them to lapse after `claim_hold`. Alerts (an irrevocable lease, repeated revoke
+    /// failures, a quota refusal) print one `ALERT ...` line each on stderr and go to the
+    /// `[alerts] webhook` if one is configured.
+    Run {
+        /// Serve Prometheus metrics on `/metrics` and a health check on `/healthz` at this
+        /// address, e.g. 127.0.0.1:9464 (overrides `[metrics] listen`).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
+    },
     /// Find (and with --apply remove) provider users that no lease points at.
     Reconcile {
         /// Remove the orphans (default: dry run).

@@ -13,6 +13,7 @@ pub mod names;
 pub mod password;
 pub mod provider;
 pub mod secret;
+pub mod static_role;
 pub mod store;
 pub mod telemetry;
 pub mod template;
@@ -37,6 +38,7 @@ pub use provider::{
     Readiness, INSTALLATION_TAG,
 };
 pub use secret::{DynamicSecret, DynamicSecretBuilder, TtlOverMax};
+pub use static_role::{StaticRoleReader, StaticRoleRotator};
 pub use store::{
     check_installation_id, new_installation_id, DamagedLease, IntoLeaseStore, LeaseFilter,
     LeaseStore, INSTALLATION_ID_LEN,

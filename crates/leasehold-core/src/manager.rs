@@ -4,17 +4,20 @@
 //!
 //! 1. **Write-ahead.** A `Pending` record naming the external credential is stored *before*
 //!    the provider is called, so no code path can leave a credential that no record points at.
-//! 2. **Cancellation-safe issue.** The provider call runs in its own task: a caller that drops
-//!    the `issue` future does not abandon a half-made credential; the task finishes, sees nobody
-//!    is waiting, and revokes what it made.
+//! 2. **Cancellation-safe issue.** A caller that drops the `issue` future does not abandon a
+//!    half-made credential: the provider call and what follows move into a task of their own,
+//!    which finishes, sees nobody is waiting, and revokes what it made.
 //! 3. **A record is deleted only after revoke succeeded** (or by an explicit, audited
 //!    `force_forget`).
 //! 4. **Exactly one revoker** among many managers sharing a store, through `claim_due`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{fence, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -28,7 +31,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Credentials, ExternalRef, LeaseId, LeaseRecord, LeaseState};
 use crate::provider::{CreateRequest, ManagedCredential, Readiness};
 use crate::secret::DynamicSecret;
-use crate::store::{add_duration, LeaseFilter, LeaseStore};
+use crate::store::{add_duration, LeaseFilter, LeaseStore, RevokeClaim};
 use crate::telemetry;
 
 /// How failed revocations are retried.
@@ -689,7 +692,7 @@ impl LeaseManager {
     /// is dropped (or kept for the worker to retry, if that revoke fails too).
     ///
     /// Dropping the returned future does not leak a credential: the provider call goes on in
-    /// its own task, which revokes the credential when nobody is left to receive it.
+    /// a task of its own, which revokes the credential when nobody is left to receive it.
     pub async fn issue(&self, secret: &str, request: IssueRequest) -> Result<IssuedLease> {
         let entry = self.inner.entry(secret).ok_or_else(|| {
             Error::new(
@@ -716,18 +719,7 @@ impl LeaseManager {
                     return Err(e);
                 }
             };
-            let (tx, rx) = oneshot::channel();
-            let inner = self.inner.clone();
-            tokio::spawn(async move {
-                let result = inner.finish_issue(entry, prepared, tx).await;
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "issue task ended with an error");
-                }
-            });
-            match rx.await {
-                Ok(r) => r,
-                Err(_) => Err(Error::unexpected("the issue task ended without an answer")),
-            }
+            IssueTask::new(self.inner.clone(), entry, prepared).await
         }
         .await;
         telemetry::issue(&name, result.as_ref().map(|_| ()), started.elapsed());
@@ -832,71 +824,59 @@ impl LeaseManager {
         let mut conflicts = 0;
         // Set while waiting for this instance's own revocation of the lease to finish.
         let mut waiting_until: Option<DateTime<Utc>> = None;
+        let owner = &*self.inner.owner;
         while conflicts < 4 {
-            let Some(mut lease) = self.inner.store.get(lease_id).await.map_err(ctx)? else {
-                // Revoked already (or by the revocation we waited for): the credential is gone.
-                return Ok(());
-            };
             let t = now();
-            if lease.state != LeaseState::Pending
-                && lease.is_claimed_at(t)
-                && lease.claimed_by.as_deref() == Some(&*self.inner.owner)
+            // Claimed so that no worker revokes it at the same time; one store call reads and
+            // claims. Due now, held by the claim: if this instance dies mid-revoke, the next
+            // one to start with its id takes the lease at once, any other one when the claim
+            // ends.
+            let until = add_duration(t, self.inner.config.revoke_timeout);
+            let lease = match self
+                .inner
+                .store
+                .claim_for_revoke(lease_id, owner, t, until)
+                .await
             {
-                // The worker (or another call) here is revoking it now: revoking it a second
-                // time in parallel would revoke it twice. Wait for that one to end.
-                let until = *waiting_until
-                    .get_or_insert_with(|| add_duration(t, self.inner.config.revoke_timeout));
-                if t > until {
-                    return Err(ctx(Error::new(
-                        ErrorKind::Conflict,
-                        "the lease is still being revoked by this instance; try again",
-                    )));
+                Ok(RevokeClaim::Claimed(lease)) => lease,
+                // Revoked already (or by the revocation we waited for): the credential is gone.
+                Ok(RevokeClaim::Gone) => return Ok(()),
+                Ok(RevokeClaim::Busy(lease)) => {
+                    if lease.state != LeaseState::Pending
+                        && lease.claimed_by.as_deref() == Some(owner)
+                    {
+                        // The worker (or another call) here is revoking it now: revoking it a
+                        // second time in parallel would revoke it twice. Wait for that one.
+                        let until = *waiting_until.get_or_insert(until);
+                        if t > until {
+                            return Err(ctx(Error::new(
+                                ErrorKind::Conflict,
+                                "the lease is still being revoked by this instance; try again",
+                            )));
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    let message = match lease.state {
+                        LeaseState::Pending if lease.claimed_by.as_deref() != Some(owner) => {
+                            "the lease is still being issued by another instance; try again shortly"
+                        }
+                        LeaseState::Pending => "the lease is still being issued; try again shortly",
+                        LeaseState::Revoking => "the lease is being revoked by another instance",
+                        // Its claim ended since the store looked: look again.
+                        _ => {
+                            conflicts += 1;
+                            continue;
+                        }
+                    };
+                    return Err(ctx(Error::new(ErrorKind::Conflict, message)));
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-            if lease.state == LeaseState::Pending
-                && lease.is_claimed_at(t)
-                && lease.claimed_by.as_deref() != Some(&*self.inner.owner)
-            {
-                return Err(ctx(Error::new(
-                    ErrorKind::Conflict,
-                    "the lease is still being issued by another instance; try again shortly",
-                )));
-            }
-            if lease.state == LeaseState::Pending && lease.is_claimed_at(t) {
-                return Err(ctx(Error::new(
-                    ErrorKind::Conflict,
-                    "the lease is still being issued; try again shortly",
-                )));
-            }
-            if lease.state == LeaseState::Revoking
-                && lease.is_claimed_at(t)
-                && lease.claimed_by.as_deref() != Some(&*self.inner.owner)
-            {
-                return Err(ctx(Error::new(
-                    ErrorKind::Conflict,
-                    "the lease is being revoked by another instance",
-                )));
-            }
-            // Claim it so that no worker revokes it at the same time (one write: the claim and
-            // the state change go together).
-            if lease.state != LeaseState::Irrevocable {
-                lease.state = LeaseState::Revoking;
-            }
-            lease.claimed_by = Some(self.inner.owner.clone());
-            // Due now, held by the claim: if this instance dies mid-revoke, the next one to
-            // start with its id takes the lease at once, any other one when the claim ends.
-            lease.claim_until = Some(add_duration(t, self.inner.config.revoke_timeout));
-            lease.due_at = t;
-            match self.inner.store.update(&lease).await {
-                Ok(v) => lease.version = v,
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     conflicts += 1;
                     continue;
                 }
                 Err(e) => return Err(ctx(e)),
-            }
+            };
             return self
                 .inner
                 .revoke_claimed(lease, AuditAction::Revoke)
@@ -1279,6 +1259,88 @@ pub fn renewed_expiry(
     add_duration(now, increment).min(max_expires_at)
 }
 
+/// Counts an issue between its quota check and its insert; leaves the count when dropped,
+/// also when the issue future is dropped half-way.
+struct InFlight<'a> {
+    count: &'a AtomicU64,
+    /// Issues of the same secret that were under way here when this one entered.
+    others: u64,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicU64) -> Self {
+        let others = count.fetch_add(1, Ordering::SeqCst);
+        InFlight { count, others }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+type BoxedWork = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// The second half of an issue (provider call, then activation or compensation), polled in the
+/// caller's task. If the caller drops it before it finished, the rest moves into a task of its
+/// own, which finishes the work, finds nobody to hand the credential to, and revokes it: the
+/// provider call is never abandoned half-way. Running it in the caller's task in the usual
+/// case saves a task spawn and two cross-thread wake-ups per issue on a multi-thread runtime.
+struct IssueTask {
+    work: Option<BoxedWork>,
+    rx: Option<oneshot::Receiver<Result<IssuedLease>>>,
+}
+
+impl IssueTask {
+    fn new(inner: Arc<Inner>, entry: Arc<SecretEntry>, prepared: PreparedIssue) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let work = Box::pin(async move {
+            if let Err(e) = inner.finish_issue(entry, prepared, tx).await {
+                tracing::debug!(error = %e, "issue task ended with an error");
+            }
+        });
+        IssueTask {
+            work: Some(work),
+            rx: Some(rx),
+        }
+    }
+}
+
+impl Future for IssueTask {
+    type Output = Result<IssuedLease>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(work) = self.work.as_mut() {
+            if work.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.work = None;
+        }
+        let answer = self.rx.take().map(|mut rx| rx.try_recv());
+        Poll::Ready(match answer {
+            Some(Ok(r)) => r,
+            _ => Err(Error::unexpected("the issue task ended without an answer")),
+        })
+    }
+}
+
+impl Drop for IssueTask {
+    fn drop(&mut self) {
+        let Some(work) = self.work.take() else { return };
+        // The receiver goes first, so the moved work cannot hand the credential to it.
+        drop(self.rx.take());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(work);
+            }
+            Err(_) => tracing::warn!(
+                "an issue was dropped outside a Tokio runtime; its Pending lease stays in the store and the worker revokes it after issue_timeout"
+            ),
+        }
+    }
+}
+
 struct PreparedIssue {
     lease: LeaseRecord,
     username: String,
@@ -1328,27 +1390,6 @@ impl Inner {
         } else {
             None
         };
-        // The active-lease limit counts records in the store plus issues under way here.
-        let in_flight = entry.in_flight.fetch_add(1, Ordering::SeqCst);
-        let stored = match self.store.count(&LeaseFilter::secret(secret.name())).await {
-            Ok(n) => n,
-            Err(e) => {
-                entry.in_flight.fetch_sub(1, Ordering::SeqCst);
-                return Err(ctx(e));
-            }
-        };
-        if stored + in_flight >= secret.max_active_leases() {
-            entry.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(ctx(Error::new(
-                ErrorKind::QuotaExceeded,
-                format!(
-                    "secret {:?} has {} active leases, its max_active_leases is {}",
-                    secret.name(),
-                    stored + in_flight,
-                    secret.max_active_leases()
-                ),
-            )));
-        }
         let t = now();
         let expires_at = add_duration(t, ttl);
         let max_expires_at = add_duration(t, secret.max_ttl()).max(expires_at);
@@ -1371,10 +1412,31 @@ impl Inner {
             claim_until: Some(issue_deadline),
             version: 1,
         };
+        // The active-lease limit counts records in the store plus this instance's issues that
+        // are between the check and their insert. The store checks and inserts in one call.
+        let in_flight = InFlight::enter(&entry.in_flight);
+        let max = secret.max_active_leases();
+        let others = in_flight.others;
+        let limit = max.saturating_sub(others);
+        let inserted = limit > 0 && self.store.insert_within(&lease, limit).await.map_err(ctx)?;
         // From here on the store counts the lease itself.
-        let inserted = self.store.insert(&lease).await;
-        entry.in_flight.fetch_sub(1, Ordering::SeqCst);
-        inserted.map_err(ctx)?;
+        drop(in_flight);
+        if !inserted {
+            // Only for the message: the refusal itself was decided by the store.
+            let stored = self
+                .store
+                .count(&LeaseFilter::secret(secret.name()))
+                .await
+                .unwrap_or(limit);
+            return Err(ctx(Error::new(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "secret {:?} has {} active leases, its max_active_leases is {max}",
+                    secret.name(),
+                    stored + others,
+                ),
+            )));
+        }
         Ok(PreparedIssue {
             lease,
             username,
@@ -1384,7 +1446,7 @@ impl Inner {
         })
     }
 
-    /// Runs in its own task: the provider call, then Active (or compensation).
+    /// The provider call, then Active (or compensation); see [`IssueTask`].
     async fn finish_issue(
         self: Arc<Self>,
         entry: Arc<SecretEntry>,

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::coordination::{CoordinationStore, MemoryCoordination};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{LeaseId, LeaseRecord, LeaseState};
-use crate::store::{add_duration, LeaseFilter, LeaseStore};
+use crate::store::{add_duration, LeaseFilter, LeaseStore, RevokeClaim};
 
 /// A [`LeaseStore`] in memory: fast, shared by every manager in one process, forgotten on exit.
 ///
@@ -149,6 +149,55 @@ impl LeaseStore for MemoryStore {
         lease.version = 1;
         inner.put(lease);
         Ok(())
+    }
+
+    async fn insert_within(&self, lease: &LeaseRecord, limit: u64) -> Result<bool> {
+        let mut inner = self.lock();
+        let stored = inner.per_secret.get(&*lease.secret).copied().unwrap_or(0);
+        if stored >= limit {
+            return Ok(false);
+        }
+        if inner.leases.contains_key(&lease.id) {
+            return Err(
+                Error::new(ErrorKind::AlreadyExists, "a lease with this id exists")
+                    .with_context("lease_id", &lease.id),
+            );
+        }
+        let mut lease = lease.clone();
+        lease.version = 1;
+        inner.put(lease);
+        Ok(true)
+    }
+
+    async fn claim_for_revoke(
+        &self,
+        id: &LeaseId,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<RevokeClaim> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(stored) = inner.leases.get_mut(id) else {
+            return Ok(RevokeClaim::Gone);
+        };
+        if !stored.revocable_by(owner, now) {
+            return Ok(RevokeClaim::Busy((**stored).clone()));
+        }
+        let (old_due, was_indexed) = (stored.claimable_at(), stored.state != LeaseState::Revoked);
+        let owner = match &stored.claimed_by {
+            Some(o) if &**o == owner => o.clone(),
+            _ => owner.into(),
+        };
+        stored.claim_for_revoke(owner, now, until);
+        stored.version += 1;
+        let new_due = stored.claimable_at();
+        let claimed = (**stored).clone();
+        if was_indexed {
+            inner.due.remove(&(old_due, id.clone()));
+        }
+        inner.due.insert((new_due, id.clone()));
+        Ok(RevokeClaim::Claimed(claimed))
     }
 
     async fn get(&self, id: &LeaseId) -> Result<Option<LeaseRecord>> {

@@ -274,6 +274,27 @@ impl LeaseRecord {
         self.state != LeaseState::Revoked && self.due_at <= now && !self.is_claimed_at(now)
     }
 
+    /// Whether `owner` may claim the lease for revocation at `now`: no live claim, or a live
+    /// claim on an `Active` or `Irrevocable` lease held by another instance (its worker found
+    /// the lease due but has not started revoking; the compare-and-set settles who does).
+    pub fn revocable_by(&self, owner: &str, now: DateTime<Utc>) -> bool {
+        !(self.is_claimed_at(now)
+            && (matches!(self.state, LeaseState::Pending | LeaseState::Revoking)
+                || self.claimed_by.as_deref() == Some(owner)))
+    }
+
+    /// Marks the lease claimed by `owner` for revocation, due now: what
+    /// [`LeaseStore::claim_for_revoke`](crate::LeaseStore::claim_for_revoke) writes. The version
+    /// is left to the store.
+    pub fn claim_for_revoke(&mut self, owner: Arc<str>, now: DateTime<Utc>, until: DateTime<Utc>) {
+        if self.state != LeaseState::Irrevocable {
+            self.state = LeaseState::Revoking;
+        }
+        self.claimed_by = Some(owner);
+        self.claim_until = Some(until);
+        self.due_at = now;
+    }
+
     /// The earliest time the lease can be claimed: its due time, or the end of a claim.
     pub fn claimable_at(&self) -> DateTime<Utc> {
         match self.claim_until {

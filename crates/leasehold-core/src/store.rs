@@ -122,6 +122,19 @@ impl DamagedLease {
     }
 }
 
+/// What [`LeaseStore::claim_for_revoke`] found.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RevokeClaim {
+    /// The record is claimed for the caller: the stored record, with its new version.
+    Claimed(LeaseRecord),
+    /// Someone is at work on the record (being issued, being revoked, or claimed by the caller
+    /// itself): the record as stored, unchanged.
+    Busy(LeaseRecord),
+    /// There is no record with this id.
+    Gone,
+}
+
 /// Length of a generated installation id.
 pub const INSTALLATION_ID_LEN: usize = 8;
 
@@ -181,6 +194,16 @@ pub fn check_installation_id(id: &str) -> Result<()> {
 ///   error.
 /// - `release_claims(owner, now)` ends every claim `owner` holds at `now`, making each such
 ///   record due at once (`due_at = min(due_at, now)`), and returns how many it released.
+/// - `insert_within(lease, limit)` inserts as `insert` does only while the lease's secret has
+///   fewer than `limit` records (as `count` of that secret counts them), and returns whether it
+///   did; nothing is written when the secret is full.
+/// - `claim_for_revoke(id, owner, now, until)` claims one record for revocation in one step:
+///   unless its claim is live at `now` and the record is `Pending`, `Revoking`, or claimed by
+///   `owner` (someone is at work on it), it sets `state = Revoking` (an `Irrevocable` record
+///   stays `Irrevocable`), `claimed_by = owner`, `claim_until = until`, `due_at = now`, bumps
+///   the version and returns [`RevokeClaim::Claimed`] with the stored record. Otherwise it
+///   changes nothing and returns [`RevokeClaim::Busy`] with the record, or
+///   [`RevokeClaim::Gone`] when there is no record.
 /// - No method stores or returns secret material; a record has none to store.
 #[async_trait]
 pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
@@ -251,6 +274,44 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
             }
         }
         Ok(released)
+    }
+
+    /// Inserts `lease` unless its secret already has `limit` records or more; `false` when it
+    /// did not. The issue path's quota check and write-ahead record in one call.
+    ///
+    /// The default counts, then inserts: two round trips, and another writer may insert between
+    /// them. Stores that can check and insert in one statement (the SQL stores, `MemoryStore`)
+    /// override it.
+    async fn insert_within(&self, lease: &LeaseRecord, limit: u64) -> Result<bool> {
+        if self.count(&LeaseFilter::secret(&*lease.secret)).await? >= limit {
+            return Ok(false);
+        }
+        self.insert(lease).await?;
+        Ok(true)
+    }
+
+    /// Claims the record `id` for revocation by `owner` until `until`, unless someone is at
+    /// work on it (see the `# Behavior` section of this trait).
+    ///
+    /// The default reads the record, then updates it with a compare-and-set: a record changed
+    /// in between is [`ErrorKind::Conflict`](crate::ErrorKind::Conflict). Stores that can
+    /// claim in one statement override it.
+    async fn claim_for_revoke(
+        &self,
+        id: &LeaseId,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<RevokeClaim> {
+        let Some(mut lease) = self.get(id).await? else {
+            return Ok(RevokeClaim::Gone);
+        };
+        if !lease.revocable_by(owner, now) {
+            return Ok(RevokeClaim::Busy(lease));
+        }
+        lease.claim_for_revoke(owner.into(), now, until);
+        lease.version = self.update(&lease).await?;
+        Ok(RevokeClaim::Claimed(lease))
     }
 
     /// Rows that cannot be decoded, at most `limit`, ordered by id. Stores whose records are

@@ -4,11 +4,13 @@
 
 mod auth_token;
 pub mod membership;
+mod static_role;
 
 pub use auth_token::{
     signing_parts, AuthToken, AuthTokenBuilder, AuthTokenClock, AuthTokenService,
     AUTH_TOKEN_MAX_EXPIRY,
 };
+pub use static_role::SecretsManagerPublisher;
 
 use std::fmt;
 use std::time::Duration;

@@ -19,5 +19,6 @@ pub use provider::{
     ElastiCacheProvider, ATTR_USER_GROUP, ATTR_USER_NAME, KIND, MANAGED_BY, TAG_USER_GROUP,
 };
 pub use static_role::{
-    RotatedPassword, RotationTask, StaticRoleConfig, StaticRoleRotator, StaticRoleStatus,
+    ElastiCacheUserTarget, RotatedPassword, RotationTask, StaticRoleConfig, StaticRoleRotator,
+    StaticRoleStatus,
 };

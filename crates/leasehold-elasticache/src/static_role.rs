@@ -581,3 +581,159 @@ mod tests {
         assert!(!format!("{s:?}").contains("Sup3r"));
     }
 }
+
+/// An existing ElastiCache user as the target of a fleet-wide static role
+/// ([`leasehold_core::static_role::StaticRoleRotator`]): `ModifyUser` with two passwords
+/// (`AuthenticationMode` `password`, never touching the access string), then one; a test by
+/// `AUTH` on a readiness endpoint when configured, otherwise by the user being `active`.
+///
+/// IAM: `elasticache:DescribeUsers` and `elasticache:ModifyUser` on the user.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f() -> leasehold_core::Result<()> {
+/// use leasehold_aws::AwsConfig;
+/// use leasehold_elasticache::ElastiCacheUserTarget;
+/// let sdk = AwsConfig::new().region("eu-west-1").load().await?;
+/// let target = ElastiCacheUserTarget::new(&sdk, "app-writer")?
+///     .readiness_endpoint("rediss://my-cache.xxxxxx.use1.cache.amazonaws.com:6379")?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ElastiCacheUserTarget {
+    client: Client,
+    user_id: String,
+    ready_timeout: Duration,
+    password_policy: PasswordPolicy,
+    checker: Option<crate::auth_check::AuthChecker>,
+}
+
+impl fmt::Debug for ElastiCacheUserTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ElastiCacheUserTarget")
+            .field("user_id", &self.user_id)
+            .field("ready_timeout", &self.ready_timeout)
+            .field("readiness", &self.checker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ElastiCacheUserTarget {
+    /// The user `user_id`.
+    pub fn new(sdk: &SdkConfig, user_id: &str) -> Result<Self> {
+        Self::from_client(Client::new(sdk), user_id)
+    }
+
+    /// Uses a ready client.
+    pub fn from_client(client: Client, user_id: &str) -> Result<Self> {
+        let id = NameRule::ElastiCacheUserId.normalize(user_id);
+        if id != "default" {
+            NameRule::ElastiCacheUserId
+                .check(&id)
+                .map_err(|e| Error::invalid_config(format!("user_id: {}", e.message())))?;
+        }
+        Ok(ElastiCacheUserTarget {
+            client,
+            user_id: id,
+            ready_timeout: Duration::from_secs(300),
+            password_policy: PasswordPolicy::elasticache(),
+            checker: None,
+        })
+    }
+
+    /// Tests new passwords with `AUTH` on this endpoint (`redis://` or `rediss://`).
+    pub fn readiness_endpoint(mut self, url: &str) -> Result<Self> {
+        self.checker = Some(crate::auth_check::AuthChecker::new(url, None)?);
+        Ok(self)
+    }
+
+    /// Sets how long a change may take to settle (default 5 min).
+    #[must_use]
+    pub fn ready_timeout(mut self, d: Duration) -> Self {
+        self.ready_timeout = d;
+        self
+    }
+
+    /// Sets the password policy (16 to 128 characters).
+    pub fn password_policy(mut self, p: PasswordPolicy) -> Result<Self> {
+        p.validate()?;
+        if !(16..=128).contains(&p.length()) {
+            return Err(Error::invalid_config(
+                "password_policy: ElastiCache passwords have 16 to 128 characters",
+            ));
+        }
+        self.password_policy = p;
+        Ok(self)
+    }
+
+    fn rotator(&self) -> StaticRoleRotator {
+        let mut r = StaticRoleRotator::from_client(
+            StaticRoleConfig::new(&self.user_id).ready_timeout(self.ready_timeout),
+            self.client.clone(),
+        )
+        .expect("the user id was checked");
+        r.poll_initial = Duration::from_millis(200);
+        r
+    }
+}
+
+#[leasehold_core::async_trait]
+impl leasehold_core::static_role::StaticRoleTarget for ElastiCacheUserTarget {
+    fn kind(&self) -> &'static str {
+        "aws-elasticache-static"
+    }
+
+    fn password_policy(&self) -> PasswordPolicy {
+        self.password_policy.clone()
+    }
+
+    async fn validate(&self) -> Result<()> {
+        self.rotator().validate().await
+    }
+
+    async fn user(&self) -> Result<leasehold_core::static_role::StaticUser> {
+        let u = self.rotator().describe().await?;
+        Ok(leasehold_core::static_role::StaticUser::new(
+            u.user_name().unwrap_or(&self.user_id),
+            u.arn().map(str::to_string),
+        ))
+    }
+
+    async fn set_passwords(&self, old: Option<&SecretString>, new: &SecretString) -> Result<()> {
+        let r = self.rotator();
+        match old {
+            Some(old) if old.expose_secret() != new.expose_secret() => {
+                r.modify_passwords(&[old, new]).await
+            }
+            _ => r.modify_passwords(&[new]).await,
+        }
+    }
+
+    async fn drop_password(&self, _old: &SecretString, current: &SecretString) -> Result<()> {
+        self.rotator().modify_passwords(&[current]).await
+    }
+
+    async fn test(&self, username: &str, password: &SecretString) -> Result<()> {
+        if self.rotator().describe().await?.status() != Some("active") {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("user {:?} is not active yet", self.user_id),
+            )
+            .temporary());
+        }
+        match &self.checker {
+            None => Ok(()),
+            Some(c) => match c.check(username, password).await? {
+                crate::auth_check::AuthOutcome::Accepted => Ok(()),
+                crate::auth_check::AuthOutcome::Refused => Err(Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "the new password of {username:?} is refused by the readiness endpoint"
+                    ),
+                )
+                .temporary()),
+            },
+        }
+    }
+}

@@ -161,6 +161,21 @@ pub struct PublishedVersion {
     pub created_at: Option<DateTime<Utc>>,
 }
 
+impl PublishedVersion {
+    /// A version.
+    pub fn new(
+        version_id: impl Into<String>,
+        credential: StaticCredential,
+        created_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        PublishedVersion {
+            version_id: version_id.into(),
+            credential,
+            created_at,
+        }
+    }
+}
+
 /// The user of a static role, as the backend describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 use aws_sdk_elasticache::error::ProvideErrorMetadata;
 use aws_sdk_iam::config::retry::RetryConfig;
 use futures::StreamExt;
+use leasehold::core::template::random_lowercase;
 use leasehold::elasticache::{ElastiCacheConfig, ElastiCacheProvider, Engine, Target};
 use leasehold::iam::{IamUserConfig, IamUserProvider};
 use leasehold::store_sql::SqliteStore;
-use leasehold::core::template::random_lowercase;
 use leasehold::{
     AuditAction, AuditEvent, AuditSink, DynamicSecret, DynamicSecretProvider, ErrorKind,
     IssueRequest, LeaseFilter, LeaseManager, LeaseRecord, LeaseState, ManagerConfig, MemoryStore,

@@ -76,7 +76,13 @@ async fn a_service_that_shuts_down_leaves_no_user_behind() {
     let url = redis.url();
     for run in 0..RUNS {
         let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "exit_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "exit_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &url)
             .stdin(Stdio::null())
             .output()
@@ -87,8 +93,14 @@ async fn a_service_that_shuts_down_leaves_no_user_behind() {
             "run {run}: child failed: {stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("users lh-"), "run {run}: the child issued: {stdout}");
+        assert!(
+            stdout.contains("users lh-"),
+            "run {run}: the child issued: {stdout}"
+        );
         let left = leased_users(&url).await;
-        assert!(left.is_empty(), "run {run}: users left after exit: {left:?}");
+        assert!(
+            left.is_empty(),
+            "run {run}: users left after exit: {left:?}"
+        );
     }
 }

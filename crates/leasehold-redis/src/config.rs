@@ -16,6 +16,10 @@ pub const MAX_NODES: usize = 64;
 /// Most attempts per command per node.
 pub const MAX_ATTEMPTS: u32 = 10;
 
+/// Shortest pause between two topology refreshes triggered by a node that failed or appeared;
+/// a flapping node cannot turn every call into a discovery round.
+pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
+
 /// TLS files for `rediss://` nodes (PEM). Paths are read when the provider is built.
 ///
 /// Without `ca_cert` the system's trust store is used. A client certificate is sent only when
@@ -57,10 +61,18 @@ impl RedisTls {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// Every node the users must exist on: `redis://host:port` or `rediss://host:port`
-    /// (`valkey://` / `valkeys://` too). Redis does not replicate ACL users, so list the
-    /// primary **and** every replica.
+    /// Seed nodes: `redis://host:port` or `rediss://host:port` (`valkey://` / `valkeys://`
+    /// too), or a Sentinel as `sentinel://host:port/<master-name>` (`sentinels://` with TLS).
+    /// With [`discover`](Self::discover) on (the default) the provider finds every replica
+    /// and cluster node from these; with it off, list the primary **and** every replica.
     pub nodes: Vec<String>,
+    /// Find the whole topology from the seeds: replicas (`ROLE`), all nodes of a Redis Cluster
+    /// (`CLUSTER NODES`), the set a Sentinel manages (default true). ACL users are never
+    /// replicated, so writing to every node found is always right.
+    pub discover: bool,
+    /// How often the topology is found again even when nothing failed (default 30 s). A call
+    /// that finds a node gone refreshes sooner, at most once per [`MIN_REFRESH_GAP`].
+    pub refresh_interval: Duration,
     /// The admin user the provider connects as (`None`: the `default` user).
     pub username: Option<String>,
     /// The admin user's password (`None`: no `AUTH`).
@@ -88,6 +100,8 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("nodes", &self.nodes)
+            .field("discover", &self.discover)
+            .field("refresh_interval", &self.refresh_interval)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
             .field("tls", &self.tls)
@@ -105,6 +119,8 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             nodes: Vec::new(),
+            discover: true,
+            refresh_interval: Duration::from_secs(30),
             username: None,
             password: None,
             tls: RedisTls::default(),
@@ -131,6 +147,21 @@ impl RedisConfig {
     #[must_use]
     pub fn node(mut self, url: impl Into<String>) -> Self {
         self.nodes.push(url.into());
+        self
+    }
+
+    /// Sets whether the topology is discovered from the seeds (default true); `false` limits
+    /// the provider to the listed nodes.
+    #[must_use]
+    pub fn discover(mut self, yes: bool) -> Self {
+        self.discover = yes;
+        self
+    }
+
+    /// Sets how often the topology is found again on a schedule.
+    #[must_use]
+    pub fn refresh_interval(mut self, d: Duration) -> Self {
+        self.refresh_interval = d;
         self
     }
 
@@ -259,6 +290,7 @@ impl RedisConfig {
             ("connect_timeout", self.connect_timeout),
             ("command_timeout", self.command_timeout),
             ("retry_delay", self.retry_delay),
+            ("refresh_interval", self.refresh_interval),
         ] {
             if d.is_zero() {
                 return Err(Error::invalid_config(format!("{name}: must be positive")));
@@ -270,7 +302,23 @@ impl RedisConfig {
                 self.attempts
             )));
         }
+        if !self.discover {
+            if let Some(i) = nodes.iter().position(|n| n.sentinel_master.is_some()) {
+                return Err(Error::invalid_config(format!(
+                    "nodes[{i}]: a sentinel:// seed needs discovery; remove discover = false \
+                     or list the data nodes instead"
+                )));
+            }
+        }
         let any_tls = nodes.iter().any(|n| n.tls);
+        #[cfg(not(feature = "tls"))]
+        if let Some(i) = nodes.iter().position(|n| n.tls) {
+            return Err(Error::invalid_config(format!(
+                "nodes[{i}]: {} needs TLS, which this build lacks: enable the leasehold-redis \
+                 feature \"tls\" (leasehold feature \"redis-tls\")",
+                nodes[i].label
+            )));
+        }
         if !self.tls.is_empty() && !any_tls {
             return Err(Error::invalid_config(
                 "tls: certificate files are set but no node uses rediss://",
@@ -305,12 +353,14 @@ impl RedisConfig {
 }
 
 /// What [`RedisConfig::checked`] hands the provider.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 pub(crate) struct Checked {
     pub nodes: Vec<NodeAddr>,
     pub rules: AclRules,
     pub tls: Option<TlsFiles>,
 }
 
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 pub(crate) struct TlsFiles {
     pub ca_cert: Option<Vec<u8>>,
     /// Certificate and key, PEM.
@@ -332,20 +382,86 @@ fn read_pem(field: &str, path: &Path, label: &str) -> Result<Vec<u8>> {
 }
 
 /// One node's address, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NodeAddr {
-    /// The URL as configured (it holds no credentials: those are refused).
-    pub url: String,
-    /// `host:port`, for messages.
+    /// `host:port` (`[v6]:port`), for messages and as the node's identity.
     pub label: String,
+    /// The host to connect to (without IPv6 brackets) and the name TLS verifies.
+    pub host: String,
+    pub port: u16,
     pub tls: bool,
+    /// `Some(master name)` for a Sentinel seed; such a node holds no users.
+    pub sentinel_master: Option<String>,
 }
 
 impl NodeAddr {
+    /// A data node at `host:port`, reached like `like` (same TLS setting).
+    pub(crate) fn data(host: &str, port: u16, tls: bool) -> NodeAddr {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let label = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        NodeAddr {
+            label,
+            host,
+            port,
+            tls,
+            sentinel_master: None,
+        }
+    }
+
     fn parse(url: &str) -> std::result::Result<NodeAddr, String> {
+        for (scheme, tls) in [("sentinel://", false), ("sentinels://", true)] {
+            if let Some(rest) = url.strip_prefix(scheme) {
+                return Self::parse_sentinel(rest, tls);
+            }
+        }
+        Self::parse_data(url)
+    }
+
+    fn parse_sentinel(rest: &str, tls: bool) -> std::result::Result<NodeAddr, String> {
+        let (hostport, master) = rest
+            .split_once('/')
+            .ok_or("a sentinel URL is sentinel://host:port/<master-name>")?;
+        if hostport.contains('@') {
+            return Err(
+                "the URL carries credentials; set username and password in the config instead"
+                    .into(),
+            );
+        }
+        let master = master.trim_end_matches('/');
+        if master.is_empty()
+            || master
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+        {
+            return Err("a sentinel URL is sentinel://host:port/<master-name>".into());
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("{:?} is not a port", shorten(p)))?,
+            ),
+            _ => (hostport, 26379),
+        };
+        if host.is_empty() {
+            return Err("the URL has no host".into());
+        }
+        let mut node = NodeAddr::data(host, port, tls);
+        node.sentinel_master = Some(master.to_string());
+        Ok(node)
+    }
+
+    fn parse_data(url: &str) -> std::result::Result<NodeAddr, String> {
         let parsed = redis::parse_redis_url(url).ok_or_else(|| {
             format!(
-                "{:?} is not a redis://, rediss://, valkey:// or valkeys:// URL",
+                "{:?} is not a redis://, rediss://, valkey://, valkeys:// or sentinel:// URL",
                 shorten(url)
             )
         })?;
@@ -380,11 +496,7 @@ impl NodeAddr {
             return Err(format!("{host} is a wildcard address, not a node"));
         }
         let port = parsed.port().unwrap_or(6379);
-        Ok(NodeAddr {
-            url: url.to_string(),
-            label: format!("{host}:{port}"),
-            tls,
-        })
+        Ok(NodeAddr::data(host, port, tls))
     }
 }
 
@@ -457,6 +569,12 @@ mod tests {
         c.username = Some("admin".into());
         assert!(err(c).starts_with("password:"));
         assert!(err(base().ca_cert("/nonexistent/ca.pem")).starts_with("tls:"));
+        assert!(err(base().refresh_interval(Duration::ZERO)).starts_with("refresh_interval:"));
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_settings_are_checked() {
         assert!(
             err(RedisConfig::new("rediss://h").ca_cert("/nonexistent/ca.pem"))
                 .starts_with("tls.ca_cert:")
@@ -466,6 +584,40 @@ mod tests {
         assert!(err(c).contains("client_key"));
     }
 
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_nodes_name_the_missing_feature() {
+        let m = err(RedisConfig::new("redis://a").node("rediss://b:6380"));
+        assert!(m.starts_with("nodes[1]:"), "{m}");
+        assert!(
+            m.contains("feature \"tls\"") && m.contains("redis-tls"),
+            "{m}"
+        );
+        assert!(err(RedisConfig::new("sentinels://s:26379/m")).contains("\"tls\""));
+    }
+
+    #[test]
+    fn sentinel_seeds_parse() {
+        let c = RedisConfig::new("sentinel://10.0.0.9:26380/orders")
+            .node("sentinel://sentinel.internal/orders");
+        let checked = c.checked().unwrap();
+        assert_eq!(checked.nodes[0].label, "10.0.0.9:26380");
+        assert_eq!(checked.nodes[0].sentinel_master.as_deref(), Some("orders"));
+        assert_eq!(checked.nodes[1].port, 26379);
+        assert!(err(RedisConfig::new("sentinel://h:1")).contains("master-name"));
+        assert!(err(RedisConfig::new("sentinel://h:1/")).contains("master-name"));
+        assert!(err(RedisConfig::new("sentinel://u:pw@h:1/m")).contains("credentials"));
+        assert!(err(RedisConfig::new("sentinel://h:1/m").discover(false)).contains("discovery"));
+    }
+
+    #[test]
+    fn ipv6_hosts_keep_brackets_in_labels_only() {
+        let checked = RedisConfig::new("redis://[::1]:7000").checked().unwrap();
+        assert_eq!(checked.nodes[0].label, "[::1]:7000");
+        assert_eq!(checked.nodes[0].host, "::1");
+    }
+
+    #[cfg(feature = "tls")]
     #[test]
     fn pem_files_are_checked() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,9 +1,10 @@
 //! [`RedisAclProvider`]: ACL users on every configured node.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::future::join_all;
@@ -12,10 +13,11 @@ use leasehold_core::{
     ExternalRef, ManagedCredential, NameRule, PasswordPolicy, Readiness, Result,
 };
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisConnectionInfo};
+use redis::RedisConnectionInfo;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{NodeAddr, RedisConfig, TlsFiles};
+use crate::config::{NodeAddr, RedisConfig, MIN_REFRESH_GAP};
+use crate::connect::Dialer;
 use crate::errors;
 use crate::rules::AclRules;
 
@@ -75,33 +77,81 @@ const REFUSED_MAX: usize = 1024;
 /// # Ok(()) }
 /// ```
 pub struct RedisAclProvider {
-    nodes: Vec<Node>,
+    /// The configured nodes (data nodes and Sentinels).
+    pub(crate) seeds: Vec<NodeAddr>,
+    pub(crate) discover: bool,
+    pub(crate) refresh_interval: Duration,
+    /// The nodes users are written to, as last found.
+    pub(crate) topo: std::sync::RwLock<Arc<Topology>>,
+    pub(crate) refresh_lock: tokio::sync::Mutex<()>,
+    /// A call found a node gone or failing: refresh at the next call (bounded rate).
+    pub(crate) dirty: AtomicBool,
+    pub(crate) dialer: Dialer,
+    pub(crate) admin_info: RedisConnectionInfo,
     rules: AclRules,
     acl_save: bool,
     attempts: u32,
     retry_delay: Duration,
     command_timeout: Duration,
-    connect_timeout: Duration,
     /// Names `create` refused because the user existed (someone else's). A write-ahead revoke
     /// of such a name (the manager compensating a failed issue) must not delete that user.
     refused: Mutex<HashSet<String>>,
+    /// Names a `create` or `revoke` of this provider is working on: repair leaves them alone.
+    pub(crate) busy: Mutex<HashMap<String, usize>>,
+    /// Names revoked lately, so a repair working from an older lease list does not copy them
+    /// back.
+    pub(crate) revoked: Mutex<HashMap<String, Instant>>,
+    pub(crate) repair_state: tokio::sync::Mutex<crate::repair::RepairState>,
+    /// Wakes the repair task after the topology changed.
+    pub(crate) topology_changed: tokio::sync::Notify,
 }
 
-struct Node {
-    addr: NodeAddr,
-    /// Connects as the admin user.
-    admin: Client,
-    /// Connects without credentials; used to `AUTH` as an issued user.
-    probe: Client,
-    conn_config: AsyncConnectionConfig,
-    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+/// One node users are written to.
+pub(crate) struct Node {
+    pub addr: NodeAddr,
+    pub conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl Node {
+    pub(crate) fn new(addr: NodeAddr) -> Node {
+        Node {
+            addr,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// A node of the topology and whether a call must reach it (a configured node or a primary)
+/// or may skip it while it is down (a discovered replica; repair fills it in later).
+#[derive(Clone)]
+pub(crate) struct Member {
+    pub node: Arc<Node>,
+    pub required: bool,
+}
+
+/// The nodes as last found.
+pub(crate) struct Topology {
+    pub members: Vec<Member>,
+    pub cluster: bool,
+    /// When it was found; `None` before the first discovery.
+    pub at: Option<Instant>,
+}
+
+impl Topology {
+    pub(crate) fn labels(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| m.node.addr.label.clone())
+            .collect()
+    }
 }
 
 impl fmt::Debug for RedisAclProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let nodes: Vec<&str> = self.nodes.iter().map(|n| n.addr.label.as_str()).collect();
+        let seeds: Vec<&str> = self.seeds.iter().map(|n| n.label.as_str()).collect();
         f.debug_struct("RedisAclProvider")
-            .field("nodes", &nodes)
+            .field("seeds", &seeds)
+            .field("discover", &self.discover)
             .field("rules", &self.rules)
             .field("acl_save", &self.acl_save)
             .field("attempts", &self.attempts)
@@ -109,93 +159,188 @@ impl fmt::Debug for RedisAclProvider {
     }
 }
 
-fn build_client(
-    addr: &NodeAddr,
-    redis: RedisConnectionInfo,
-    tls: Option<&TlsFiles>,
-    field: &str,
-) -> Result<Client> {
-    let bad = |e: redis::RedisError| Error::invalid_config(format!("{field}: {}: {e}", addr.label));
-    let info = addr
-        .url
-        .as_str()
-        .into_connection_info()
-        .map_err(bad)?
-        .set_redis_settings(redis);
-    match (addr.tls, tls) {
-        (true, Some(files)) => Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
-                client_tls: files
-                    .client
-                    .as_ref()
-                    .map(|(cert, key)| redis::ClientTlsConfig {
-                        client_cert: cert.clone(),
-                        client_key: key.clone(),
-                    }),
-                root_cert: files.ca_cert.clone(),
-            },
-        )
-        .map_err(bad),
-        _ => Client::open(info).map_err(bad),
+/// Marks `name` busy while alive.
+pub(crate) struct Busy<'a> {
+    provider: &'a RedisAclProvider,
+    name: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut map = self.provider.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.name);
+            }
+        }
     }
 }
 
+/// How long a revoked name is kept from being copied back by repair.
+const REVOKED_MEMORY: Duration = Duration::from_secs(600);
+
 impl RedisAclProvider {
     /// Checks `config` (no network call; TLS files are read) and builds the provider.
-    /// Connections are opened on first use.
+    /// Connections are opened, and the topology found, on first use.
     pub fn new(config: RedisConfig) -> Result<Self> {
         let checked = config.checked()?;
-        if checked.tls.is_some() {
-            // rustls needs a process-wide crypto provider; pick one unless the host already did.
-            if rustls::crypto::CryptoProvider::get_default().is_none() {
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-            }
+        let dialer = Dialer::new(
+            config.connect_timeout,
+            config.command_timeout,
+            checked.tls.as_ref(),
+        )?;
+        let mut admin_info = RedisConnectionInfo::default();
+        if let Some(u) = &config.username {
+            admin_info = admin_info.set_username(u);
         }
-        let conn_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout));
-        let mut nodes = Vec::with_capacity(checked.nodes.len());
-        for (i, addr) in checked.nodes.into_iter().enumerate() {
-            let field = format!("nodes[{i}]");
-            let mut admin_info = RedisConnectionInfo::default();
-            if let Some(u) = &config.username {
-                admin_info = admin_info.set_username(u);
-            }
-            if let Some(p) = &config.password {
-                admin_info = admin_info.set_password(p.expose_secret());
-            }
-            let admin = build_client(&addr, admin_info, checked.tls.as_ref(), &field)?;
-            // The probe sends nothing before AUTH (no CLIENT SETINFO an issued user may lack).
-            let probe = build_client(
-                &addr,
-                RedisConnectionInfo::default().set_skip_set_lib_name(),
-                checked.tls.as_ref(),
-                &field,
-            )?;
-            nodes.push(Node {
-                addr,
-                admin,
-                probe,
-                conn_config: conn_config.clone(),
-                conn: tokio::sync::Mutex::new(None),
-            });
+        if let Some(p) = &config.password {
+            admin_info = admin_info.set_password(p.expose_secret());
         }
+        let members = checked
+            .nodes
+            .iter()
+            .filter(|n| n.sentinel_master.is_none())
+            .map(|n| Member {
+                node: Arc::new(Node::new(n.clone())),
+                required: true,
+            })
+            .collect();
         Ok(RedisAclProvider {
-            nodes,
+            seeds: checked.nodes,
+            discover: config.discover,
+            refresh_interval: config.refresh_interval,
+            topo: std::sync::RwLock::new(Arc::new(Topology {
+                members,
+                cluster: false,
+                at: None,
+            })),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            dirty: AtomicBool::new(false),
+            dialer,
+            admin_info,
             rules: checked.rules,
             acl_save: config.acl_save,
             attempts: config.attempts,
             retry_delay: config.retry_delay,
             command_timeout: config.command_timeout,
-            connect_timeout: config.connect_timeout,
             refused: Mutex::new(HashSet::new()),
+            busy: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(HashMap::new()),
+            repair_state: tokio::sync::Mutex::new(Default::default()),
+            topology_changed: tokio::sync::Notify::new(),
         })
     }
 
-    /// The configured nodes, as `host:port`.
+    /// The nodes users are written to, as `host:port`: the configured data nodes before the
+    /// first call, every discovered node after it.
     pub fn nodes(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| n.addr.label.clone()).collect()
+        self.current().labels()
+    }
+
+    /// Finds the topology now (ignoring the refresh schedule) and returns its nodes.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(p: leasehold_redis::RedisAclProvider) -> leasehold_core::Result<()> {
+    /// let nodes = p.refresh_topology().await?; // ["10.0.0.5:6379", "10.0.0.6:6379", ...]
+    /// # let _ = nodes; Ok(()) }
+    /// ```
+    pub async fn refresh_topology(&self) -> Result<Vec<String>> {
+        Ok(self.refresh(true).await?.labels())
+    }
+
+    pub(crate) fn current(&self) -> Arc<Topology> {
+        self.topo.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The topology to use for a call: refreshed first when it is due (never found, older
+    /// than `refresh_interval`, or marked dirty and older than [`MIN_REFRESH_GAP`]).
+    pub(crate) async fn topology(&self) -> Result<Arc<Topology>> {
+        let cur = self.current();
+        if !self.refresh_due(&cur) {
+            return Ok(cur);
+        }
+        self.refresh(false).await
+    }
+
+    fn refresh_due(&self, t: &Topology) -> bool {
+        match t.at {
+            None => true,
+            Some(at) => {
+                let age = at.elapsed();
+                age >= self.refresh_interval
+                    || (self.dirty.load(Ordering::Relaxed) && age >= MIN_REFRESH_GAP)
+            }
+        }
+    }
+
+    /// Runs discovery (one at a time) and stores the result. `force` ignores the schedule but
+    /// not [`MIN_REFRESH_GAP`].
+    pub(crate) async fn refresh(&self, force: bool) -> Result<Arc<Topology>> {
+        let _one = self.refresh_lock.lock().await;
+        let cur = self.current();
+        let due = if force {
+            cur.at.is_none_or(|at| at.elapsed() >= MIN_REFRESH_GAP)
+        } else {
+            self.refresh_due(&cur)
+        };
+        if !due {
+            return Ok(cur);
+        }
+        self.dirty.store(false, Ordering::Relaxed);
+        match self.discover_topology(&cur).await {
+            Ok(new) => {
+                let changed = new.labels() != cur.labels();
+                let new = Arc::new(new);
+                if changed {
+                    if cur.at.is_some() {
+                        tracing::info!(before = ?cur.labels(), after = ?new.labels(),
+                            "redis topology changed");
+                    }
+                    self.topology_changed.notify_waiters();
+                }
+                *self.topo.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+                Ok(new)
+            }
+            Err(e) if cur.at.is_some() => {
+                tracing::warn!(error = %e, "topology refresh failed; using the nodes found before");
+                let kept = Arc::new(Topology {
+                    members: cur.members.clone(),
+                    cluster: cur.cluster,
+                    at: Some(Instant::now()),
+                });
+                *self.topo.write().unwrap_or_else(|e| e.into_inner()) = kept.clone();
+                Ok(kept)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn busy(&self, name: &str) -> Busy<'_> {
+        *self
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_insert(0) += 1;
+        Busy {
+            provider: self,
+            name: name.to_string(),
+        }
+    }
+
+    fn remember_revoked(&self, name: &str) {
+        let mut map = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, at| at.elapsed() < REVOKED_MEMORY);
+        if map.len() < 100_000 {
+            map.insert(name.to_string(), Instant::now());
+        }
     }
 
     /// The rules every issued user gets.
@@ -203,8 +348,10 @@ impl RedisAclProvider {
         &self.rules
     }
 
-    /// Whether `username` / `password` authenticate (`AUTH`) on every node. A node that
-    /// cannot be reached is an error; a refused `AUTH` is `Ok(false)`.
+    /// Whether `username` / `password` authenticate (`AUTH`, then a command on the same
+    /// connection) on every node. A configured node or primary that cannot be reached is an
+    /// error; a discovered replica that cannot be reached is skipped; a refused `AUTH` is
+    /// `Ok(false)`.
     ///
     /// # Examples
     ///
@@ -214,49 +361,71 @@ impl RedisAclProvider {
     /// # let _ = works; Ok(()) }
     /// ```
     pub async fn authenticates(&self, username: &str, password: &SecretString) -> Result<bool> {
+        let topo = self.topology().await?;
+        let members: Vec<&Member> = topo.members.iter().collect();
+        self.authenticates_on(&members, username, password).await
+    }
+
+    async fn authenticates_on(
+        &self,
+        members: &[&Member],
+        username: &str,
+        password: &SecretString,
+    ) -> Result<bool> {
         let results = join_all(
-            self.nodes
+            members
                 .iter()
-                .map(|n| self.auth_on(n, username, password)),
+                .map(|m| self.auth_on(&m.node, username, password)),
         )
         .await;
         let mut all = true;
-        for r in results {
-            all &= r?;
+        for (m, r) in members.iter().zip(results) {
+            match r {
+                Ok(ok) => all &= ok,
+                Err(e) if !m.required && e.is_temporary() => {
+                    self.mark_dirty();
+                    tracing::debug!(node = %m.node.addr.label, error = %e, "replica skipped");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(all)
     }
 
-    /// `AUTH` on one node with a fresh connection. `Ok(false)` when the server refuses.
+    /// `AUTH` on one node with a fresh connection, then `PING` on the same connection: the
+    /// second reply shows the connection really is the user's. `Ok(false)` when the server
+    /// refuses.
     async fn auth_on(&self, node: &Node, username: &str, password: &SecretString) -> Result<bool> {
         let pw = password.expose_secret();
-        let connect = open(
-            &node.probe,
-            &node.conn_config,
-            node.addr.tls,
-            &node.addr.label,
-        );
-        let mut conn = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(Ok(c))) => c,
-            Ok(Ok(Err(e))) => return Err(errors::map(&e, &node.addr.label, "connect", Some(pw))),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(timeout_error(&node.addr.label, "connect")),
-        };
+        // The probe sends nothing before AUTH (no CLIENT SETINFO an issued user may lack).
+        let info = RedisConnectionInfo::default().set_skip_set_lib_name();
+        let mut conn = self.dialer.dial(&node.addr, &info, Some(pw)).await?;
+        let label = &node.addr.label;
         let mut cmd = redis::cmd("AUTH");
         cmd.arg(username).arg(pw);
-        let auth = cmd.query_async::<()>(&mut conn);
-        match tokio::time::timeout(self.command_timeout, auth).await {
-            Ok(Ok(())) => Ok(true),
-            Ok(Err(e)) if e.code() == Some("WRONGPASS") => Ok(false),
+        match tokio::time::timeout(self.command_timeout, cmd.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.code() == Some("WRONGPASS") => return Ok(false),
             Ok(Err(e))
                 if e.kind() == redis::ErrorKind::AuthenticationFailed
                     || (errors::is_server_reply(&e)
                         && errors::server_reason(&e).contains("invalid username-password")) =>
             {
-                Ok(false)
+                return Ok(false)
             }
-            Ok(Err(e)) => Err(errors::map(&e, &node.addr.label, "AUTH", Some(pw))),
-            Err(_) => Err(timeout_error(&node.addr.label, "AUTH")),
+            Ok(Err(e)) => return Err(errors::map(&e, label, "AUTH", Some(pw))),
+            Err(_) => return Err(timeout_error(label, "AUTH")),
+        }
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(self.command_timeout, ping.query_async::<String>(&mut conn))
+            .await
+        {
+            Ok(Ok(pong)) => Ok(pong == "PONG"),
+            // The user's own rules may forbid PING: the server judged it as that user.
+            Ok(Err(e)) if e.code() == Some("NOPERM") => Ok(true),
+            Ok(Err(e)) if matches!(e.code(), Some("NOAUTH" | "WRONGPASS")) => Ok(false),
+            Ok(Err(e)) => Err(errors::map(&e, label, "PING", Some(pw))),
+            Err(_) => Err(timeout_error(label, "PING")),
         }
     }
 
@@ -265,18 +434,7 @@ impl RedisAclProvider {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let connect = open(
-            &node.admin,
-            &node.conn_config,
-            node.addr.tls,
-            &node.addr.label,
-        );
-        let conn = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(Ok(c))) => c,
-            Ok(Ok(Err(e))) => return Err(errors::map(&e, &node.addr.label, "connect", None)),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(timeout_error(&node.addr.label, "connect")),
-        };
+        let conn = self.dialer.dial(&node.addr, &self.admin_info, None).await?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -284,12 +442,23 @@ impl RedisAclProvider {
     /// Runs one idempotent command on `node`, retrying temporary failures. Server replies
     /// come back as `Ok(Err(reply))` so callers can read them; `op` names the command in
     /// errors; `scrub` is kept out of messages.
-    async fn run<T: redis::FromRedisValue>(
+    pub(crate) async fn run<T: redis::FromRedisValue>(
         &self,
         node: &Node,
         cmd: &redis::Cmd,
         op: &str,
         scrub: Option<&str>,
+    ) -> Result<std::result::Result<T, redis::RedisError>> {
+        self.run_tries(node, cmd, op, scrub, self.attempts).await
+    }
+
+    pub(crate) async fn run_tries<T: redis::FromRedisValue>(
+        &self,
+        node: &Node,
+        cmd: &redis::Cmd,
+        op: &str,
+        scrub: Option<&str>,
+        attempts: u32,
     ) -> Result<std::result::Result<T, redis::RedisError>> {
         let mut delay = self.retry_delay;
         let mut attempt = 1;
@@ -325,7 +494,7 @@ impl RedisAclProvider {
                 }
                 Err(e) => e,
             };
-            if !outcome.is_temporary() || attempt >= self.attempts {
+            if !outcome.is_temporary() || attempt >= attempts {
                 return Err(outcome);
             }
             tracing::debug!(node = %node.addr.label, op, attempt, error = %outcome, "retrying");
@@ -336,7 +505,7 @@ impl RedisAclProvider {
     }
 
     /// Like [`run`](Self::run), with a server error reply mapped into an error too.
-    async fn exec<T: redis::FromRedisValue>(
+    pub(crate) async fn exec<T: redis::FromRedisValue>(
         &self,
         node: &Node,
         cmd: &redis::Cmd,
@@ -348,14 +517,30 @@ impl RedisAclProvider {
             .map_err(|e| errors::map(&e, &node.addr.label, op, scrub))
     }
 
-    async fn user_exists(&self, node: &Node, name: &str) -> Result<bool> {
+    /// [`exec`](Self::exec) on a member: a discovered replica gets one try (it may be gone;
+    /// repair catches it up), everything else the configured attempts.
+    pub(crate) async fn exec_on<T: redis::FromRedisValue>(
+        &self,
+        m: &Member,
+        cmd: &redis::Cmd,
+        op: &str,
+        scrub: Option<&str>,
+    ) -> Result<T> {
+        let tries = if m.required { self.attempts } else { 1 };
+        self.run_tries(&m.node, cmd, op, scrub, tries)
+            .await?
+            .map_err(|e| errors::map(&e, &m.node.addr.label, op, scrub))
+    }
+
+    pub(crate) async fn user_exists(&self, m: &Member, name: &str) -> Result<bool> {
         let mut cmd = redis::cmd("ACL");
         cmd.arg("GETUSER").arg(name);
-        let v: redis::Value = self.exec(node, &cmd, "ACL GETUSER", None).await?;
+        let v: redis::Value = self.exec_on(m, &cmd, "ACL GETUSER", None).await?;
         Ok(!matches!(v, redis::Value::Nil))
     }
 
-    async fn set_user(&self, node: &Node, name: &str, password: &str) -> Result<()> {
+    async fn set_user(&self, m: &Member, name: &str, password: &str) -> Result<()> {
+        let node = &m.node;
         let mut cmd = redis::cmd("ACL");
         cmd.arg("SETUSER")
             .arg(name)
@@ -363,8 +548,9 @@ impl RedisAclProvider {
             .arg("on")
             .arg(format!(">{password}"))
             .arg(self.rules.args());
+        let tries = if m.required { self.attempts } else { 1 };
         match self
-            .run::<()>(node, &cmd, "ACL SETUSER", Some(password))
+            .run_tries::<()>(node, &cmd, "ACL SETUSER", Some(password), tries)
             .await?
         {
             Ok(()) => Ok(()),
@@ -384,41 +570,38 @@ impl RedisAclProvider {
         }
     }
 
-    async fn delete_user(&self, node: &Node, name: &str) -> Result<()> {
+    pub(crate) async fn delete_user(&self, m: &Member, name: &str) -> Result<()> {
         // ACL DELUSER also closes every connection authenticated as the user (Redis since 6.0,
         // where ACLs appeared, and Valkey), so no CLIENT KILL USER follows: run after the
         // deletion it could only answer "No such user", and before it a connection could
         // still open in between. The redis tests check that an open connection drops.
         let mut del = redis::cmd("ACL");
         del.arg("DELUSER").arg(name);
-        let _: i64 = self.exec(node, &del, "ACL DELUSER", None).await?;
-        Ok(())
+        let _: i64 = self.exec_on(m, &del, "ACL DELUSER", None).await?;
+        self.save(m).await
     }
 
-    async fn save(&self, node: &Node) -> Result<()> {
+    pub(crate) async fn save(&self, m: &Member) -> Result<()> {
         if self.acl_save {
             let mut cmd = redis::cmd("ACL");
             cmd.arg("SAVE");
-            self.exec::<()>(node, &cmd, "ACL SAVE", None).await?;
+            self.exec_on::<()>(m, &cmd, "ACL SAVE", None).await?;
         }
         Ok(())
     }
 
-    /// Deletes `name` from `nodes` (compensation); failures are logged, not returned.
-    async fn compensate(&self, nodes: &[&Node], name: &str) {
-        let results = join_all(nodes.iter().map(|n| async move {
-            let r = match self.delete_user(n, name).await {
-                Ok(()) => self.save(n).await,
-                Err(e) => Err(e),
-            };
-            (n.addr.label.as_str(), r)
-        }))
-        .await;
+    /// Deletes `name` from `members` (compensation); failures are logged, not returned.
+    async fn compensate(&self, members: &[Member], name: &str) {
+        let results =
+            join_all(members.iter().map(|m| async move {
+                (m.node.addr.label.as_str(), self.delete_user(m, name).await)
+            }))
+            .await;
         for (label, r) in results {
             match r {
                 Ok(()) => tracing::debug!(node = label, user = name, "compensated: user deleted"),
                 Err(e) => tracing::warn!(node = label, user = name, error = %e,
-                    "could not delete a partly created user; revoke by name will retry"),
+                    "could not delete a partly created user; revoke by name or repair will"),
             }
         }
     }
@@ -456,12 +639,81 @@ impl RedisAclProvider {
         Ok(())
     }
 
-    async fn validate_node(&self, node: &Node, labels: &BTreeSet<&str>) -> Result<()> {
+    /// Runs `cmd` as a permission check: a `NOPERM` reply becomes a `PermissionDenied` error
+    /// naming what to grant; other server replies (wrong arguments) are fine.
+    async fn check_permission(
+        &self,
+        node: &Node,
+        cmd: &redis::Cmd,
+        op: &str,
+        grant: &str,
+        why: &str,
+    ) -> Result<()> {
+        match self.run::<redis::Value>(node, cmd, op, None).await? {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("NOPERM") => Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "node {}: the admin user may not run {op}: grant it {grant} ({why})",
+                    node.addr.label
+                ),
+            )
+            .with_context("node", &node.addr.label)
+            .with_context("operation", op)),
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn validate_node(&self, m: &Member, topo: &Topology) -> Result<()> {
+        let node = &m.node;
         let label = &node.addr.label;
         let mut whoami = redis::cmd("ACL");
         whoami.arg("WHOAMI");
         // Checks the connection, the admin credentials and the +acl permission first.
-        let _me: String = self.exec(node, &whoami, "ACL WHOAMI", None).await?;
+        let me: String = self.exec(node, &whoami, "ACL WHOAMI", None).await?;
+
+        let mut getuser = redis::cmd("ACL");
+        getuser.arg("GETUSER").arg(&me);
+        self.check_permission(
+            node,
+            &getuser,
+            "ACL GETUSER",
+            "+acl|getuser",
+            "create checks names with it; repair copies users with it",
+        )
+        .await?;
+        if self.discover {
+            self.check_permission(
+                node,
+                &redis::cmd("ROLE"),
+                "ROLE",
+                "+role",
+                "discovery finds replicas with it; or set discover = false",
+            )
+            .await?;
+            let mut info = redis::cmd("INFO");
+            info.arg("replication");
+            self.check_permission(
+                node,
+                &info,
+                "INFO",
+                "+info",
+                "discovery tells a cluster node with it; or set discover = false",
+            )
+            .await?;
+            if topo.cluster {
+                let mut nodes = redis::cmd("CLUSTER");
+                nodes.arg("NODES");
+                self.check_permission(
+                    node,
+                    &nodes,
+                    "CLUSTER NODES",
+                    "+cluster|nodes",
+                    "discovery finds the cluster's nodes with it; or set discover = false",
+                )
+                .await?;
+            }
+        }
 
         // The server checks the rules on a disabled throwaway user, which is deleted again.
         let probe_name = format!(
@@ -515,64 +767,23 @@ impl RedisAclProvider {
             }
         }
 
-        // ACL users are not replicated: a replica left out loses every user on failover.
-        let role: std::result::Result<redis::Value, _> =
-            self.run(node, &redis::cmd("ROLE"), "ROLE", None).await?;
-        if let Ok(redis::Value::Array(items)) = role {
-            if let Some(redis::Value::Array(replicas)) = items.get(2) {
-                for r in replicas {
-                    if let redis::Value::Array(parts) = r {
-                        let text = |v: Option<&redis::Value>| match v {
-                            Some(redis::Value::BulkString(b)) => {
-                                String::from_utf8_lossy(b).into_owned()
-                            }
-                            _ => String::new(),
-                        };
-                        let replica = format!("{}:{}", text(parts.first()), text(parts.get(1)));
-                        if !labels.contains(replica.as_str()) {
-                            tracing::warn!(node = %label, replica = %replica,
-                                "a replica of this node is not configured: issued users will not exist on it");
-                        }
+        if !self.discover {
+            // ACL users are not replicated: a replica left out loses every user on failover.
+            let labels: BTreeSet<String> = topo.labels().into_iter().collect();
+            if let Ok(Ok(role)) = self
+                .run::<redis::Value>(node, &redis::cmd("ROLE"), "ROLE", None)
+                .await
+            {
+                for r in crate::topology::role_replicas(&role, &node.addr) {
+                    if !labels.contains(&r.label) {
+                        tracing::warn!(node = %label, replica = %r.label,
+                            "a replica of this node is not configured and discover = false: issued users will not exist on it");
                     }
                 }
             }
         }
         Ok(())
     }
-}
-
-/// Opens a multiplexed connection. TLS connects run in their own task: rustls panics when no
-/// crypto provider can be chosen, and that must come back as an error, not unwind the caller.
-async fn open(
-    client: &Client,
-    config: &AsyncConnectionConfig,
-    tls: bool,
-    label: &str,
-) -> Result<std::result::Result<MultiplexedConnection, redis::RedisError>> {
-    if !tls {
-        return Ok(client
-            .get_multiplexed_async_connection_with_config(config)
-            .await);
-    }
-    let (client, config) = (client.clone(), config.clone());
-    tokio::spawn(async move {
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-    })
-    .await
-    .map_err(|e| {
-        if e.is_panic() {
-            Error::invalid_config(format!(
-                "node {label}: TLS is unavailable: rustls has no crypto provider; enable the \
-                 rustls feature \"aws-lc-rs\" or \"ring\", or call \
-                 rustls::crypto::aws_lc_rs::default_provider().install_default() at start-up"
-            ))
-            .with_context("node", label)
-        } else {
-            Error::unexpected(format!("node {label}: the connect task was cancelled"))
-        }
-    })
 }
 
 fn timeout_error(node: &str, op: &str) -> Error {
@@ -604,10 +815,20 @@ impl DynamicSecretProvider for RedisAclProvider {
     }
 
     async fn validate(&self) -> Result<()> {
-        let labels: BTreeSet<&str> = self.nodes.iter().map(|n| n.addr.label.as_str()).collect();
-        let results = join_all(self.nodes.iter().map(|n| self.validate_node(n, &labels))).await;
-        for r in results {
-            r.map_err(|e| e.with_context("operation", "validate"))?;
+        let topo = self
+            .refresh(true)
+            .await
+            .map_err(|e| e.with_context("operation", "validate"))?;
+        let results = join_all(topo.members.iter().map(|m| self.validate_node(m, &topo))).await;
+        for (m, r) in topo.members.iter().zip(results) {
+            match r {
+                Ok(()) => {}
+                Err(e) if !m.required && e.is_temporary() => {
+                    tracing::warn!(node = %m.node.addr.label, error = %e,
+                        "a discovered replica could not be checked");
+                }
+                Err(e) => return Err(e.with_context("operation", "validate")),
+            }
         }
         Ok(())
     }
@@ -620,34 +841,55 @@ impl DynamicSecretProvider for RedisAclProvider {
         let password = request.require_password(KIND)?;
         Self::check_password(password)?;
         let pw = password.expose_secret();
+        let _busy = self.busy(name);
+        let topo = self
+            .topology()
+            .await
+            .map_err(|e| e.with_context("operation", "create"))?;
 
-        // Never overwrite a user that exists on any node.
-        let exists = join_all(self.nodes.iter().map(|n| self.user_exists(n, name))).await;
-        for (node, r) in self.nodes.iter().zip(exists) {
-            if r? {
-                self.remember_refused(name);
-                return Err(Error::new(
-                    ErrorKind::AlreadyExists,
-                    format!(
-                        "ACL user {name:?} already exists on node {}; leasehold never overwrites \
-                         a user",
-                        node.addr.label
-                    ),
-                )
-                .with_context("node", &node.addr.label));
+        // Never overwrite a user that exists on any node. A replica that cannot be reached
+        // is left out of this issue (repair copies the user to it when it is back).
+        let exists = join_all(topo.members.iter().map(|m| self.user_exists(m, name))).await;
+        let mut targets: Vec<Member> = Vec::with_capacity(topo.members.len());
+        for (m, r) in topo.members.iter().zip(exists) {
+            match r {
+                Ok(true) => {
+                    self.remember_refused(name);
+                    return Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!(
+                            "ACL user {name:?} already exists on node {}; leasehold never \
+                             overwrites a user",
+                            m.node.addr.label
+                        ),
+                    )
+                    .with_context("node", &m.node.addr.label));
+                }
+                Ok(false) => targets.push(m.clone()),
+                Err(e) if !m.required && e.is_temporary() => {
+                    self.mark_dirty();
+                    tracing::warn!(node = %m.node.addr.label, user = name, error = %e,
+                        "a replica is unreachable: the user is created without it, repair adds it later");
+                }
+                Err(e) => return Err(e.with_context("operation", "create")),
             }
         }
 
-        let results = join_all(self.nodes.iter().map(|n| async move {
-            self.set_user(n, name, pw).await?;
-            self.save(n).await
+        let results = join_all(targets.iter().map(|m| async move {
+            self.set_user(m, name, pw).await?;
+            self.save(m).await
         }))
         .await;
-        let mut done = Vec::new();
+        let mut done: Vec<&Member> = Vec::new();
         let mut first_err = None;
-        for (node, r) in self.nodes.iter().zip(results) {
+        for (m, r) in targets.iter().zip(results) {
             match r {
-                Ok(()) => done.push(node),
+                Ok(()) => done.push(m),
+                Err(e) if !m.required && e.is_temporary() => {
+                    self.mark_dirty();
+                    tracing::warn!(node = %m.node.addr.label, user = name, error = %e,
+                        "a replica failed during create: repair adds the user later");
+                }
                 Err(e) => {
                     if first_err.is_none() {
                         first_err = Some(e);
@@ -658,8 +900,7 @@ impl DynamicSecretProvider for RedisAclProvider {
         if let Some(e) = first_err {
             // ACL SETUSER may have taken effect on a node whose answer was lost: delete
             // everywhere it may exist, not only where it was confirmed.
-            let all: Vec<&Node> = self.nodes.iter().collect();
-            self.compensate(&all, name).await;
+            self.compensate(&topo.members, name).await;
             return Err(e.with_context("operation", "create"));
         }
         tracing::debug!(
@@ -669,7 +910,7 @@ impl DynamicSecretProvider for RedisAclProvider {
         );
 
         let readiness = if request.wait_ready {
-            match self.authenticates(name, password).await {
+            match self.authenticates_on(&done, name, password).await {
                 Ok(true) => Readiness::Confirmed,
                 Ok(false) => {
                     tracing::warn!(user = name, "a new ACL user did not AUTH on every node");
@@ -683,7 +924,8 @@ impl DynamicSecretProvider for RedisAclProvider {
         } else {
             Readiness::Unchecked
         };
-        let external = ExternalRef::new(name).with_attr(ATTR_NODES, self.nodes().join(","));
+        let labels: Vec<&str> = done.iter().map(|m| m.node.addr.label.as_str()).collect();
+        let external = ExternalRef::new(name).with_attr(ATTR_NODES, labels.join(","));
         Ok(Created::new(
             external,
             Credentials::UsernamePassword {
@@ -708,28 +950,74 @@ impl DynamicSecretProvider for RedisAclProvider {
             );
             return Ok(());
         }
-        let results = join_all(self.nodes.iter().map(|n| async move {
-            self.delete_user(n, name).await?;
-            self.save(n).await
-        }))
-        .await;
-        for r in results {
-            r.map_err(|e| e.with_context("operation", "revoke"))?;
+        let _busy = self.busy(name);
+        self.remember_revoked(name);
+        let mut topo = self
+            .topology()
+            .await
+            .map_err(|e| e.with_context("operation", "revoke"))?;
+        let mut pending: Vec<Member> = topo.members.clone();
+        // A replica that fails gets one more chance after a topology refresh: if it is gone
+        // from the topology (down), repair removes the user when it returns.
+        for round in 0..2 {
+            let results = join_all(pending.iter().map(|m| self.delete_user(m, name))).await;
+            let mut failed = Vec::new();
+            for (m, r) in pending.iter().zip(results) {
+                match r {
+                    Ok(()) => {}
+                    Err(e) if !m.required && e.is_temporary() && round == 0 => {
+                        self.mark_dirty();
+                        failed.push(m.clone());
+                    }
+                    Err(e) => return Err(e.with_context("operation", "revoke")),
+                }
+            }
+            if failed.is_empty() {
+                break;
+            }
+            topo = self
+                .refresh(true)
+                .await
+                .map_err(|e| e.with_context("operation", "revoke"))?;
+            let now: HashSet<String> = topo.labels().into_iter().collect();
+            pending = failed
+                .into_iter()
+                .filter(|m| now.contains(&m.node.addr.label))
+                .collect();
+            if pending.is_empty() {
+                tracing::warn!(user = name,
+                    "revoked on every reachable node; a node that is down is cleaned by repair when it returns");
+                break;
+            }
         }
+        self.remember_revoked(name);
         tracing::debug!(user = name, "deleted ACL user on every node");
         Ok(())
     }
 
     async fn list_managed(&self, prefix: &str) -> Result<Vec<ManagedCredential>> {
-        let results = join_all(self.nodes.iter().map(|n| async move {
+        let topo = self
+            .topology()
+            .await
+            .map_err(|e| e.with_context("operation", "list_managed"))?;
+        let results = join_all(topo.members.iter().map(|m| async move {
             let mut cmd = redis::cmd("ACL");
             cmd.arg("USERS");
-            self.exec::<Vec<String>>(n, &cmd, "ACL USERS", None).await
+            self.exec_on::<Vec<String>>(m, &cmd, "ACL USERS", None)
+                .await
         }))
         .await;
         let mut names = BTreeSet::new();
-        for r in results {
-            for user in r.map_err(|e| e.with_context("operation", "list_managed"))? {
+        for (m, r) in topo.members.iter().zip(results) {
+            let users = match r {
+                Ok(u) => u,
+                Err(e) if !m.required && e.is_temporary() => {
+                    self.mark_dirty();
+                    continue;
+                }
+                Err(e) => return Err(e.with_context("operation", "list_managed")),
+            };
+            for user in users {
                 if user.starts_with(prefix) && user != "default" {
                     names.insert(user);
                 }

@@ -290,10 +290,66 @@ async fn validate_checks_rules_admin_and_leaves_nothing_behind() {
     setuser(
         &s,
         &[
-            "minimal", "on", ">pw", "+acl", "+role", "+ping", "+auth", "+hello",
+            "minimal",
+            "on",
+            ">pw",
+            "+acl",
+            "+role",
+            "+info",
+            "+cluster|nodes",
+            "+ping",
+            "+auth",
+            "+hello",
         ],
     )
     .await;
+    // Without +role / +info discovery cannot work: the error names what to grant.
+    setuser(
+        &s,
+        &[
+            "norole", "on", ">pw", "+acl", "+info", "+ping", "+auth", "+hello",
+        ],
+    )
+    .await;
+    let p = RedisAclProvider::new(RedisConfig::new(s.url()).admin("norole", "pw")).unwrap();
+    let e = p.validate().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("+role"), "{e}");
+    setuser(
+        &s,
+        &[
+            "noinfo", "on", ">pw", "+acl", "+role", "+ping", "+auth", "+hello",
+        ],
+    )
+    .await;
+    let p = RedisAclProvider::new(RedisConfig::new(s.url()).admin("noinfo", "pw")).unwrap();
+    let e = p.validate().await.unwrap_err();
+    assert!(e.to_string().contains("+info"), "{e}");
+    // ... unless discovery is off.
+    let p = RedisAclProvider::new(
+        RedisConfig::new(s.url())
+            .admin("noinfo", "pw")
+            .discover(false),
+    )
+    .unwrap();
+    p.validate().await.expect("discover = false needs no +info");
+    setuser(
+        &s,
+        &[
+            "nogetuser",
+            "on",
+            ">pw",
+            "+acl",
+            "-acl|getuser",
+            "+role",
+            "+info",
+        ],
+    )
+    .await;
+    let p = RedisAclProvider::new(RedisConfig::new(s.url()).admin("nogetuser", "pw")).unwrap();
+    let e = p.validate().await.unwrap_err();
+    assert!(e.to_string().contains("ACL GETUSER"), "{e}");
+
     let p = RedisAclProvider::new(RedisConfig::new(s.url()).admin("minimal", "pw")).unwrap();
     p.validate()
         .await
@@ -592,7 +648,16 @@ async fn revoke_closes_the_users_open_connections_without_client_kill() {
     setuser(
         &s,
         &[
-            "lhadmin", "on", ">adminpw", "+acl", "+role", "+ping", "+auth", "+hello",
+            "lhadmin",
+            "on",
+            ">adminpw",
+            "+acl",
+            "+role",
+            "+info",
+            "+cluster|nodes",
+            "+ping",
+            "+auth",
+            "+hello",
         ],
     )
     .await;

@@ -22,6 +22,12 @@ pub struct RedisOptions {
     /// Start with an (initially empty) `aclfile`, so `ACL SAVE` / `ACL LOAD` work;
     /// see [`RedisServer::acl_file_path`].
     pub acl_file: bool,
+    /// Listen on this port instead of a free one (to bring a node back at the address of
+    /// one that was stopped).
+    pub port: Option<u16>,
+    /// Start as a Redis Cluster node (`--cluster-enabled yes`); see
+    /// [`RedisServer::start_cluster`], which also joins the nodes.
+    pub cluster: bool,
 }
 
 /// A `redis-server` child process on a free loopback port with its own temp dir; persistence is
@@ -29,6 +35,7 @@ pub struct RedisOptions {
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    sentinel: bool,
     tls: bool,
     dir: tempfile::TempDir,
     acl_file: Option<PathBuf>,
@@ -84,6 +91,214 @@ impl RedisServer {
         }
     }
 
+    /// Start a primary and `replicas` replicas of it for `test`; the replicas are connected
+    /// (the primary's `ROLE` lists them) when this returns. The primary comes first.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn t() {
+    /// use leasehold_testkit::servers::RedisServer;
+    /// let Some(set) = RedisServer::start_replicated("doc_replicas", 2).await else { return };
+    /// assert_eq!(set.len(), 3);
+    /// # }
+    /// ```
+    pub async fn start_replicated(test: &str, replicas: usize) -> Option<Vec<RedisServer>> {
+        let primary = Self::start(test).await?;
+        let mut all = vec![primary];
+        for _ in 0..replicas {
+            let opts = RedisOptions {
+                replica_of: Some(all[0].port),
+                ..Default::default()
+            };
+            all.push(Self::start_with(test, opts).await?);
+        }
+        let want = replicas;
+        let port = all[0].port;
+        let ok = wait_until(Duration::from_secs(15), || {
+            cli(port, &["INFO", "replication"])
+                .map(|t| t.contains(&format!("connected_slaves:{want}")))
+                .unwrap_or(false)
+        })
+        .await;
+        if !ok {
+            skip_or_panic(test, "the replicas did not connect to the primary");
+            return None;
+        }
+        Some(all)
+    }
+
+    /// Start a Redis Cluster of `primaries` primaries (at least 3) with `replicas_each`
+    /// replicas per primary for `test`, joined with `redis-cli --cluster create`; returns
+    /// when every node sees `cluster_state:ok` and every other node. Primaries come first.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn t() {
+    /// use leasehold_testkit::servers::RedisServer;
+    /// let Some(nodes) = RedisServer::start_cluster("doc_cluster", 3, 0).await else { return };
+    /// let seed = nodes[0].url();
+    /// # let _ = seed;
+    /// # }
+    /// ```
+    pub async fn start_cluster(
+        test: &str,
+        primaries: usize,
+        replicas_each: usize,
+    ) -> Option<Vec<RedisServer>> {
+        let total = primaries * (1 + replicas_each);
+        let mut nodes = Vec::with_capacity(total);
+        for _ in 0..total {
+            let opts = RedisOptions {
+                cluster: true,
+                ..Default::default()
+            };
+            nodes.push(Self::start_with(test, opts).await?);
+        }
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend([
+            "--cluster-replicas".into(),
+            replicas_each.to_string(),
+            "--cluster-yes".into(),
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        if let Err(e) = cli_raw(&refs) {
+            skip_or_panic(test, &format!("redis-cli --cluster create failed: {e}"));
+            return None;
+        }
+        let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+        let ok = wait_until(Duration::from_secs(30), || {
+            ports.iter().all(|p| {
+                let info = cli(*p, &["CLUSTER", "INFO"]).unwrap_or_default();
+                let list = cli(*p, &["CLUSTER", "NODES"]).unwrap_or_default();
+                info.contains("cluster_state:ok")
+                    && list.lines().filter(|l| !l.trim().is_empty()).count() == total
+                    && !list.contains("handshake")
+            })
+        })
+        .await;
+        if !ok {
+            skip_or_panic(test, "the cluster did not reach cluster_state:ok");
+            return None;
+        }
+        // redis-cli assigns primaries and replicas itself: list the primaries first.
+        nodes.sort_by_key(|n| {
+            let role = cli(n.port, &["ROLE"]).unwrap_or_default();
+            !role.starts_with("master")
+        });
+        Some(nodes)
+    }
+
+    /// Start a Sentinel for `test` that monitors the primary on loopback port `primary_port`
+    /// as `master_name` (quorum 1, down after 1 s, failover timeout 5 s). [`url`](Self::url)
+    /// is `redis://` to the Sentinel port; [`sentinel_url`](Self::sentinel_url) is the seed
+    /// form `sentinel://127.0.0.1:PORT/<master_name>`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn t() {
+    /// use leasehold_testkit::servers::RedisServer;
+    /// let Some(primary) = RedisServer::start("doc_sentinel").await else { return };
+    /// let Some(s) = RedisServer::start_sentinel("doc_sentinel", "main", primary.port()).await
+    /// else { return };
+    /// assert!(s.sentinel_url("main").starts_with("sentinel://"));
+    /// # }
+    /// ```
+    pub async fn start_sentinel(
+        test: &str,
+        master_name: &str,
+        primary_port: u16,
+    ) -> Option<RedisServer> {
+        match Self::try_start_sentinel(master_name, primary_port).await {
+            Ok(s) => Some(s),
+            Err(reason) => {
+                skip_or_panic(test, &reason);
+                None
+            }
+        }
+    }
+
+    async fn try_start_sentinel(master: &str, primary_port: u16) -> Result<RedisServer, String> {
+        let binary = which("redis-server").ok_or("redis-server not found on PATH")?;
+        let dir = tempfile::Builder::new()
+            .prefix("leasehold-sentinel-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temp dir: {e}"))?;
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+            let conf = dir.path().join("sentinel.conf");
+            // Sentinel rewrites its config file, so it must be writable and its own.
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\n\
+                     dir {dir}\nlogfile {dir}/redis.log\n\
+                     sentinel monitor {master} 127.0.0.1 {primary_port} 1\n\
+                     sentinel down-after-milliseconds {master} 1000\n\
+                     sentinel failover-timeout {master} 5000\n\
+                     sentinel parallel-syncs {master} 1\n",
+                    dir = dir.path().display()
+                ),
+            )
+            .map_err(|e| format!("cannot write sentinel.conf: {e}"))?;
+            let mut child = Command::new(&binary)
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start redis-server --sentinel: {e}"))?;
+            match wait_ready(&mut child, port, false, dir.path(), Duration::from_secs(10)).await {
+                Ok(()) => {
+                    return Ok(RedisServer {
+                        child: Some(child),
+                        port,
+                        sentinel: true,
+                        tls: false,
+                        dir,
+                        acl_file: None,
+                    })
+                }
+                Err(e) => {
+                    last_error = e;
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        Err(format!("redis sentinel did not come up: {last_error}"))
+    }
+
+    /// `sentinel://127.0.0.1:PORT/<master_name>`: this Sentinel as a provider seed.
+    pub fn sentinel_url(&self, master_name: &str) -> String {
+        format!("sentinel://127.0.0.1:{}/{master_name}", self.port)
+    }
+
+    /// Whether this is a Sentinel (started by [`start_sentinel`](Self::start_sentinel)).
+    pub fn is_sentinel(&self) -> bool {
+        self.sentinel
+    }
+
+    /// Runs one command on the server with `redis-cli` (as the `default` user, no TLS) and
+    /// returns its raw output; for test setup such as `SENTINEL FAILOVER` or `REPLICAOF`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn t(s: &leasehold_testkit::servers::RedisServer) {
+    /// let role = s.cli(&["ROLE"]).unwrap();
+    /// # let _ = role;
+    /// # }
+    /// ```
+    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
+        cli(self.port, args)
+    }
+
     async fn try_start(opts: &RedisOptions) -> Result<RedisServer, String> {
         let binary = which("redis-server").ok_or("redis-server not found on PATH")?;
         let dir = tempfile::Builder::new()
@@ -102,8 +317,12 @@ impl RedisServer {
         };
         let mut last_error = String::new();
         // The port may be taken between probing and binding; a few tries make that harmless.
-        for _ in 0..5 {
-            let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let tries = if opts.port.is_some() { 1 } else { 5 };
+        for _ in 0..tries {
+            let port = match opts.port {
+                Some(p) => p,
+                None => free_port().map_err(|e| format!("no free port: {e}"))?,
+            };
             let mut cmd = Command::new(&binary);
             cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--daemonize", "no", "--protected-mode", "no"])
@@ -130,6 +349,11 @@ impl RedisServer {
             if let Some(acl) = &acl_file {
                 cmd.arg("--aclfile").arg(acl);
             }
+            if opts.cluster {
+                cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                    .arg("--cluster-config-file")
+                    .arg(dir.path().join("nodes.conf"));
+            }
             let mut child = cmd
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -149,6 +373,7 @@ impl RedisServer {
                     return Ok(RedisServer {
                         child: Some(child),
                         port,
+                        sentinel: false,
                         tls: opts.tls,
                         dir,
                         acl_file,
@@ -208,6 +433,46 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Runs `redis-cli` with `args` (no TLS, `default` user); its stdout, or why it failed.
+fn cli_raw(args: &[&str]) -> Result<String, String> {
+    let binary = which("redis-cli").ok_or("redis-cli not found on PATH")?;
+    let out = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run redis-cli: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() && !stdout.starts_with("ERR") && !stdout.starts_with("(error)") {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{} {}",
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> Result<String, String> {
+    let p = port.to_string();
+    let mut all = vec!["-h", "127.0.0.1", "-p", &p];
+    all.extend_from_slice(args);
+    cli_raw(&all)
+}
+
+async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -302,6 +302,10 @@ struct Statements {
     /// The issue path's quota check: one row of the per-secret count, kept by triggers.
     count_secret: String,
     insert: String,
+    /// The issue path's quota check and write-ahead insert in one statement.
+    insert_within: String,
+    /// Revoke's read and claim in one statement.
+    claim_for_revoke: String,
     get: String,
     update: String,
     delete: String,
@@ -335,6 +339,26 @@ impl Statements {
                  issued_at, expires_at, max_expires_at, renewable, due_at, claimable_at, \
                  revoke_attempts, last_error, claimed_by, claim_until, version) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 1)"
+            ),
+            // The count row is read in the statement that inserts (and whose trigger bumps it).
+            insert_within: format!(
+                "INSERT INTO {leases} (id, secret, provider_kind, identity, external, state, \
+                 issued_at, expires_at, max_expires_at, renewable, due_at, claimable_at, \
+                 revoke_attempts, last_error, claimed_by, claim_until, version) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 1 \
+                 WHERE COALESCE((SELECT leases FROM {counts} WHERE secret = $2), 0) < $17"
+            ),
+            // The condition is LeaseRecord::revocable_by; the assignments are
+            // LeaseRecord::claim_for_revoke.
+            claim_for_revoke: format!(
+                "UPDATE {leases} SET \
+                 state = CASE WHEN state = 'irrevocable' THEN state ELSE 'revoking' END, \
+                 claimed_by = $1, claim_until = $2, due_at = $3, \
+                 claimable_at = {greatest}($2, $3), version = version + 1 \
+                 WHERE id = $4 AND damaged IS NULL \
+                 AND NOT (COALESCE(claim_until, $3) > $3 \
+                   AND (state IN ('pending', 'revoking') OR COALESCE(claimed_by, '') = $1)) \
+                 RETURNING *"
             ),
             get: format!("SELECT * FROM {leases} WHERE id = $1"),
             update: format!(
@@ -433,6 +457,74 @@ macro_rules! impl_lease_store {
                     .await
                     .map_err(|e| crate::map_err("insert", e).with_context("lease_id", &lease.id))?;
                 Ok(())
+            }
+
+            async fn insert_within(
+                &self,
+                lease: &leasehold_core::LeaseRecord,
+                limit: u64,
+            ) -> leasehold_core::Result<bool> {
+                let v = crate::Values::of(lease)?;
+                let done = sqlx::query(&self.sql.insert_within)
+                    .bind(v.id)
+                    .bind(v.secret)
+                    .bind(v.provider_kind)
+                    .bind(v.identity)
+                    .bind(v.external)
+                    .bind(v.state)
+                    .bind(v.issued_at)
+                    .bind(v.expires_at)
+                    .bind(v.max_expires_at)
+                    .bind(v.renewable)
+                    .bind(v.due_at)
+                    .bind(v.claimable_at)
+                    .bind(v.revoke_attempts)
+                    .bind(v.last_error)
+                    .bind(v.claimed_by)
+                    .bind(v.claim_until)
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| crate::map_err("insert", e).with_context("lease_id", &lease.id))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn claim_for_revoke(
+                &self,
+                id: &leasehold_core::LeaseId,
+                owner: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                until: chrono::DateTime<chrono::Utc>,
+            ) -> leasehold_core::Result<leasehold_core::store::RevokeClaim> {
+                use leasehold_core::store::RevokeClaim;
+                let row = sqlx::query(&self.sql.claim_for_revoke)
+                    .bind(owner)
+                    .bind(crate::ms(until))
+                    .bind(crate::ms(now))
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| crate::map_err("claim_for_revoke", e).with_context("lease_id", id))?;
+                if let Some(row) = row {
+                    return match crate::decode(&row) {
+                        Ok(lease) => Ok(RevokeClaim::Claimed(lease)),
+                        Err(damage) => {
+                            self.mark_damaged(&damage).await?;
+                            Err(crate::damaged_error(id, &damage.reason))
+                        }
+                    };
+                }
+                // Not claimed: tell why (the rare path reads the row).
+                match self.get(id).await? {
+                    None => Ok(RevokeClaim::Gone),
+                    // Its claim ended since the statement ran: the caller tries again.
+                    Some(lease) if lease.revocable_by(owner, now) => Err(leasehold_core::Error::new(
+                        leasehold_core::ErrorKind::Conflict,
+                        "the lease changed while claiming it",
+                    )
+                    .with_context("lease_id", id)),
+                    Some(lease) => Ok(RevokeClaim::Busy(lease)),
+                }
             }
 
             async fn get(
@@ -654,6 +746,26 @@ macro_rules! impl_lease_store {
         }
 
         impl $store {
+            /// Every statement an issue runs with its bind values (the quota check and
+            /// write-ahead insert, then the activation), for tests that check their query
+            /// plans.
+            #[doc(hidden)]
+            pub fn issue_statements(&self) -> Vec<(&'static str, String)> {
+                vec![
+                    ("insert_within", self.sql.insert_within.clone()),
+                    ("update", self.sql.update.clone()),
+                ]
+            }
+
+            /// The statements a revoke runs on its usual path (claim, then delete).
+            #[doc(hidden)]
+            pub fn revoke_statements(&self) -> Vec<(&'static str, String)> {
+                vec![
+                    ("claim_for_revoke", self.sql.claim_for_revoke.clone()),
+                    ("delete", self.sql.delete.clone()),
+                ]
+            }
+
             /// The SQL `count` runs for `filter`, for tests that check its query plan.
             #[doc(hidden)]
             pub fn count_statement(&self, filter: &leasehold_core::LeaseFilter) -> String {

@@ -183,3 +183,133 @@ async fn postgres_secret_count_reads_no_lease_rows() {
     })
     .await;
 }
+
+/// The highest `$n` of a statement.
+fn params(sql: &str) -> usize {
+    sql.split('$')
+        .skip(1)
+        .filter_map(|s| {
+            let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// A plan line that reads lease rows other than by one key: a scan of the table, or an index
+/// search on anything but the id.
+fn grows_with_table(line: &str, table: &str) -> bool {
+    let l = line.to_ascii_lowercase();
+    let table = table.to_ascii_lowercase();
+    (l.contains("scan") && l.contains(&table) && !l.contains("index"))
+        || (l.starts_with("scan") && !l.contains("constant row"))
+        || l.contains("seq scan")
+        || (l.contains(&table)
+            && l.contains("using index")
+            && !l.contains("(id=?)")
+            && !l.contains("autoindex"))
+}
+
+#[tokio::test]
+async fn sqlite_issue_and_revoke_statements_do_not_grow_with_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("plans.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    let table = store.table();
+    sqlx::query(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {BIG}) \
+         INSERT INTO {table} (id, secret, provider_kind, identity, external, state, issued_at, \
+         expires_at, max_expires_at, renewable, due_at, claimable_at, revoke_attempts, version) \
+         SELECT 'big/r' || i, 'big', 'recording', NULL, '{{\"id\":\"u\"}}', 'active', 0, \
+         4102444800000, 4102444800000, 1, 4102444800000, 4102444800000, 0, 1 FROM n"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE").execute(store.pool()).await.unwrap();
+    let mut statements = store.issue_statements();
+    statements.extend(store.revoke_statements());
+    assert_eq!(statements.len(), 4, "two statements an issue, two a revoke");
+    // Control: a count by state reads every lease row of the secret, and is caught.
+    statements.push((
+        "control",
+        store.count_statement(&LeaseFilter::secret("big").state(LeaseState::Active)),
+    ));
+    for (name, sql) in statements {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut q = sqlx::query(&explain);
+        for _ in 0..params(&sql) {
+            q = q.bind(None::<String>);
+        }
+        let rows = q.fetch_all(store.pool()).await.unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+        assert_eq!(
+            plan.iter().any(|l| grows_with_table(l, &table)),
+            name == "control",
+            "{name} reads lease rows other than by id:\n{}",
+            plan.join("\n")
+        );
+    }
+}
+
+#[tokio::test]
+async fn postgres_issue_and_revoke_statements_do_not_grow_with_the_table() {
+    let Some(db) = PostgresDb::create("pg_issue_plans").await else {
+        return;
+    };
+    let store = PostgresStore::connect(&db.url()).await.unwrap();
+    let table = store.table();
+    sqlx::query(&format!(
+        "INSERT INTO {table} (id, secret, provider_kind, identity, external, state, issued_at, \
+         expires_at, max_expires_at, renewable, due_at, claimable_at, revoke_attempts, version) \
+         SELECT 'big/r' || i, 'big', 'recording', NULL, '{{\"id\":\"u\"}}', 'active', 0, \
+         4102444800000, 4102444800000, TRUE, 4102444800000, 4102444800000, 0, 1 \
+         FROM generate_series(1, {BIG}) AS i"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query(&format!("ANALYZE {table}"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let mut statements = store.issue_statements();
+    statements.extend(store.revoke_statements());
+    assert_eq!(statements.len(), 4, "two statements an issue, two a revoke");
+    statements.push((
+        "control",
+        store.count_statement(&LeaseFilter::secret("big").state(LeaseState::Active)),
+    ));
+    // The generic plan: what the prepared statement runs whatever its values.
+    let mut conn = store.pool().acquire().await.unwrap();
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    for (i, (name, sql)) in statements.into_iter().enumerate() {
+        sqlx::raw_sql(&format!("PREPARE plan_{i} AS {sql}"))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let nulls = vec!["NULL"; params(&sql)].join(", ");
+        let rows = sqlx::raw_sql(&format!("EXPLAIN EXECUTE plan_{i}({nulls})"))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        assert!(
+            plan.iter().any(|l| l.contains("leasehold_leases")),
+            "{name}: the plan names the table:\n{}",
+            plan.join("\n")
+        );
+        assert_eq!(
+            plan.iter()
+                .any(|l| l.contains("Seq Scan on leasehold_leases")
+                    || l.contains("Bitmap Heap Scan on leasehold_leases")
+                    || l.contains("leasehold_leases_secret")),
+            name == "control",
+            "{name} reads lease rows other than by id:\n{}",
+            plan.join("\n")
+        );
+    }
+}

@@ -326,9 +326,124 @@ pub async fn store_conformance(store: &dyn LeaseStore) {
     assert_eq!(store.count(&LeaseFilter::all()).await.unwrap(), 0);
     assert_eq!(store.next_due().await.unwrap(), None);
 
+    insert_within_checks_the_secret_count_and_inserts(store).await;
+    claim_for_revoke_claims_unless_someone_is_at_work(store).await;
+
     // A store that offers group coordination passes its suite too.
     if let Some(coordination) = store.coordination() {
         coordination_conformance(coordination.as_ref()).await;
+    }
+}
+
+/// `insert_within(lease, limit)` inserts only while the secret has fewer than `limit` records,
+/// and writes nothing when it is full.
+pub async fn insert_within_checks_the_secret_count_and_inserts(store: &dyn LeaseStore) {
+    let secret = format!(
+        "conf-quota-{}",
+        leasehold_core::template::random_lowercase(6)
+    );
+    let far = ms_now() + chrono::Duration::seconds(3600);
+    let a = record(&secret, LeaseState::Pending, far);
+    assert!(store.insert_within(&a, 2).await.expect("insert_within"));
+    let stored = store.get(&a.id).await.expect("get").expect("inserted");
+    assert_eq!(stored.version, 1, "insert_within stores version 1");
+    let b = record(&secret, LeaseState::Pending, far);
+    assert!(store.insert_within(&b, 2).await.expect("insert_within"));
+    let c = record(&secret, LeaseState::Pending, far);
+    assert!(
+        !store.insert_within(&c, 2).await.expect("insert_within"),
+        "a full secret refuses"
+    );
+    assert!(
+        store.get(&c.id).await.expect("get").is_none(),
+        "nothing written"
+    );
+    let dup = store.insert_within(&a, 10).await.expect_err("duplicate");
+    assert_eq!(dup.kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        store
+            .count(&LeaseFilter::secret(&secret))
+            .await
+            .expect("count"),
+        2
+    );
+    for id in [&a.id, &b.id] {
+        store.delete(id, 1).await.expect("delete");
+    }
+}
+
+/// `claim_for_revoke` claims a record nobody is at work on, and leaves alone a record being
+/// issued, being revoked by another instance, or already claimed by the caller.
+pub async fn claim_for_revoke_claims_unless_someone_is_at_work(store: &dyn LeaseStore) {
+    use leasehold_core::store::RevokeClaim;
+    let now = ms_now();
+    let until = now + chrono::Duration::seconds(60);
+    let far = now + chrono::Duration::seconds(3600);
+    let claim = |id: LeaseId, owner: &'static str| async move {
+        store
+            .claim_for_revoke(&id, owner, now, until)
+            .await
+            .expect("claim_for_revoke")
+    };
+    assert_eq!(
+        claim(LeaseId::generate("conf-rv"), "me").await,
+        RevokeClaim::Gone
+    );
+
+    // Active and unclaimed: claimed, Revoking, due now, held until `until`.
+    let a = insert(store, &record("conf-rv", LeaseState::Active, far)).await;
+    let RevokeClaim::Claimed(got) = claim(a.id.clone(), "me").await else {
+        panic!("an unclaimed active lease is claimed")
+    };
+    assert_eq!(got.state, LeaseState::Revoking);
+    assert_eq!(got.claimed_by.as_deref(), Some("me"));
+    assert_eq!(got.claim_until, Some(until));
+    assert_eq!(got.due_at, now);
+    assert_eq!(got.version, 2);
+    assert_eq!(store.get(&a.id).await.unwrap().unwrap(), got, "as stored");
+    assert_eq!(store.next_due().await.unwrap(), Some(until));
+    // Being revoked (by the caller, or by another instance): left alone.
+    assert!(matches!(claim(a.id.clone(), "me").await, RevokeClaim::Busy(l) if l == got));
+    assert!(matches!(claim(a.id.clone(), "other").await, RevokeClaim::Busy(l) if l == got));
+
+    // Pending, claimed by its issuer: left alone, whoever asks.
+    let mut p = record("conf-rv", LeaseState::Pending, far);
+    p.claimed_by = Some("issuer".into());
+    p.claim_until = Some(far);
+    let p = insert(store, &p).await;
+    assert!(matches!(
+        claim(p.id.clone(), "me").await,
+        RevokeClaim::Busy(_)
+    ));
+    assert!(matches!(
+        claim(p.id.clone(), "issuer").await,
+        RevokeClaim::Busy(_)
+    ));
+
+    // Active with another instance's live claim (its worker found it due): claimed.
+    // Irrevocable stays Irrevocable.
+    let mut i = record("conf-rv", LeaseState::Irrevocable, now);
+    i.claimed_by = Some("worker".into());
+    i.claim_until = Some(far);
+    let i = insert(store, &i).await;
+    let RevokeClaim::Claimed(got_i) = claim(i.id.clone(), "me").await else {
+        panic!("another instance's claim on an irrevocable lease does not stop a revoke")
+    };
+    assert_eq!(got_i.state, LeaseState::Irrevocable);
+    assert_eq!(got_i.claimed_by.as_deref(), Some("me"));
+
+    // An ended claim is no claim: a Revoking lease whose revoker died is claimed.
+    let mut r = record("conf-rv", LeaseState::Revoking, now);
+    r.claimed_by = Some("dead".into());
+    r.claim_until = Some(now - chrono::Duration::seconds(1));
+    let r = insert(store, &r).await;
+    assert!(matches!(
+        claim(r.id.clone(), "me").await,
+        RevokeClaim::Claimed(_)
+    ));
+
+    for l in store.list(&LeaseFilter::secret("conf-rv")).await.unwrap() {
+        store.delete(&l.id, l.version).await.unwrap();
     }
 }
 

@@ -529,6 +529,7 @@ impl LeaseManagerBuilder {
             Some(id) => id.as_str().into(),
             None => format!("lh-{}", crate::template::random_lowercase(16)).into(),
         };
+        telemetry::describe();
         let installation = self.store.installation_id().await?;
         crate::store::check_installation_id(&installation)
             .map_err(|e| e.with_context("operation", "installation_id"))?;
@@ -710,12 +711,22 @@ impl LeaseManager {
             let prepared = match self.inner.prepare_issue(&entry, &request).await {
                 Ok(p) => p,
                 Err(e) => {
-                    // Refused before any lease existed (bad input, quota, store down).
-                    let mut event = AuditEvent::new(AuditAction::Issue, &*name);
-                    event.identity = request.identity.clone();
-                    event.error = Some(e.kind());
-                    event.message = Some(e.to_string());
-                    self.inner.emit(event);
+                    // Refused before any lease existed. A caller's bad input is the caller's
+                    // error, not an event; a quota refusal or a store failure is audited.
+                    let callers_input = matches!(
+                        e.kind(),
+                        ErrorKind::InvalidInput
+                            | ErrorKind::TtlExceedsMax
+                            | ErrorKind::InvalidTemplate
+                            | ErrorKind::InvalidConfig
+                    );
+                    if !callers_input {
+                        let mut event = AuditEvent::new(AuditAction::Issue, &*name);
+                        event.identity = request.identity.clone();
+                        event.error = Some(e.kind());
+                        event.message = Some(e.to_string());
+                        self.inner.emit(event);
+                    }
                     return Err(e);
                 }
             };

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 
 use crate::error::{Error, ErrorKind};
 use crate::model::LeaseState;
@@ -40,6 +42,53 @@ pub const IRREVOCABLE_LEASES: &str = "leasehold_irrevocable_leases";
 pub const STORE_ERRORS: &str = "leasehold_store_errors_total";
 /// `leasehold_worker_loops_total`: worker iterations (a stuck worker stops counting).
 pub const WORKER_LOOPS: &str = "leasehold_worker_loops_total";
+
+/// Describes every metric to the installed recorder (HELP lines and units in Prometheus).
+/// The manager calls it when it is built; calling it again is harmless.
+pub fn describe() {
+    describe_counter!(ISSUES, "Issue calls by secret and outcome.");
+    describe_histogram!(
+        ISSUE_DURATION,
+        Unit::Seconds,
+        "Issue latency, readiness wait included."
+    );
+    describe_counter!(RENEWALS, "Renew calls by secret and outcome.");
+    describe_counter!(
+        REVOCATIONS,
+        "Revocation attempts by secret, reason (revoke or expire) and outcome."
+    );
+    describe_histogram!(
+        REVOKE_DURATION,
+        Unit::Seconds,
+        "One revocation: provider call and store write."
+    );
+    describe_counter!(REVOKE_RETRIES, "Failed revocations scheduled again.");
+    describe_counter!(IRREVOCABLE, "Leases that became irrevocable.");
+    describe_histogram!(
+        EXPIRY_LAG,
+        Unit::Seconds,
+        "Revoked at minus expires_at, for expirations."
+    );
+    describe_counter!(
+        PROVIDER_CALLS,
+        "Backend calls by provider, operation and outcome."
+    );
+    describe_histogram!(
+        PROVIDER_CALL_DURATION,
+        Unit::Seconds,
+        "Backend call latency."
+    );
+    describe_gauge!(LEASES, "Leases in the store by secret and state.");
+    describe_gauge!(
+        IRREVOCABLE_LEASES,
+        "Irrevocable leases in the store: an operator must act."
+    );
+    describe_counter!(STORE_ERRORS, "Failed store calls of the expiry worker.");
+    describe_counter!(
+        WORKER_LOOPS,
+        "Expiry worker passes; flat means the worker is stuck."
+    );
+}
 
 /// The outcome label of a call: `success`, `throttled`, `timeout`, `refused` (the backend or
 /// the library said no, and asking again will not help) or `error`.

@@ -496,17 +496,26 @@ impl StaticRoleRotator {
         let version_id = new_version_id();
         self.record(MemberState::Pending, Utc::now()).await?;
         let credential = StaticCredential::new(user.username, password).user_arn(user.user_arn);
+        let first = current.is_none();
+        if first {
+            // A secret's first version is current at once (Secrets Manager's rule): readers
+            // must not see it before the user accepts it, so the user comes first here.
+            self.target
+                .set_passwords(None, &credential.password)
+                .await?;
+            self.test_until_accepted(&credential).await?;
+        }
         self.publisher.put_pending(&version_id, &credential).await?;
         tracing::info!(role = %self.name, version_id = %version_id, "static role rotation started");
-        self.finish(
-            PublishedVersion {
-                version_id,
-                credential,
-                created_at: None,
-            },
-            false,
-        )
-        .await
+        let pending = PublishedVersion {
+            version_id,
+            credential,
+            created_at: None,
+        };
+        if first {
+            return self.promote(pending, false, Utc::now()).await;
+        }
+        self.finish(pending, false).await
     }
 
     /// Steps 2 to 4 for `pending`.
@@ -528,15 +537,20 @@ impl StaticRoleRotator {
             )
             .await?;
         // Step 3: the new one works.
+        self.test_until_accepted(&pending.credential).await?;
+        self.promote(pending, resumed, started).await
+    }
+
+    async fn test_until_accepted(&self, credential: &StaticCredential) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.options.test_timeout;
         let mut delay = Duration::from_millis(200);
         loop {
             match self
                 .target
-                .test(&pending.credential.username, &pending.credential.password)
+                .test(&credential.username, &credential.password)
                 .await
             {
-                Ok(()) => break,
+                Ok(()) => return Ok(()),
                 Err(e) if tokio::time::Instant::now() + delay < deadline => {
                     tracing::debug!(role = %self.name, error = %e, "new static role password not accepted yet");
                     tokio::time::sleep(delay).await;
@@ -545,6 +559,14 @@ impl StaticRoleRotator {
                 Err(e) => return Err(e.with_context("static_role", &self.name)),
             }
         }
+    }
+
+    async fn promote(
+        &self,
+        pending: PublishedVersion,
+        resumed: bool,
+        started: DateTime<Utc>,
+    ) -> Result<RotationOutcome> {
         // Step 4: promote.
         self.publisher.promote(&pending.version_id).await?;
         let now = Utc::now();

@@ -216,6 +216,17 @@ def record_call(service: str, operation: str, resource: str | None) -> Fault | N
         return None
 
 
+def record_outcome(service: str, operation: str, resource: str | None, accepted: bool) -> None:
+    """Count a call's outcome as `<operation>:accepted` or `<operation>:refused` (an AWS error,
+    injected or not), so a test can tell the changes a group took from the ones it refused."""
+    rid = _norm(resource)
+    name = f"{operation}:{'accepted' if accepted else 'refused'}"
+    with LOCK:
+        STATE.calls[(service, name, None)] += 1
+        if rid is not None:
+            STATE.calls[(service, name, rid)] += 1
+
+
 def call_count(operation: str, resource: str | None = None, service: str | None = None) -> int:
     rid = _norm(resource)
     with LOCK:

@@ -94,14 +94,24 @@ def install() -> None:
         tick()
         operation = self._get_action() or ""
         service = self.service_name or ""
-        fault = control.record_call(service, operation, resource_of(self))
+        resource = resource_of(self)
+        fault = control.record_call(service, operation, resource)
         if fault is not None:
             if fault.latency_ms > 0:
                 time.sleep(fault.latency_ms / 1000.0)
             if fault.error_code is not None:
+                control.record_outcome(service, operation, resource, accepted=False)
                 return fault_response(self, fault)
         # One lock for all handlers: the extension's state machines are not thread safe.
         with control.LOCK:
-            return original(self)
+            try:
+                result = original(self)
+            except Exception:
+                control.record_outcome(service, operation, resource, accepted=False)
+                raise
+        status = result[0] if isinstance(result, tuple) and result else 200
+        ok = not (isinstance(status, int) and status >= 400)
+        control.record_outcome(service, operation, resource, accepted=ok)
+        return result
 
     BaseResponse.call_action = call_action

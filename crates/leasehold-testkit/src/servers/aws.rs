@@ -294,6 +294,27 @@ impl AwsEmulator {
         self.call_count_in(None, operation, resource).await
     }
 
+    /// How many calls of `operation` for `resource` succeeded (`ModifyUserGroup` calls a group
+    /// took, say), as opposed to [`refused_calls`](Self::refused_calls).
+    ///
+    /// # Panics
+    ///
+    /// When the control endpoint does not answer.
+    pub async fn accepted_calls(&self, operation: &str, resource: Option<&str>) -> u64 {
+        let op = format!("{operation}:accepted");
+        self.call_count_in(None, &op, resource).await
+    }
+
+    /// How many calls of `operation` for `resource` answered an AWS error (injected or not).
+    ///
+    /// # Panics
+    ///
+    /// When the control endpoint does not answer.
+    pub async fn refused_calls(&self, operation: &str, resource: Option<&str>) -> u64 {
+        let op = format!("{operation}:refused");
+        self.call_count_in(None, &op, resource).await
+    }
+
     /// [`AwsEmulator::call_count`] limited to one service (`"elasticache"`, `"memorydb"`,
     /// `"iam"`, `"sts"`).
     ///

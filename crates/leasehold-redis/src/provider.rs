@@ -127,6 +127,8 @@ impl Node {
 pub(crate) struct Member {
     pub node: Arc<Node>,
     pub required: bool,
+    /// When a seed, a Sentinel or another node last reported this node.
+    pub reported_at: Instant,
 }
 
 /// The nodes as last found.
@@ -204,6 +206,7 @@ impl RedisAclProvider {
             .map(|n| Member {
                 node: Arc::new(Node::new(n.clone())),
                 required: true,
+                reported_at: Instant::now(),
             })
             .collect();
         Ok(RedisAclProvider {
@@ -449,21 +452,25 @@ impl RedisAclProvider {
         op: &str,
         scrub: Option<&str>,
     ) -> Result<std::result::Result<T, redis::RedisError>> {
-        self.run_tries(node, cmd, op, scrub, self.attempts).await
+        self.run_tries(node, cmd, op, scrub, false).await
     }
 
+    /// [`run`](Self::run); with `skippable` (a discovered replica, which may be gone) a node
+    /// that cannot be connected to is not retried, while a connection that dropped (a
+    /// failover closing clients) is.
     pub(crate) async fn run_tries<T: redis::FromRedisValue>(
         &self,
         node: &Node,
         cmd: &redis::Cmd,
         op: &str,
         scrub: Option<&str>,
-        attempts: u32,
+        skippable: bool,
     ) -> Result<std::result::Result<T, redis::RedisError>> {
         let mut delay = self.retry_delay;
         let mut attempt = 1;
         loop {
             let outcome = match self.connection(node).await {
+                Err(e) if skippable => return Err(e),
                 Ok(mut conn) => {
                     match tokio::time::timeout(
                         self.command_timeout,
@@ -494,7 +501,7 @@ impl RedisAclProvider {
                 }
                 Err(e) => e,
             };
-            if !outcome.is_temporary() || attempt >= attempts {
+            if !outcome.is_temporary() || attempt >= self.attempts {
                 return Err(outcome);
             }
             tracing::debug!(node = %node.addr.label, op, attempt, error = %outcome, "retrying");
@@ -517,8 +524,8 @@ impl RedisAclProvider {
             .map_err(|e| errors::map(&e, &node.addr.label, op, scrub))
     }
 
-    /// [`exec`](Self::exec) on a member: a discovered replica gets one try (it may be gone;
-    /// repair catches it up), everything else the configured attempts.
+    /// [`exec`](Self::exec) on a member: a discovered replica that cannot be connected to is
+    /// not retried (it may be gone; repair catches it up).
     pub(crate) async fn exec_on<T: redis::FromRedisValue>(
         &self,
         m: &Member,
@@ -526,8 +533,7 @@ impl RedisAclProvider {
         op: &str,
         scrub: Option<&str>,
     ) -> Result<T> {
-        let tries = if m.required { self.attempts } else { 1 };
-        self.run_tries(&m.node, cmd, op, scrub, tries)
+        self.run_tries(&m.node, cmd, op, scrub, !m.required)
             .await?
             .map_err(|e| errors::map(&e, &m.node.addr.label, op, scrub))
     }
@@ -548,9 +554,8 @@ impl RedisAclProvider {
             .arg("on")
             .arg(format!(">{password}"))
             .arg(self.rules.args());
-        let tries = if m.required { self.attempts } else { 1 };
         match self
-            .run_tries::<()>(node, &cmd, "ACL SETUSER", Some(password), tries)
+            .run_tries::<()>(node, &cmd, "ACL SETUSER", Some(password), !m.required)
             .await?
         {
             Ok(()) => Ok(()),

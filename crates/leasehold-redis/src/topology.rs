@@ -12,13 +12,16 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use leasehold_core::{Error, ErrorKind, Result};
 use redis::{RedisConnectionInfo, Value};
 
 use crate::config::NodeAddr;
 use crate::provider::{Member, Node, RedisAclProvider, Topology};
+
+/// How long a node nothing reports any more is still written to while it answers.
+const STALE_KEEP: Duration = Duration::from_secs(60);
 
 fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
@@ -141,10 +144,86 @@ pub(crate) fn cluster_nodes(reply: &str, reporter: &NodeAddr) -> Vec<(NodeAddr, 
     out
 }
 
+/// The replicas (`slaveN:ip=…,port=…`) and the primary (`master_host` / `master_port`) an
+/// `INFO replication` reply names.
+pub(crate) fn info_replication(
+    reply: &str,
+    reporter: &NodeAddr,
+) -> (Vec<NodeAddr>, Option<NodeAddr>) {
+    let mut replicas = Vec::new();
+    let (mut host, mut port) = (None, None);
+    for line in reply.lines() {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("master_host:") {
+            host = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("master_port:") {
+            port = v.parse::<u16>().ok();
+        } else if line.starts_with("slave") && line.contains(":ip=") {
+            let fields: HashMap<&str, &str> = line
+                .split_once(':')
+                .map(|(_, rest)| rest)
+                .unwrap_or("")
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            if let (Some(ip), Some(p)) = (
+                fields.get("ip"),
+                fields.get("port").and_then(|p| p.parse::<u16>().ok()),
+            ) {
+                replicas.push(reported(ip, p, reporter));
+            }
+        }
+    }
+    let primary = match (host, port) {
+        (Some(h), Some(p)) if p != 0 => Some(reported(&h, p, reporter)),
+        _ => None,
+    };
+    (replicas, primary)
+}
+
 impl RedisAclProvider {
-    /// One command on a node with one try (discovery must not stall on a node that is down).
+    /// On the first reachable node: whether it is a Redis Cluster node (`INFO cluster`), and
+    /// if so every node `CLUSTER NODES` lists, handed to `add`.
+    async fn ask_cluster(
+        &self,
+        node: &Node,
+        addr: &NodeAddr,
+        asked: &mut bool,
+        cluster: &mut bool,
+    ) -> Vec<(NodeAddr, bool)> {
+        if *asked {
+            return Vec::new();
+        }
+        *asked = true;
+        let mut info = redis::cmd("INFO");
+        info.arg("cluster");
+        let enabled = self
+            .ask(node, &info, "INFO")
+            .await
+            .ok()
+            .and_then(|v| text(&v))
+            .is_some_and(|t| t.contains("cluster_enabled:1"));
+        if !enabled {
+            return Vec::new();
+        }
+        let mut nodes = redis::cmd("CLUSTER");
+        nodes.arg("NODES");
+        match self.ask(node, &nodes, "CLUSTER NODES").await {
+            Ok(v) => {
+                *cluster = true;
+                cluster_nodes(&text(&v).unwrap_or_default(), addr)
+            }
+            Err(e) => {
+                *asked = false;
+                tracing::warn!(node = %addr.label, error = %e, "cannot list the cluster's nodes");
+                Vec::new()
+            }
+        }
+    }
+
+    /// One command on a node (discovery must not stall on a node that is down).
     async fn ask(&self, node: &Node, cmd: &redis::Cmd, op: &str) -> Result<Value> {
-        self.run_tries::<Value>(node, cmd, op, None, 1)
+        self.run_tries::<Value>(node, cmd, op, None, true)
             .await?
             .map_err(|e| crate::errors::map(&e, &node.addr.label, op, None))
     }
@@ -292,10 +371,65 @@ impl RedisAclProvider {
 
         let mut cluster = false;
         let mut unreachable: Vec<String> = Vec::new();
+        // Nodes found before that nothing reported this time (mid-failover, a promoted
+        // replica is briefly nobody's): asked again themselves, kept while they answer, for
+        // at most STALE_KEEP.
+        let mut carried: HashMap<String, Instant> = HashMap::new();
         if self.discover {
             let mut asked_cluster = false;
-            while let Some(addr) = queue.pop_front() {
+            loop {
+                let Some(addr) = queue.pop_front() else {
+                    if !carried.is_empty() {
+                        break;
+                    }
+                    for m in &previous.members {
+                        if add(&mut found, m.node.addr.clone(), false) {
+                            carried.insert(m.node.addr.label.clone(), m.reported_at);
+                            queue.push_back(m.node.addr.clone());
+                        }
+                    }
+                    if carried.is_empty() {
+                        break;
+                    }
+                    // Marks the second round as started even when every node is found.
+                    carried.insert(String::new(), Instant::now());
+                    continue;
+                };
                 let node = handle(&addr);
+                // INFO replication lists replicas that are still syncing too (ROLE shows only
+                // those online); ROLE is the fallback for an admin without +info.
+                let mut info = redis::cmd("INFO");
+                info.arg("replication");
+                let replication = match self.ask(&node, &info, "INFO").await {
+                    Ok(v) => text(&v).map(|t| info_replication(&t, &addr)),
+                    Err(e) if e.kind() == ErrorKind::PermissionDenied => None,
+                    Err(e) => {
+                        tracing::debug!(node = %addr.label, error = %e, "node not reachable");
+                        unreachable.push(addr.label.clone());
+                        continue;
+                    }
+                };
+                if let Some((replicas, primary)) = replication {
+                    for r in replicas {
+                        if add(&mut found, r.clone(), false) {
+                            queue.push_back(r);
+                        }
+                    }
+                    if let Some(p) = primary {
+                        if add(&mut found, p.clone(), true) {
+                            queue.push_back(p);
+                        }
+                    }
+                    for (n, primary) in self
+                        .ask_cluster(&node, &addr, &mut asked_cluster, &mut cluster)
+                        .await
+                    {
+                        if add(&mut found, n.clone(), primary) {
+                            queue.push_back(n);
+                        }
+                    }
+                    continue;
+                }
                 let role = match self.ask(&node, &redis::cmd("ROLE"), "ROLE").await {
                     Ok(v) => v,
                     Err(e) => {
@@ -319,36 +453,12 @@ impl RedisAclProvider {
                         queue.push_back(p);
                     }
                 }
-                if !asked_cluster {
-                    asked_cluster = true;
-                    let mut info = redis::cmd("INFO");
-                    info.arg("cluster");
-                    let enabled = self
-                        .ask(&node, &info, "INFO")
-                        .await
-                        .ok()
-                        .and_then(|v| text(&v))
-                        .is_some_and(|t| t.contains("cluster_enabled:1"));
-                    if enabled {
-                        let mut nodes = redis::cmd("CLUSTER");
-                        nodes.arg("NODES");
-                        match self.ask(&node, &nodes, "CLUSTER NODES").await {
-                            Ok(v) => {
-                                cluster = true;
-                                for (n, primary) in
-                                    cluster_nodes(&text(&v).unwrap_or_default(), &addr)
-                                {
-                                    if add(&mut found, n.clone(), primary) {
-                                        queue.push_back(n);
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                asked_cluster = false;
-                                tracing::warn!(node = %addr.label, error = %e,
-                                    "cannot list the cluster's nodes");
-                            }
-                        }
+                for (n, primary) in self
+                    .ask_cluster(&node, &addr, &mut asked_cluster, &mut cluster)
+                    .await
+                {
+                    if add(&mut found, n.clone(), primary) {
+                        queue.push_back(n);
                     }
                 }
             }
@@ -359,9 +469,17 @@ impl RedisAclProvider {
             // A replica nobody reaches is left out until it answers again; configured nodes
             // and primaries stay (a call on them fails, which is what should happen).
             .filter(|(addr, required)| *required || !unreachable.contains(&addr.label))
-            .map(|(addr, required)| Member {
-                node: handle(&addr),
-                required,
+            .filter_map(|(addr, required)| {
+                let reported_at = match carried.get(&addr.label) {
+                    Some(at) if at.elapsed() >= STALE_KEEP => return None,
+                    Some(at) => *at,
+                    None => Instant::now(),
+                };
+                Some(Member {
+                    node: handle(&addr),
+                    required,
+                    reported_at,
+                })
             })
             .collect();
         Ok(Topology {
@@ -427,6 +545,21 @@ mod tests {
             "10.0.0.5:7000"
         );
         assert!(role_replicas(&replica, &seed).is_empty());
+    }
+
+    #[test]
+    fn info_replication_parses() {
+        let primary = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+            slave0:ip=127.0.0.1,port=7001,state=wait_bgsave,offset=0,lag=0\r\n\
+            slave1:ip=10.1.1.1,port=7002,state=online,offset=10,lag=1\r\nmaster_failover_state:no-failover\r\n";
+        let (r, p) = info_replication(primary, &addr("10.0.0.5", 7000));
+        let labels: Vec<&str> = r.iter().map(|n| n.label.as_str()).collect();
+        assert_eq!(labels, vec!["10.0.0.5:7001", "10.1.1.1:7002"]);
+        assert!(p.is_none());
+        let replica = "role:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:7000\r\n";
+        let (r, p) = info_replication(replica, &addr("127.0.0.1", 7001));
+        assert!(r.is_empty());
+        assert_eq!(p.unwrap().label, "127.0.0.1:7000");
     }
 
     #[test]

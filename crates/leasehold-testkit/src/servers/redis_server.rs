@@ -115,9 +115,9 @@ impl RedisServer {
         }
         let want = replicas;
         let port = all[0].port;
-        let ok = wait_until(Duration::from_secs(15), || {
+        let ok = wait_until(Duration::from_secs(20), || {
             cli(port, &["INFO", "replication"])
-                .map(|t| t.contains(&format!("connected_slaves:{want}")))
+                .map(|t| t.matches("state=online").count() == want)
                 .unwrap_or(false)
         })
         .await;
@@ -326,6 +326,8 @@ impl RedisServer {
             let mut cmd = Command::new(&binary);
             cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--daemonize", "no", "--protected-mode", "no"])
+                // Replicas sync at once instead of after the default 5 s.
+                .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--dir")
                 .arg(dir.path())
                 .arg("--logfile")

@@ -30,22 +30,24 @@ pub const ATTR_NODES: &str = "nodes";
 /// Most names remembered as "refused because it existed" (see `revoke`).
 const REFUSED_MAX: usize = 1024;
 
-/// Issues Redis / Valkey ACL users on every configured node (kind `redis`).
+/// Issues Redis / Valkey ACL users on every node (kind `redis`): the configured seeds and,
+/// with discovery on, every replica, cluster node or Sentinel-managed node found from them.
 ///
 /// - `create`: `ACL GETUSER` on every node (a name that exists anywhere is
 ///   [`ErrorKind::AlreadyExists`]; nothing is overwritten), then
-///   `ACL SETUSER <name> reset on ><password> <rules>` on every node. If any node fails, the
-///   user is deleted from the nodes that took it and the error is returned. Unless the caller
-///   opts out, the new credential then `AUTH`s on every node before it is returned
-///   ([`Readiness::Confirmed`]).
+///   `ACL SETUSER <name> reset on ><password> <rules>` on every node. If a node that must take
+///   it (a configured node or a primary) fails, the user is deleted from every node and the
+///   error is returned; a discovered replica that cannot be reached is skipped and caught up
+///   by [`repair`](Self::repair). Unless the caller opts out, the new credential then
+///   `AUTH`s on every node it was written to ([`Readiness::Confirmed`]).
 /// - `revoke`: `ACL DELUSER` on every node, which also closes the user's open connections.
 ///   A user that is already gone is success.
 /// - `renew`: nothing to do on the server; Redis ACL users have no expiry of their own, the
 ///   lease is what ends them.
 /// - `list_managed`: `ACL USERS` on every node, filtered by prefix (for reconcile).
-/// - `validate`: connects to every node as the admin user, creates and deletes a disabled
-///   throwaway user with the configured rules (so the server checks them), checks the admin
-///   may run `ACL SAVE` when configured, and warns about replicas that are not configured.
+/// - `validate`: finds the topology, connects to every node as the admin user, checks the
+///   admin may run what discovery and repair need, and creates and deletes a disabled
+///   throwaway user with the configured rules (so the server checks them).
 ///
 /// Commands that fail temporarily (connection refused or dropped, `LOADING`, timeouts) are
 /// retried per node; every command used is idempotent.

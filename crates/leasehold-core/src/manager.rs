@@ -117,6 +117,12 @@ pub struct ManagerConfig {
     pub revoke_concurrency: usize,
     /// Leases claimed per `claim_due` call (default 256).
     pub claim_batch: usize,
+    /// At most this many revocations per second by the expiry worker (default `None`: as fast
+    /// as `revoke_concurrency` allows). Paces the clean-up of a backlog, such as the leases that
+    /// fell due while every instance was down, so that it neither storms the backend nor starves
+    /// new issues of the store. The worker then claims no more than it revokes in half a
+    /// `claim_hold`, so its claims never run out while they wait their turn.
+    pub revoke_rate: Option<u32>,
     /// How long a claim holds (default 60 s). A crashed instance's claims come free after it.
     pub claim_hold: Duration,
     /// Longest time an issue may take, readiness wait included (default 10 min). A `Pending`
@@ -162,6 +168,8 @@ setters! {
     revoke_concurrency: usize;
     /// Sets [`claim_batch`](Self::claim_batch).
     claim_batch: usize;
+    /// Sets [`revoke_rate`](Self::revoke_rate).
+    revoke_rate: Option<u32>;
     /// Sets [`claim_hold`](Self::claim_hold).
     claim_hold: Duration;
     /// Sets [`issue_timeout`](Self::issue_timeout).
@@ -185,6 +193,7 @@ impl Default for ManagerConfig {
         ManagerConfig {
             revoke_concurrency: 16,
             claim_batch: 256,
+            revoke_rate: None,
             claim_hold: Duration::from_secs(60),
             issue_timeout: Duration::from_secs(600),
             revoke_timeout: Duration::from_secs(120),
@@ -368,6 +377,8 @@ pub(crate) struct Inner {
     /// When the worker last finished a look at the store (ms since the epoch), for `health`.
     worker_alive_ms: AtomicI64,
     stop: watch::Sender<bool>,
+    /// The time the worker's next revocation may start, under `revoke_rate`.
+    next_revoke_slot: std::sync::Mutex<tokio::time::Instant>,
     /// Running watches, ended (and their credentials revoked) by `shutdown`.
     pub(crate) watches: std::sync::Mutex<crate::watch::WatchRegistry>,
 }
@@ -501,9 +512,9 @@ impl LeaseManagerBuilder {
     /// Validates the secrets, takes back this instance's stale claims, and starts the worker.
     pub async fn build(self) -> Result<LeaseManager> {
         let c = &self.config;
-        if c.revoke_concurrency == 0 || c.claim_batch == 0 {
+        if c.revoke_concurrency == 0 || c.claim_batch == 0 || c.revoke_rate == Some(0) {
             return Err(Error::invalid_config(
-                "revoke_concurrency and claim_batch must be at least 1",
+                "revoke_concurrency, claim_batch and revoke_rate must be at least 1",
             ));
         }
         if c.retry.max_attempts == 0 {
@@ -551,6 +562,7 @@ impl LeaseManagerBuilder {
             planned_wake_ms: AtomicI64::new(i64::MAX),
             worker_alive_ms: AtomicI64::new(now().timestamp_millis()),
             stop,
+            next_revoke_slot: std::sync::Mutex::new(tokio::time::Instant::now()),
             watches: std::sync::Mutex::default(),
         });
         let manager = LeaseManager {
@@ -1783,6 +1795,40 @@ impl Inner {
 }
 
 impl Inner {
+    /// Leases to claim at once: `claim_batch`, and under `revoke_rate` no more than the worker
+    /// revokes in half a `claim_hold`.
+    fn claim_batch(&self) -> usize {
+        let c = &self.config;
+        match c.revoke_rate {
+            Some(rate) => {
+                let in_half_hold = (f64::from(rate) * c.claim_hold.as_secs_f64() / 2.0) as usize;
+                c.claim_batch.min(in_half_hold.max(1))
+            }
+            None => c.claim_batch,
+        }
+    }
+
+    /// Waits for the next revocation slot under `revoke_rate`. Without one, still gives the
+    /// runtime a chance to run other tasks (issues) between revocations: with a store and a
+    /// provider that answer at once, a backlog would otherwise hold the thread for a whole batch.
+    async fn pace(&self) {
+        let Some(rate) = self.config.revoke_rate else {
+            tokio::task::consume_budget().await;
+            return;
+        };
+        let gap = Duration::from_secs(1) / rate.max(1);
+        let slot = {
+            let mut next = self
+                .next_revoke_slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + gap;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
     /// Refreshes the lease-count gauges of every registered secret from the store.
     async fn refresh_gauges(&self) {
         let secrets: Vec<Arc<str>> = self
@@ -1836,14 +1882,10 @@ async fn worker_loop(inner: Arc<Inner>) {
         inner.planned_wake_ms.store(i64::MAX, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let t = now();
+        let batch = inner.claim_batch();
         let claimed = match inner
             .store
-            .claim_due(
-                t,
-                &inner.owner,
-                inner.config.claim_hold,
-                inner.config.claim_batch,
-            )
+            .claim_due(t, &inner.owner, inner.config.claim_hold, batch)
             .await
         {
             Ok(c) => c,
@@ -1857,12 +1899,15 @@ async fn worker_loop(inner: Arc<Inner>) {
                 continue;
             }
         };
-        let full = claimed.len() >= inner.config.claim_batch;
+        let full = claimed.len() >= batch;
         if !claimed.is_empty() {
             stream::iter(claimed)
                 .for_each_concurrent(inner.config.revoke_concurrency, |lease| {
                     let inner = inner.clone();
-                    async move { inner.process_due(lease).await }
+                    async move {
+                        inner.pace().await;
+                        inner.process_due(lease).await
+                    }
                 })
                 .await;
         }

@@ -44,7 +44,7 @@ fn memory_per_lease() {
         .enable_all()
         .build()
         .unwrap();
-    let (heap_per, rss_per, base_per) = rt.block_on(async {
+    let (heap_per, rss_per, base_per, breakdown) = rt.block_on(async {
         let m = manager(Arc::default(), n + 10, Duration::from_secs(3600)).await;
         for _ in 0..1000 {
             let l = m.issue("bench", IssueRequest::new()).await.unwrap();
@@ -58,6 +58,25 @@ fn memory_per_lease() {
         }
         let heap = (live_heap_bytes() - heap_before) as f64 / n as f64;
         let rss = rss_bytes().saturating_sub(rss_before) as f64 / n as f64;
+        // Where the bytes go: the boxed record, the id's Arc, the external name, and the rest
+        // (the id map's and the due index's B-tree nodes, each holding the id's pointer).
+        let one = m
+            .list(&leasehold::LeaseFilter::all().limit(1))
+            .await
+            .unwrap()
+            .remove(0);
+        let record = std::mem::size_of::<leasehold::LeaseRecord>();
+        let id = (16 + one.id.as_str().len()).next_multiple_of(8);
+        let name = one.external.id.len();
+        println!(
+            "per lease: record {record} B, id {id} B, external name {name} B, indexes and \
+             node slack {:.0} B",
+            heap - (record + id + name) as f64
+        );
+        let breakdown = format!(
+            "record {record} B + id {id} B + name {name} B + indexes {:.0} B",
+            heap - (record + id + name) as f64
+        );
         m.shutdown().await;
         drop(m);
         // Baseline: a bare map of username -> 64-character password for the same n.
@@ -78,12 +97,12 @@ fn memory_per_lease() {
         }
         let base = (live_heap_bytes() - before) as f64 / n as f64;
         drop(map);
-        (heap, rss, base)
+        (heap, rss, base, breakdown)
     });
     result(
         &format!("memory per active lease at {n} leases (heap bytes held by store + worker)"),
         format!(
-            "{heap_per:.0} B heap, {rss_per:.0} B RSS delta ({:.1}x a bare name->password map at {base_per:.0} B)",
+            "{heap_per:.0} B heap ({breakdown}), {rss_per:.0} B RSS delta ({:.1}x a bare name->password map at {base_per:.0} B)",
             heap_per / base_per.max(1.0)
         ),
         "<= 300 B",

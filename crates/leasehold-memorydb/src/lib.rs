@@ -9,6 +9,7 @@ mod config;
 mod iam_token;
 mod provider;
 mod statement;
+mod static_role;
 
 pub use access::{check_access_string, AccessSummary};
 pub use config::{
@@ -19,3 +20,4 @@ pub use iam_token::{
     MemoryDbIamTokenConfig, MemoryDbIamTokenProvider, ATTR_TOKEN_EXPIRES_AT, IAM_TOKEN_KIND,
 };
 pub use provider::{MemoryDbProvider, ATTR_ACL, ATTR_CLUSTER, KIND, MANAGED_BY, TAG_ACL};
+pub use static_role::MemoryDbUserTarget;

@@ -18,7 +18,4 @@ pub use iam_token::{ElastiCacheIamTokenConfig, ElastiCacheIamTokenProvider, IAM_
 pub use provider::{
     ElastiCacheProvider, ATTR_USER_GROUP, ATTR_USER_NAME, KIND, MANAGED_BY, TAG_USER_GROUP,
 };
-pub use static_role::{
-    ElastiCacheUserTarget, RotatedPassword, RotationTask, StaticRoleConfig, StaticRoleRotator,
-    StaticRoleStatus,
-};
+pub use static_role::ElastiCacheUserTarget;

@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use common::Cache;
 use leasehold_aws::{AwsConfig, AwsCredentials};
+use leasehold_core::static_role::{
+    MemoryPublisher, RotationSchedule, Stage, StaticCredential, StaticRoleOptions,
+    StaticRolePublisher, StaticRoleRotator, StaticRoleTarget,
+};
 use leasehold_core::{
     Credentials, DynamicSecret, IssueRequest, LeaseFilter, LeaseManager, LeaseStore, MemoryStore,
     StatementTemplate,
 };
 use leasehold_elasticache::{
-    ElastiCacheConfig, StaticRoleConfig, StaticRoleRotator, Target, DEFAULT_CREATION_STATEMENT,
+    ElastiCacheConfig, ElastiCacheUserTarget, Target, DEFAULT_CREATION_STATEMENT,
 };
 use leasehold_testkit::servers::FaultSpec;
 use leasehold_testkit::{assert_no_secret, capture_tracing};
@@ -108,13 +112,89 @@ async fn secrets_stay_out_of_debug_errors_tracing_and_the_store() {
                 )),
         );
     assert!(!format!("{config:?}").contains(key));
-    let rotator = StaticRoleRotator::from_sdk_config(
-        StaticRoleConfig::new(&cache.default_user),
-        &aws.sdk_config().await,
+    // The static role: a rotation through the fleet rotator, one refused `ModifyUser`, and
+    // every password it handled.
+    let static_pw = "Known-static-password-0123";
+    let user = leasehold_testkit::servers::unique_name("ec-leak-static");
+    cache
+        .ec
+        .create_user()
+        .user_id(&user)
+        .user_name(&user)
+        .engine("redis")
+        .passwords(static_pw)
+        .access_string("on ~* +@all")
+        .send()
+        .await
+        .expect("CreateUser");
+    common::wait_for("static user active", || async {
+        common::user_status(&cache.ec, &user).await.as_deref() == Some("active")
+    })
+    .await;
+    let target = Arc::new(
+        ElastiCacheUserTarget::new(&aws.sdk_config().await, &user)
+            .unwrap()
+            .ready_timeout(Duration::from_secs(30)),
+    );
+    let publisher = Arc::new(MemoryPublisher::new("leak-static"));
+    publisher
+        .put_pending(
+            "v0",
+            &StaticCredential::new(&user, SecretString::from(static_pw)),
+        )
+        .await
+        .unwrap();
+    publisher.promote("v0").await.unwrap();
+    let rotator = StaticRoleRotator::new(
+        "leak-static",
+        target.clone(),
+        publisher.clone(),
+        store.coordination().unwrap(),
+        "instance-1",
+        StaticRoleOptions::new(RotationSchedule::every(Duration::from_secs(3600)))
+            .poll(Duration::from_millis(100))
+            .test_timeout(Duration::from_secs(30)),
     )
-    .unwrap()
-    .with_known_password(SecretString::from("Known-static-password-0123"));
-    assert!(!format!("{rotator:?}").contains("Known-static"));
+    .unwrap();
+    rotator
+        .rotate_now(Duration::from_secs(30))
+        .await
+        .expect("rotate");
+    let current = publisher.get(Stage::Current).await.unwrap().unwrap();
+    aws.inject_fault(
+        FaultSpec::fail("ModifyUser", "InvalidParameterValue")
+            .resource(&user)
+            .times(1),
+    )
+    .await;
+    let refused = target
+        .set_passwords(
+            Some(&current.credential.password),
+            &SecretString::from(static_pw),
+        )
+        .await
+        .unwrap_err();
+    let static_texts = [
+        (
+            "Debug of the static role",
+            format!("{target:?} {rotator:?} {publisher:?}"),
+        ),
+        ("Debug of the published version", format!("{current:?}")),
+        ("a refused ModifyUser", format!("{refused} {refused:?}")),
+    ];
+    let static_creds = [
+        static_pw.to_string(),
+        current.credential.password.expose_secret().to_string(),
+    ]
+    .map(|pw| Credentials::UsernamePassword {
+        username: user.clone(),
+        password: SecretString::from(pw),
+    });
+    for c in &static_creds {
+        for (what, text) in &static_texts {
+            assert_no_secret(what, text, c);
+        }
+    }
 
     let captured = logs.contents();
     assert!(
@@ -124,5 +204,13 @@ async fn secrets_stay_out_of_debug_errors_tracing_and_the_store() {
     assert_no_secret("captured tracing", &captured, &creds);
     assert!(!captured.contains(creds.secret().expose_secret()));
     assert!(!captured.contains(key));
+    assert!(
+        captured.contains("static role password rotated"),
+        "the capture saw the rotation"
+    );
+    for c in &static_creds {
+        assert_no_secret("captured tracing of the static role", &captured, c);
+    }
+    let _ = cache.ec.delete_user().user_id(&user).send().await;
     cache.cleanup().await;
 }

@@ -1,8 +1,9 @@
 //! The provider's state machines against mocked SDK clients: users `creating`, groups
 //! `modifying`, throttling, not found, busy users on revoke, the quota check, compensation,
-//! validate's refusals, and the static role's two-password rotation. Time is paused, so the
+//! validate's refusals, and the static role target's two-password rotation. Time is paused, so the
 //! waits cost nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_elasticache::config::retry::RetryConfig;
@@ -26,13 +27,17 @@ use aws_sdk_elasticache::types::{
 };
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
+use leasehold_core::static_role::{
+    MemoryPublisher, RotationOutcome, RotationSchedule, Stage, StaticCredential, StaticRoleOptions,
+    StaticRolePublisher, StaticRoleRotator, StaticRoleTarget,
+};
 use leasehold_core::{
     CreateRequest, DynamicSecretProvider, ErrorKind, ExternalRef, LeaseId, PasswordPolicy,
     Readiness,
 };
+use leasehold_core::{LeaseStore, MemoryStore};
 use leasehold_elasticache::{
-    ElastiCacheConfig, ElastiCacheProvider, StaticRoleConfig, StaticRoleRotator, Target,
-    MAX_USERS_PER_GROUP,
+    ElastiCacheConfig, ElastiCacheProvider, ElastiCacheUserTarget, Target, MAX_USERS_PER_GROUP,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -666,7 +671,7 @@ async fn static_role_sets_two_passwords_then_one() {
         )])
     });
     let busy_once = mock!(aws_sdk_elasticache::Client::modify_user)
-        .match_requests(|r| r.passwords().len() == 2)
+        .match_requests(|r| r.passwords().len() == 2 && r.access_string().is_none())
         .sequence()
         .error(|| ModifyUserError::generic(meta("InvalidUserState")))
         .times(1)
@@ -674,7 +679,7 @@ async fn static_role_sets_two_passwords_then_one() {
         .repeatedly()
         .build();
     let single = mock!(aws_sdk_elasticache::Client::modify_user)
-        .match_requests(|r| r.passwords().len() == 1)
+        .match_requests(|r| r.passwords().len() == 1 && r.access_string().is_none())
         .then_output(|| ModifyUserOutput::builder().status("modifying").build());
     let client = mock_client!(
         aws_sdk_elasticache,
@@ -682,26 +687,58 @@ async fn static_role_sets_two_passwords_then_one() {
         &[&describe, &busy_once, &single],
         |c| c.retry_config(RetryConfig::disabled())
     );
-    let rotator = StaticRoleRotator::from_client(StaticRoleConfig::new("app-writer"), client)
-        .unwrap()
-        .with_known_password(SecretString::from(old));
-    let rotated = rotator.rotate_now().await.expect("rotate");
+    let target = Arc::new(ElastiCacheUserTarget::from_client(client, "App-Writer").unwrap());
+    target.validate().await.expect("a password user");
+    // The fleet's published secret holds the user's current password.
+    let publisher = Arc::new(MemoryPublisher::new("app-writer"));
+    publisher
+        .put_pending(
+            "v0",
+            &StaticCredential::new("app-writer", SecretString::from(old)),
+        )
+        .await
+        .unwrap();
+    publisher.promote("v0").await.unwrap();
+    let store = MemoryStore::new();
+    let rotator = StaticRoleRotator::new(
+        "app-writer",
+        target.clone(),
+        publisher.clone(),
+        store.coordination().unwrap(),
+        "instance-1",
+        StaticRoleOptions::new(RotationSchedule::every(Duration::from_secs(24 * 3600)))
+            .grace(Duration::from_secs(600)),
+    )
+    .unwrap();
+    let outcome = rotator
+        .rotate_now(Duration::from_secs(60))
+        .await
+        .expect("rotate");
+    assert!(
+        matches!(outcome, RotationOutcome::Rotated { .. }),
+        "{outcome:?}"
+    );
     assert_eq!(busy_once.num_calls(), 2, "InvalidUserState is retried");
     assert_eq!(
         single.num_calls(),
         0,
         "the old password stays during the grace"
     );
-    assert!(rotated.previous_valid_until.is_some());
-    assert_ne!(rotated.password.expose_secret(), old);
-    rotator.drop_previous().await.expect("drop");
-    assert_eq!(single.num_calls(), 1);
-    rotator.drop_previous().await.expect("nothing left to drop");
-    assert_eq!(single.num_calls(), 1);
-    assert_eq!(
-        rotator.read().unwrap().password.expose_secret(),
-        rotated.password.expose_secret()
+    let current = publisher.get(Stage::Current).await.unwrap().unwrap();
+    let previous = publisher.get(Stage::Previous).await.unwrap().unwrap();
+    assert_ne!(current.credential.password.expose_secret(), old);
+    assert_eq!(previous.credential.password.expose_secret(), old);
+    assert!(
+        matches!(rotator.tick().await.unwrap(), RotationOutcome::Idle { .. }),
+        "nothing more until the grace ends"
     );
+    // After the grace: one password.
+    target
+        .drop_password(&previous.credential.password, &current.credential.password)
+        .await
+        .expect("drop");
+    assert_eq!(single.num_calls(), 1);
+    assert!(!format!("{target:?} {rotator:?}").contains("static-password"));
 
     // IAM users have nothing to rotate.
     let iam = mock!(aws_sdk_elasticache::Client::describe_users).then_output(|| {
@@ -714,10 +751,9 @@ async fn static_role_sets_two_passwords_then_one() {
         )])
     });
     let client = mock_client!(aws_sdk_elasticache, RuleMode::MatchAny, &[&iam]);
-    let rotator =
-        StaticRoleRotator::from_client(StaticRoleConfig::new("app-writer"), client).unwrap();
+    let target = ElastiCacheUserTarget::from_client(client, "app-writer").unwrap();
     assert_eq!(
-        rotator.rotate_now().await.unwrap_err().kind(),
+        target.validate().await.unwrap_err().kind(),
         ErrorKind::InvalidConfig
     );
 }

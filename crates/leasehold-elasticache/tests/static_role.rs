@@ -1,5 +1,6 @@
-//! The static role against the emulator: the password of an existing user rotates with a
-//! two-password overlap, checked by `AUTH` on the cache's Redis mirror.
+//! The static role target against the emulator: the password of an existing user rotates
+//! (through the fleet rotator of `leasehold_core::static_role`) with a two-password overlap,
+//! checked by `AUTH` on the cache's Redis mirror.
 
 mod common;
 
@@ -8,8 +9,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::{authenticates, group_members, user_status, wait_for, Cache};
-use leasehold_core::ErrorKind;
-use leasehold_elasticache::{RotatedPassword, StaticRoleConfig, StaticRoleRotator};
+use leasehold_core::static_role::{
+    MemoryPublisher, RotationOutcome, RotationSchedule, Stage, StaticCredential, StaticRoleOptions,
+    StaticRolePublisher, StaticRoleRotator, StaticRoleTarget,
+};
+use leasehold_core::{ErrorKind, LeaseStore, MemoryStore};
+use leasehold_elasticache::ElastiCacheUserTarget;
 use leasehold_testkit::servers::unique_name;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -57,27 +62,42 @@ async fn old_password_keeps_working_until_the_grace_period_ends() {
     let user = existing_user(&cache, old).await;
     assert!(authenticates(cache.port, &user, old).await);
 
-    let grace = Duration::from_secs(2);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RotatedPassword>();
-    let rotator = Arc::new(
-        StaticRoleRotator::from_sdk_config(
-            StaticRoleConfig::new(&user)
-                .rotation_period(Duration::from_secs(3600))
-                .grace_period(grace)
-                .ready_timeout(Duration::from_secs(30)),
-            &aws.sdk_config().await,
-        )
+    let sdk = aws.sdk_config().await;
+    let target = ElastiCacheUserTarget::new(&sdk, &user)
         .unwrap()
-        .with_known_password(SecretString::from(old))
-        .on_rotate(move |p| {
-            let _ = tx.send(p.clone());
-        }),
-    );
-    rotator.validate().await.expect("validate");
-    assert!(
-        rotator.read().is_none(),
-        "nothing handed out before the first rotation"
-    );
+        .readiness_endpoint(&format!("redis://127.0.0.1:{}", cache.port))
+        .unwrap()
+        .ready_timeout(Duration::from_secs(30));
+    // The published secret starts with the password the user has now, so the first rotation
+    // keeps it valid for the grace instead of cutting it off.
+    let publisher = Arc::new(MemoryPublisher::new("ec-static"));
+    publisher
+        .put_pending("v0", &StaticCredential::new(&user, SecretString::from(old)))
+        .await
+        .unwrap();
+    publisher.promote("v0").await.unwrap();
+    let store = MemoryStore::new();
+    let grace = Duration::from_secs(2);
+    let options = StaticRoleOptions::new(RotationSchedule::every(Duration::from_secs(3600)))
+        .grace(grace)
+        .claim_hold(Duration::from_secs(3))
+        .poll(Duration::from_millis(100))
+        .test_timeout(Duration::from_secs(30));
+    let rotator = |owner: &str| {
+        Arc::new(
+            StaticRoleRotator::new(
+                "ec-static",
+                Arc::new(target.clone()),
+                publisher.clone(),
+                store.coordination().unwrap(),
+                owner,
+                options.clone(),
+            )
+            .unwrap(),
+        )
+    };
+    let first = rotator("instance-1");
+    first.validate().await.expect("validate");
 
     // A client on the old password, checking until it is refused.
     let port = cache.port;
@@ -91,58 +111,66 @@ async fn old_password_keeps_working_until_the_grace_period_ends() {
         }
     });
 
-    let task = rotator.clone().start();
-    let rotated = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+    let asked = Utc::now();
+    let outcome = first
+        .rotate_now(Duration::from_secs(30))
         .await
-        .expect("a rotation within 30 s")
-        .expect("callback");
-    let new = rotated.password.expose_secret().to_string();
+        .expect("rotate");
+    assert!(
+        matches!(outcome, RotationOutcome::Rotated { .. }),
+        "{outcome:?}"
+    );
+    let current = publisher.get(Stage::Current).await.unwrap().unwrap();
+    let new = current.credential.password.expose_secret().to_string();
     assert_ne!(new, old);
-    assert_eq!(rotated.user_name, user);
-    let valid_until = rotated
-        .previous_valid_until
-        .expect("the old password has a grace period");
+    assert_eq!(current.credential.username, user);
+    assert!(current.credential.user_arn.is_some());
     // Both passwords work during the overlap.
     assert!(authenticates(cache.port, &user, &new).await, "new works");
     assert!(
         authenticates(cache.port, &user, old).await,
         "old still works"
     );
-    let status = rotator.read().expect("status after rotation");
-    assert_eq!(status.password.expose_secret(), new);
-    assert!(status.next_rotation_in > Duration::from_secs(3500));
-    assert!(status.next_rotation_in <= Duration::from_secs(3600));
 
+    let task = first.clone().start();
     let refused_at = tokio::time::timeout(Duration::from_secs(30), old_client)
         .await
         .expect("the old password is dropped after the grace period")
         .unwrap();
+    let grace_ends = asked + chrono::Duration::from_std(grace).unwrap();
     assert!(
-        refused_at >= valid_until,
-        "the old password stopped at {refused_at}, before its grace ended at {valid_until}"
+        refused_at >= grace_ends,
+        "the old password stopped at {refused_at}, before its grace ended at {grace_ends}"
     );
     assert!(
         authenticates(cache.port, &user, &new).await,
         "new still works"
     );
-    task.stop();
+    task.stop().await;
 
-    // A restarted process (no known password) rotates again at once; the previous
-    // process's password stops working.
-    let restarted = StaticRoleRotator::from_sdk_config(
-        StaticRoleConfig::new(&user).grace_period(Duration::from_secs(1)),
-        &aws.sdk_config().await,
-    )
-    .unwrap();
-    let again = restarted.rotate_now().await.expect("rotate");
-    assert!(again.previous_valid_until.is_none());
-    let newest = again.password.expose_secret().to_string();
-    wait_for("newest works", || async {
-        authenticates(cache.port, &user, &newest).await
-    })
-    .await;
-    assert!(!authenticates(cache.port, &user, &new).await);
-    restarted.drop_previous().await.expect("nothing to drop");
+    // A restarted instance sharing the store and the publisher finds the rotation done: it
+    // does not rotate again, and the fleet's password keeps working.
+    let restarted = rotator("instance-2");
+    // (The stopped task may have been waiting for the drop to settle; the next holder
+    // finishes it.)
+    let mut outcome = restarted.tick().await.expect("tick");
+    if outcome == RotationOutcome::DroppedPrevious {
+        outcome = restarted.tick().await.expect("tick");
+    }
+    assert!(
+        matches!(outcome, RotationOutcome::Idle { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        publisher
+            .get(Stage::Current)
+            .await
+            .unwrap()
+            .unwrap()
+            .version_id,
+        current.version_id
+    );
+    assert!(authenticates(cache.port, &user, &new).await);
 
     let _ = cache.ec.delete_user().user_id(&user).send().await;
     cache.cleanup().await;
@@ -165,18 +193,11 @@ async fn users_without_passwords_are_left_alone() {
         .send()
         .await
         .unwrap();
-    let rotator =
-        StaticRoleRotator::from_sdk_config(StaticRoleConfig::new(&id), &aws.sdk_config().await)
-            .unwrap();
-    let err = rotator.validate().await.unwrap_err();
+    let sdk = aws.sdk_config().await;
+    let target = ElastiCacheUserTarget::new(&sdk, &id).unwrap();
+    let err = target.validate().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
-    let err = rotator.rotate_now().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
-    let missing = StaticRoleRotator::from_sdk_config(
-        StaticRoleConfig::new(unique_name("ec-missing")),
-        &aws.sdk_config().await,
-    )
-    .unwrap();
+    let missing = ElastiCacheUserTarget::new(&sdk, &unique_name("ec-missing")).unwrap();
     assert_eq!(
         missing.validate().await.unwrap_err().kind(),
         ErrorKind::NotFound

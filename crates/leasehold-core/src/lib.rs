@@ -34,8 +34,8 @@ pub use model::{Credentials, ExternalRef, LeaseId, LeaseRecord, LeaseState};
 pub use names::{NameRule, DEFAULT_USERNAME_PREFIX};
 pub use password::PasswordPolicy;
 pub use provider::{
-    Capabilities, CreateRequest, Created, DynamicSecretProvider, IntoProvider, ManagedCredential,
-    Readiness, INSTALLATION_TAG,
+    Capabilities, CreateRequest, Created, DriftReport, DynamicSecretProvider, IntoProvider,
+    ManagedCredential, Readiness, INSTALLATION_TAG,
 };
 pub use secret::{DynamicSecret, DynamicSecretBuilder, TtlOverMax};
 pub use static_role::{StaticRoleReader, StaticRoleRotator};

@@ -146,6 +146,11 @@ pub struct ManagerConfig {
     /// `leasehold_irrevocable_leases`) from the store (default 15 s): a few `count` calls per
     /// registered secret each time.
     pub metrics_interval: Duration,
+    /// How often the worker asks providers that can ([`Capabilities::repairs_drift`], e.g.
+    /// self-hosted Redis) to repair drift between the backend and the leases (default 60 s).
+    ///
+    /// [`Capabilities::repairs_drift`]: crate::Capabilities::repairs_drift
+    pub repair_interval: Duration,
 }
 
 macro_rules! setters {
@@ -186,6 +191,8 @@ setters! {
     run_worker: bool;
     /// Sets [`metrics_interval`](Self::metrics_interval).
     metrics_interval: Duration;
+    /// Sets [`repair_interval`](Self::repair_interval).
+    repair_interval: Duration;
 }
 
 impl Default for ManagerConfig {
@@ -202,6 +209,7 @@ impl Default for ManagerConfig {
             create_grace: Duration::from_secs(30),
             run_worker: true,
             metrics_interval: Duration::from_secs(15),
+            repair_interval: Duration::from_secs(60),
         }
     }
 }
@@ -379,6 +387,8 @@ pub(crate) struct Inner {
     stop: watch::Sender<bool>,
     /// The time the worker's next revocation may start, under `revoke_rate`.
     next_revoke_slot: std::sync::Mutex<tokio::time::Instant>,
+    /// Whether a drift-repair pass is running (one at a time).
+    repairing: std::sync::atomic::AtomicBool,
     /// Running watches, ended (and their credentials revoked) by `shutdown`.
     pub(crate) watches: std::sync::Mutex<crate::watch::WatchRegistry>,
 }
@@ -564,6 +574,7 @@ impl LeaseManagerBuilder {
             stop,
             next_revoke_slot: std::sync::Mutex::new(tokio::time::Instant::now()),
             watches: std::sync::Mutex::default(),
+            repairing: std::sync::atomic::AtomicBool::new(false),
         });
         let manager = LeaseManager {
             guard: Arc::new(StopOnDrop {
@@ -1829,6 +1840,63 @@ impl Inner {
         tokio::time::sleep_until(slot).await;
     }
 
+    /// One drift-repair pass over every secret whose provider repairs drift.
+    async fn repair_drift(&self) {
+        let entries: Vec<Arc<SecretEntry>> = self
+            .secrets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|e| e.secret.provider().capabilities().repairs_drift)
+            .cloned()
+            .collect();
+        for entry in entries {
+            let name = entry.secret.name();
+            // Every lease of the backend's kind counts: secrets may share one (and a prefix).
+            let mut leased = Vec::new();
+            let mut after = None;
+            loop {
+                let page = match self
+                    .store
+                    .list(&LeaseFilter::all().after(after.clone()).limit(1000))
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        telemetry::store_error("list");
+                        tracing::warn!(secret = name, error = %e, "drift repair could not read the leases");
+                        return;
+                    }
+                };
+                let Some(last) = page.last() else { break };
+                after = Some(last.id.clone());
+                leased.extend(
+                    page.into_iter()
+                        .filter(|l| *l.provider_kind == *entry.kind)
+                        .map(|l| l.external),
+                );
+            }
+            let mark = crate::secret::installation_prefix(
+                entry.secret.username_prefix(),
+                &self.installation,
+            );
+            let repair = entry.secret.provider().repair_drift(&leased, &mark);
+            match tokio::time::timeout(self.config.revoke_timeout, repair).await {
+                Ok(Ok(r)) => {
+                    telemetry::drift(&entry.kind, &r);
+                    if r.copied + r.removed + r.failed > 0 {
+                        tracing::info!(target: "leasehold::audit", action = "repair_drift", secret = name, copied = r.copied, removed = r.removed, failed = r.failed);
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(secret = name, error = %e, "drift repair failed"),
+                Err(_) => tracing::warn!(
+                    secret = name,
+                    "drift repair did not finish in revoke_timeout"
+                ),
+            }
+        }
+    }
+
     /// Refreshes the lease-count gauges of every registered secret from the store.
     async fn refresh_gauges(&self) {
         let secrets: Vec<Arc<str>> = self
@@ -1866,6 +1934,7 @@ async fn worker_loop(inner: Arc<Inner>) {
     let mut stop = inner.stop.subscribe();
     tracing::debug!(instance = %inner.owner, "expiry worker started");
     let mut gauges_at: Option<tokio::time::Instant> = None;
+    let mut repair_at: Option<tokio::time::Instant> = None;
     loop {
         if *stop.borrow() {
             break;
@@ -1877,6 +1946,17 @@ async fn worker_loop(inner: Arc<Inner>) {
         if gauges_at.is_none_or(|at| at.elapsed() >= inner.config.metrics_interval) {
             gauges_at = Some(tokio::time::Instant::now());
             inner.refresh_gauges().await;
+        }
+        if repair_at.is_none_or(|at| at.elapsed() >= inner.config.repair_interval) {
+            repair_at = Some(tokio::time::Instant::now());
+            // In a task of its own: a slow backend must not hold up expiry.
+            if !inner.repairing.swap(true, Ordering::SeqCst) {
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    inner.repair_drift().await;
+                    inner.repairing.store(false, Ordering::SeqCst);
+                });
+            }
         }
         // Awake: every write from now on is seen by the reads below, or wakes the worker.
         inner.planned_wake_ms.store(i64::MAX, Ordering::SeqCst);

@@ -34,6 +34,9 @@ pub struct Capabilities {
     pub needs_password: bool,
     /// Whether [`DynamicSecretProvider::list_managed`] is supported (for reconcile).
     pub lists_managed: bool,
+    /// Whether [`DynamicSecretProvider::repair_drift`] is supported: the manager's worker then
+    /// calls it every `repair_interval`.
+    pub repairs_drift: bool,
 }
 
 impl Capabilities {
@@ -46,6 +49,7 @@ impl Capabilities {
             min_ttl: None,
             needs_password: true,
             lists_managed: false,
+            repairs_drift: false,
         }
     }
 
@@ -81,6 +85,13 @@ impl Capabilities {
     #[must_use]
     pub const fn needs_password(mut self, yes: bool) -> Self {
         self.needs_password = yes;
+        self
+    }
+
+    /// Sets [`repairs_drift`](Self::repairs_drift).
+    #[must_use]
+    pub const fn repairs_drift(mut self, yes: bool) -> Self {
+        self.repairs_drift = yes;
         self
     }
 
@@ -304,6 +315,29 @@ impl ManagedCredential {
     }
 }
 
+/// What one [`DynamicSecretProvider::repair_drift`] pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriftReport {
+    /// Leased credentials recreated where the backend had lost them (a replaced replica).
+    pub copied: usize,
+    /// Credentials of this installation that no lease names, removed.
+    pub removed: usize,
+    /// Repairs that failed this pass (tried again next pass).
+    pub failed: usize,
+}
+
+impl DriftReport {
+    /// A report of `copied`, `removed` and `failed` repairs.
+    pub fn new(copied: usize, removed: usize, failed: usize) -> Self {
+        DriftReport {
+            copied,
+            removed,
+            failed,
+        }
+    }
+}
+
 /// The tag key under which AWS providers record the installation id on what they create.
 pub const INSTALLATION_TAG: &str = "leasehold:installation";
 
@@ -385,6 +419,23 @@ pub trait DynamicSecretProvider: Send + Sync + fmt::Debug + 'static {
 
     /// Removes the credential. Idempotent.
     async fn revoke(&self, external: &ExternalRef) -> Result<()>;
+
+    /// Brings the backend back in line with the leases: recreates leased credentials where a
+    /// part of the backend lost them, and removes credentials whose names start with
+    /// `installation_mark` that no lease in `leased` names (a revoke that missed a node). Called
+    /// by the manager's worker every `repair_interval` when the capabilities say
+    /// [`repairs_drift`](Capabilities::repairs_drift). Never stores or needs a secret.
+    async fn repair_drift(
+        &self,
+        leased: &[ExternalRef],
+        installation_mark: &str,
+    ) -> Result<DriftReport> {
+        let _ = (leased, installation_mark);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("provider {} does not repair drift", self.kind()),
+        ))
+    }
 
     /// Lists credentials in the backend whose name starts with `prefix` (or that carry this
     /// library's tags), for [`LeaseManager::reconcile`](crate::LeaseManager::reconcile).

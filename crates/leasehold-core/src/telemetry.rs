@@ -38,6 +38,9 @@ pub const PROVIDER_CALL_DURATION: &str = "leasehold_provider_call_duration_secon
 pub const LEASES: &str = "leasehold_leases";
 /// `leasehold_irrevocable_leases{secret}`: irrevocable leases in the store (gauge).
 pub const IRREVOCABLE_LEASES: &str = "leasehold_irrevocable_leases";
+/// `leasehold_drift_repairs_total{provider, action}`: credentials copied to, or removed from,
+/// a part of the backend that drifted from the leases (action `copied`, `removed`, `failed`).
+pub const DRIFT_REPAIRS: &str = "leasehold_drift_repairs_total";
 /// `leasehold_store_errors_total{operation}`: failed store calls of the worker.
 pub const STORE_ERRORS: &str = "leasehold_store_errors_total";
 /// `leasehold_worker_loops_total`: worker iterations (a stuck worker stops counting).
@@ -82,6 +85,10 @@ pub fn describe() {
     describe_gauge!(
         IRREVOCABLE_LEASES,
         "Irrevocable leases in the store: an operator must act."
+    );
+    describe_counter!(
+        DRIFT_REPAIRS,
+        "Credentials copied to or removed from a drifted part of the backend."
     );
     describe_counter!(STORE_ERRORS, "Failed store calls of the expiry worker.");
     describe_counter!(
@@ -165,6 +172,17 @@ pub(crate) fn lease_gauge(secret: &Arc<str>, state: LeaseState, n: u64) {
     gauge!(LEASES, "secret" => secret.clone(), "state" => state.as_str()).set(n as f64);
     if state == LeaseState::Irrevocable {
         gauge!(IRREVOCABLE_LEASES, "secret" => secret.clone()).set(n as f64);
+    }
+}
+
+pub(crate) fn drift(provider: &Arc<str>, report: &crate::provider::DriftReport) {
+    for (action, n) in [
+        ("copied", report.copied),
+        ("removed", report.removed),
+        ("failed", report.failed),
+    ] {
+        counter!(DRIFT_REPAIRS, "provider" => provider.clone(), "action" => action)
+            .increment(n as u64);
     }
 }
 

@@ -811,6 +811,7 @@ impl DynamicSecretProvider for RedisAclProvider {
             .revocable(true)
             .needs_password(true)
             .lists_managed(true)
+            .repairs_drift(true)
     }
 
     fn name_rule(&self) -> NameRule {
@@ -1000,6 +1001,19 @@ impl DynamicSecretProvider for RedisAclProvider {
         self.remember_revoked(name);
         tracing::debug!(user = name, "deleted ACL user on every node");
         Ok(())
+    }
+
+    async fn repair_drift(
+        &self,
+        leased: &[ExternalRef],
+        installation_mark: &str,
+    ) -> Result<leasehold_core::DriftReport> {
+        let r = self.repair(leased, installation_mark).await?;
+        Ok(leasehold_core::DriftReport::new(
+            r.copied.len(),
+            r.removed.len(),
+            r.errors.len(),
+        ))
     }
 
     async fn list_managed(&self, prefix: &str) -> Result<Vec<ManagedCredential>> {

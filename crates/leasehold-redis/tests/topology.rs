@@ -354,3 +354,65 @@ async fn a_sentinel_failover_during_a_burst_of_issues_loses_no_user_on_the_new_p
     }
     let _ = provider.validate().await;
 }
+
+/// The manager's worker runs the repair on its own (`repair_interval`): no wiring in the app.
+#[tokio::test]
+async fn the_managers_worker_repairs_a_replaced_replica_without_wiring() {
+    let test = "worker_repairs_replica";
+    let Some(mut set) = RedisServer::start_replicated(test, 1).await else {
+        return;
+    };
+    let provider = Arc::new(
+        RedisAclProvider::new(
+            RedisConfig::new(set[0].url())
+                .refresh_interval(Duration::from_millis(500))
+                .retry_delay(Duration::from_millis(10)),
+        )
+        .unwrap(),
+    );
+    let secret = leasehold_core::DynamicSecret::builder("worker-drift", provider.clone())
+        .default_ttl(HOUR)
+        .max_ttl(HOUR)
+        .build()
+        .unwrap();
+    let m = leasehold_core::LeaseManager::builder(leasehold_core::MemoryStore::new())
+        .config(
+            leasehold_core::ManagerConfig::default()
+                .repair_interval(Duration::from_millis(300))
+                .max_idle(Duration::from_millis(100)),
+        )
+        .secret(secret)
+        .build()
+        .await
+        .unwrap();
+    let gone_port = set[1].port();
+    set[1].stop();
+    let mut leases: Vec<IssuedLease> = Vec::new();
+    for _ in 0..3 {
+        leases.push(m.issue("worker-drift", IssueRequest::new()).await.unwrap());
+    }
+    let opts = RedisOptions {
+        replica_of: Some(set[0].port()),
+        port: Some(gone_port),
+        ..Default::default()
+    };
+    let fresh = RedisServer::start_with(test, opts).await.unwrap();
+    let all_back = eventually(200, || async {
+        for l in &leases {
+            if !auths_on(fresh.port(), &l.credentials).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        all_back,
+        "the worker copied every leased user to the new replica"
+    );
+    for l in &leases {
+        m.revoke(&l.lease_id).await.unwrap();
+    }
+    m.shutdown().await;
+    assert!(leasehold_users(&fresh).await.is_empty());
+}

@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 use aws_sdk_elasticache::Client as EcClient;
 use aws_sdk_memorydb::Client as MdbClient;
 use leasehold_aws::membership::Pacing;
-use leasehold_core::{DynamicSecret, IssueRequest, LeaseFilter, LeaseManager, LeaseStore};
+use leasehold_core::{
+    CoordinationStore, DynamicSecret, IssueRequest, LeaseFilter, LeaseManager, LeaseStore,
+    MemoryCoordination,
+};
 use leasehold_elasticache::{ElastiCacheConfig, ElastiCacheProvider, Engine, Target};
 use leasehold_memorydb::{MemoryDbConfig, MemoryDbProvider};
 use leasehold_store_sql::{PostgresStore, SqliteStore};
@@ -84,11 +87,14 @@ fn child_spec(
 /// The manager one process of the fleet (or the checking parent) uses.
 async fn manager_for(spec: &Value, aws: &AwsEmulator, store: Arc<dyn LeaseStore>) -> LeaseManager {
     let sdk = aws.sdk_config().await;
-    let coordination = if spec["batched"].as_bool().unwrap_or(true) {
-        store.coordination()
-    } else {
-        None
-    };
+    // Batched: no store is named here; the manager hands its store's coordination to the
+    // provider when the secret is registered. Per process: an in-process store of its own.
+    let coordination: Option<Arc<dyn CoordinationStore>> =
+        if spec["batched"].as_bool().unwrap_or(true) {
+            None
+        } else {
+            Some(Arc::new(MemoryCoordination::new()))
+        };
     let hold = Duration::from_millis(spec["hold_ms"].as_u64().unwrap_or(15_000));
     let group = spec["group"].as_str().unwrap();
     let target = spec["target"].as_str().unwrap();

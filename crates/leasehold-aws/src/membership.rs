@@ -236,7 +236,9 @@ struct Cache {
 /// The membership queue of one group.
 pub struct MembershipQueue<B: GroupBackend> {
     backend: B,
-    store: Arc<dyn CoordinationStore>,
+    /// Where the fleet's entries live: set at construction, or adopted from the manager's store
+    /// before first use; the in-process store when neither happened.
+    store: std::sync::OnceLock<Arc<dyn CoordinationStore>>,
     key: String,
     owner: String,
     pacing: Pacing,
@@ -278,13 +280,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl<B: GroupBackend> MembershipQueue<B> {
-    /// A queue over `backend`, coordinated through `store` (`None`: an in-process store of
-    /// its own, so only this queue's issues are batched together).
+    /// Uses `store` for the fleet's entries unless a store was given at construction or the
+    /// queue has been used already; returns whether it was adopted. The manager hands its lease
+    /// store's coordination to every provider it registers through this, so fleet-wide batching
+    /// needs no wiring by the application.
+    pub fn adopt(&self, store: Arc<dyn CoordinationStore>) -> bool {
+        self.store.set(store).is_ok()
+    }
+
+    fn store(&self) -> &Arc<dyn CoordinationStore> {
+        self.store
+            .get_or_init(|| Arc::new(MemoryCoordination::new()) as Arc<dyn CoordinationStore>)
+    }
+
+    /// A queue over `backend`, coordinated through `store` (`None`: the store the manager
+    /// hands over through [`adopt`](Self::adopt), else an in-process store of its own, so only
+    /// this queue's issues are batched together).
     pub fn new(backend: B, store: Option<Arc<dyn CoordinationStore>>, pacing: Pacing) -> Self {
         let key = backend.spec().key.clone();
         MembershipQueue {
             backend,
-            store: store.unwrap_or_else(|| Arc::new(MemoryCoordination::new())),
+            store: match store {
+                Some(s) => std::sync::OnceLock::from(s),
+                None => std::sync::OnceLock::new(),
+            },
             key,
             owner: owner_name(),
             pacing,
@@ -356,7 +375,7 @@ impl<B: GroupBackend> MembershipQueue<B> {
             }
         }
         let now = Utc::now();
-        let entries = self.store.members(&self.key).await?;
+        let entries = self.store().members(&self.key).await?;
         let mut counted = lock(&self.cache).members.clone();
         counted.extend(
             entries
@@ -384,14 +403,14 @@ impl<B: GroupBackend> MembershipQueue<B> {
             &self.owner,
             deadline,
         );
-        self.store.put_member(&entry).await
+        self.store().put_member(&entry).await
     }
 
     /// Takes `member` out of the queue. Returns true when no change can have carried it (it
     /// was only reserved or pending, or unknown): the queue will never add it.
     pub async fn withdraw(&self, member: &str) -> Result<bool> {
         let member = self.backend.normalize(member);
-        let old = self.store.withdraw(&self.key, &member).await?;
+        let old = self.store().withdraw(&self.key, &member).await?;
         Ok(!matches!(
             old,
             Some(MemberState::Applying | MemberState::Accepted | MemberState::Applied)
@@ -421,7 +440,7 @@ impl<B: GroupBackend> MembershipQueue<B> {
             &self.owner,
             wall_deadline,
         );
-        self.store.put_member(&entry).await?;
+        self.store().put_member(&entry).await?;
         lock(&self.waiting).insert(member.clone());
         let result = self.wait_for(&member, confirm, deadline).await;
         let last = {
@@ -432,12 +451,12 @@ impl<B: GroupBackend> MembershipQueue<B> {
         lock(&self.failures).remove(&member);
         if last {
             // Hand the group to another instance at once rather than after the hold.
-            if let Err(e) = self.store.release_group(&self.key, &self.owner).await {
+            if let Err(e) = self.store().release_group(&self.key, &self.owner).await {
                 tracing::debug!(group = %self.key, error = %e, "could not release the group claim");
             }
         }
         if result.is_ok() {
-            let _ = self.store.withdraw(&self.key, &member).await;
+            let _ = self.store().withdraw(&self.key, &member).await;
         }
         result
     }
@@ -449,7 +468,7 @@ impl<B: GroupBackend> MembershipQueue<B> {
         deadline: tokio::time::Instant,
     ) -> Result<Joined> {
         loop {
-            let entry = self.store.member(&self.key, member).await?;
+            let entry = self.store().member(&self.key, member).await?;
             match entry.as_ref().map(|e| e.state) {
                 Some(MemberState::Applied) => return Ok(Joined::Active),
                 Some(MemberState::Accepted) if !confirm => return Ok(Joined::Accepted),
@@ -457,7 +476,7 @@ impl<B: GroupBackend> MembershipQueue<B> {
                     let e = entry
                         .map(|e| e.failure())
                         .unwrap_or_else(|| Error::unexpected("the group change failed"));
-                    let _ = self.store.withdraw(&self.key, member).await;
+                    let _ = self.store().withdraw(&self.key, member).await;
                     // This instance's own failures keep their full context.
                     if let Some(full) = lock(&self.failures).remove(member) {
                         return Err(full);
@@ -489,7 +508,7 @@ impl<B: GroupBackend> MembershipQueue<B> {
             let pause = match self.applier.try_lock() {
                 Ok(mut applier) => {
                     let held = self
-                        .store
+                        .store()
                         .claim_group(&self.key, &self.owner, Utc::now(), self.pacing.claim_hold)
                         .await?;
                     if held {
@@ -506,7 +525,7 @@ impl<B: GroupBackend> MembershipQueue<B> {
                 .unwrap_or(self.pacing.poll)
                 .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
             if !pause.is_zero() {
-                self.store.changed(&self.key, pause).await;
+                self.store().changed(&self.key, pause).await;
             }
         }
     }
@@ -517,7 +536,7 @@ impl<B: GroupBackend> MembershipQueue<B> {
 
     async fn fail(&self, members: &[String], from: &[MemberState], e: &Error) -> Result<()> {
         let failed = self
-            .store
+            .store()
             .set_state(&self.key, members, from, MemberState::Failed, Some(e))
             .await?;
         let waiting = lock(&self.waiting);
@@ -548,10 +567,10 @@ impl<B: GroupBackend> MembershipQueue<B> {
         ];
         let now = Utc::now();
         let mut entries = Vec::new();
-        for e in self.store.members(&self.key).await? {
+        for e in self.store().members(&self.key).await? {
             if e.state.is_open() && self.abandoned(&e, now) {
                 // Its issue gave up long ago (its process died); the lease's revoke removes the user.
-                let _ = self.store.withdraw(&self.key, &e.member).await;
+                let _ = self.store().withdraw(&self.key, &e.member).await;
             } else {
                 entries.push(e);
             }
@@ -631,10 +650,10 @@ impl<B: GroupBackend> MembershipQueue<B> {
         }
         // A pending user was never carried by a change (entries are marked `applying` before
         // the call), so only applying and accepted ones are looked for in the group.
-        self.store
+        self.store()
             .set_state(&self.key, &listed, &OPEN, MemberState::Applied, None)
             .await?;
-        self.store
+        self.store()
             .set_state(
                 &self.key,
                 &resend,
@@ -650,7 +669,7 @@ impl<B: GroupBackend> MembershipQueue<B> {
         self.gather().await?;
         let now = Utc::now();
         let mut batch: Vec<String> = self
-            .store
+            .store()
             .members(&self.key)
             .await?
             .into_iter()
@@ -682,14 +701,14 @@ impl<B: GroupBackend> MembershipQueue<B> {
         }
         // The claim may have run out while gathering: only the holder sends.
         if !self
-            .store
+            .store()
             .claim_group(&self.key, &self.owner, Utc::now(), self.pacing.claim_hold)
             .await?
         {
             return Ok(None);
         }
         let batch = self
-            .store
+            .store()
             .set_state(
                 &self.key,
                 &batch,
@@ -706,7 +725,7 @@ impl<B: GroupBackend> MembershipQueue<B> {
                 a.failures = 0;
                 tracing::debug!(group = %self.key, users = batch.len(), operation = self.spec().operation, "group change accepted");
                 lock(&self.cache).members.extend(batch.iter().cloned());
-                self.store
+                self.store()
                     .set_state(
                         &self.key,
                         &batch,
@@ -730,7 +749,7 @@ impl<B: GroupBackend> MembershipQueue<B> {
         view: &GroupView,
     ) -> Result<Option<Duration>> {
         let back = |members: Vec<String>| async move {
-            self.store
+            self.store()
                 .set_state(
                     &self.key,
                     &members,
@@ -807,7 +826,7 @@ impl<B: GroupBackend> MembershipQueue<B> {
         let until = tokio::time::Instant::now() + self.pacing.gather;
         loop {
             let now = Utc::now();
-            let entries = self.store.members(&self.key).await?;
+            let entries = self.store().members(&self.key).await?;
             let live = |s: MemberState| {
                 entries
                     .iter()
@@ -819,7 +838,7 @@ impl<B: GroupBackend> MembershipQueue<B> {
             {
                 return Ok(());
             }
-            self.store
+            self.store()
                 .changed(&self.key, Duration::from_millis(50))
                 .await;
         }

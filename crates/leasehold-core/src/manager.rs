@@ -671,6 +671,9 @@ impl LeaseManager {
                     .with_context("operation", "validate")
             })?;
         }
+        if let Some(coordination) = self.inner.store.coordination() {
+            secret.provider().attach_coordination(coordination);
+        }
         let name = secret.name().to_string();
         let entry = Arc::new(SecretEntry {
             kind: secret.provider().kind().into(),

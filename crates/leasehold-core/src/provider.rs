@@ -420,6 +420,15 @@ pub trait DynamicSecretProvider: Send + Sync + fmt::Debug + 'static {
     /// Removes the credential. Idempotent.
     async fn revoke(&self, external: &ExternalRef) -> Result<()>;
 
+    /// Called by the manager when the secret is registered, with the lease store's
+    /// [`coordination`](crate::LeaseStore::coordination), if it has one: providers that
+    /// batch backend changes (an ElastiCache user group, a MemoryDB ACL) coordinate through it
+    /// with every instance sharing the store. A provider given a coordination store explicitly
+    /// keeps that one. The default does nothing.
+    fn attach_coordination(&self, coordination: std::sync::Arc<dyn crate::CoordinationStore>) {
+        let _ = coordination;
+    }
+
     /// Brings the backend back in line with the leases: recreates leased credentials where a
     /// part of the backend lost them, and removes credentials whose names start with
     /// `installation_mark` that no lease in `leased` names (a revoke that missed a node). Called

@@ -406,6 +406,11 @@ impl DynamicSecretProvider for ElastiCacheProvider {
         KIND
     }
 
+    fn attach_coordination(&self, coordination: Arc<dyn CoordinationStore>) {
+        // An explicit with_coordination wins (the queue keeps the first store it has).
+        self.queue.adopt(coordination);
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::new()
             .renewable(true)

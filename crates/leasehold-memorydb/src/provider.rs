@@ -67,7 +67,8 @@ pub struct MemoryDbProvider {
     client: Client,
     pacing: Pacing,
     queue: OnceCell<Arc<AclQueue>>,
-    coordination: Option<Arc<dyn CoordinationStore>>,
+    /// Set by `with_coordination`, or handed over by the manager at registration.
+    coordination: std::sync::OnceLock<Arc<dyn CoordinationStore>>,
     probe: Option<AuthProbe>,
 }
 
@@ -129,7 +130,7 @@ impl MemoryDbProvider {
             config,
             client,
             queue: OnceCell::new(),
-            coordination: None,
+            coordination: std::sync::OnceLock::new(),
             probe,
         })
     }
@@ -160,7 +161,10 @@ impl MemoryDbProvider {
         store: Option<Arc<dyn CoordinationStore>>,
         claim_hold: Option<std::time::Duration>,
     ) -> Self {
-        self.coordination = store;
+        self.coordination = match store {
+            Some(s) => std::sync::OnceLock::from(s),
+            None => std::sync::OnceLock::new(),
+        };
         if let Some(hold) = claim_hold {
             self.pacing = self.pacing.claim_hold(hold);
         }
@@ -219,7 +223,7 @@ impl MemoryDbProvider {
             .get_or_try_init(|| async {
                 let acl = self.resolve_acl().await?;
                 let group = AclGroup::new(self.client.clone(), acl);
-                let coordination = self.coordination.clone();
+                let coordination = self.coordination.get().cloned();
                 Ok::<_, Error>(Arc::new(AclQueue::new(group, coordination, self.pacing)))
             })
             .await
@@ -399,6 +403,15 @@ fn open_access_error(cluster: &str) -> Error {
 impl DynamicSecretProvider for MemoryDbProvider {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    fn attach_coordination(&self, coordination: Arc<dyn CoordinationStore>) {
+        // An explicit with_coordination wins; the queue, if already made, adopts it too.
+        if self.coordination.set(coordination.clone()).is_ok() {
+            if let Some(queue) = self.queue.get() {
+                queue.adopt(coordination);
+            }
+        }
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -45,7 +45,7 @@ pub async fn store(url: &str) -> Result<Arc<dyn LeaseStore>> {
 }
 
 /// The AWS settings of a secret.
-fn aws_config(a: &AwsSection) -> Result<AwsConfig> {
+pub(crate) fn aws_config(a: &AwsSection) -> Result<AwsConfig> {
     let mut cfg = AwsConfig::new();
     if let Some(r) = &a.region {
         cfg = cfg.region(r);
@@ -396,6 +396,12 @@ fn redis_provider(r: &RedisSection) -> Result<Arc<dyn DynamicSecretProvider>> {
     }
     if let Some(n) = r.attempts {
         c = c.attempts(n);
+    }
+    if let Some(yes) = r.discover {
+        c = c.discover(yes);
+    }
+    if let Some(d) = duration("refresh_interval", &r.refresh_interval)? {
+        c = c.refresh_interval(d);
     }
     if let Some(d) = duration("retry_delay", &r.retry_delay)? {
         c = c.retry_delay(d);

@@ -43,6 +43,8 @@ pub struct Config {
     pub metrics: MetricsSettings,
     /// `[alerts]`: where `run` sends alerts besides stderr.
     pub alerts: AlertSettings,
+    /// The static roles (`[[static_roles]]`), in file order.
+    pub static_roles: Vec<crate::static_roles::StaticRoleConfig>,
 }
 
 /// `[metrics]` (optional).
@@ -198,7 +200,7 @@ struct CommonSection {
 }
 
 /// Keys every AWS secret has.
-const AWS_KEYS: &[&str] = &[
+pub(crate) const AWS_KEYS: &[&str] = &[
     "region",
     "endpoint_url",
     "access_key_id",
@@ -370,6 +372,11 @@ pub struct RedisSection {
     pub attempts: Option<u32>,
     /// First pause between tries.
     pub retry_delay: Option<DurationText>,
+    /// Find replicas, cluster nodes and Sentinel-managed sets from the listed nodes (default
+    /// true); false limits the provider to the listed nodes.
+    pub discover: Option<bool>,
+    /// How often the topology is read again (default 30 s).
+    pub refresh_interval: Option<DurationText>,
 }
 
 impl fmt::Debug for RedisSection {
@@ -435,6 +442,8 @@ struct RawConfig {
     alerts: RawAlerts,
     #[serde(default)]
     secrets: Vec<toml::Spanned<toml::Table>>,
+    #[serde(default)]
+    static_roles: Vec<toml::Spanned<toml::Table>>,
 }
 
 /// 1-based line of byte offset `pos` in `text`.
@@ -567,12 +576,34 @@ pub fn parse(source: &str, text: &str) -> Result<Config, ConfigError> {
         }
         secrets.push(secret);
     }
+    let mut static_roles: Vec<crate::static_roles::StaticRoleConfig> = Vec::new();
+    for (i, spanned) in raw.static_roles.into_iter().enumerate() {
+        let line = line_of(text, spanned.span().start);
+        let table = spanned.into_inner();
+        let label = match table.get("name").and_then(|v| v.as_str()) {
+            Some(n) => format!(
+                "{source}:{line}: static_roles[{i}] ({:?})",
+                n.chars().take(64).collect::<String>()
+            ),
+            None => format!("{source}:{line}: static_roles[{i}]"),
+        };
+        let role = crate::static_roles::parse(table, &manager)
+            .map_err(|m| ConfigError(format!("{label}: {m}")))?;
+        if static_roles.iter().any(|r| r.name == role.name) {
+            return Err(ConfigError(format!(
+                "{label}: name: {:?} is used by an earlier static role",
+                role.name
+            )));
+        }
+        static_roles.push(role);
+    }
     Ok(Config {
         store: raw.store,
         manager,
         secrets,
         metrics,
         alerts,
+        static_roles,
     })
 }
 
@@ -657,7 +688,7 @@ fn check_manager(m: &RawManager) -> Result<ManagerSettings, String> {
 }
 
 /// Removes `keys` from `table` and returns them as a table of their own.
-fn take_keys(table: &mut toml::Table, keys: &[&str]) -> toml::Table {
+pub(crate) fn take_keys(table: &mut toml::Table, keys: &[&str]) -> toml::Table {
     let mut out = toml::Table::new();
     for k in keys {
         if let Some(v) = table.remove(*k) {
@@ -676,7 +707,7 @@ fn try_table<T: de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
 /// Deserializes `table` into `T`. serde names the key in "unknown field" and "missing field"
 /// errors but not in type errors ("invalid type: boolean `true`, expected ..."); for those the
 /// key whose removal changes the error is the culprit, and the message is prefixed with it.
-fn from_table<T: de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
+pub(crate) fn from_table<T: de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
     let msg = match try_table::<T>(table.clone()) {
         Ok(v) => return Ok(v),
         Err(m) => m,

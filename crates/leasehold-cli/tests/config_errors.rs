@@ -431,3 +431,32 @@ fn the_config_path_comes_from_the_flag_then_leasehold_config_then_the_default() 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("leasehold.toml"), "{stderr}");
 }
+
+#[test]
+fn redis_discovery_keys_are_read_and_checked() {
+    let redis = |extra: &str| {
+        format!(
+            r#"
+[store]
+url = "sqlite://{{dir}}/leasehold.db"
+
+[[secrets]]
+name = "cache"
+type = "redis"
+default_ttl = "1h"
+max_ttl = "24h"
+urls = ["redis://127.0.0.1:9"]
+{extra}
+"#
+        )
+    };
+    let cli = Cli::new(&redis("discover = false\nrefresh_interval = \"10s\""));
+    let out = cli.run(&["secrets"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    expect_usage_error(
+        &redis("refresh_interval = \"soon\""),
+        &["secrets"],
+        &["refresh_interval"],
+    );
+    expect_usage_error(&redis("discover = \"yes\""), &["secrets"], &["discover"]);
+}

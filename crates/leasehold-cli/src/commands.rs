@@ -17,6 +17,7 @@ use crate::build::{self, Mode};
 use crate::config::{self, is_usage_error, shown_path, Config};
 use crate::output::{self, error_json, escape, record_json, time};
 use crate::serve;
+use crate::static_roles;
 use crate::{Command, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 /// A failure that ends the command: its exit code and one line for stderr.
@@ -335,6 +336,84 @@ async fn dispatch(
             }),
         },
         Command::Reconcile { apply, secret } => reconcile(path, &config, out, apply, secret).await,
+        Command::Rotate { name, wait } => {
+            let wait = cli_duration("--wait", &wait)?;
+            let role = static_role(&config, &name)?;
+            let store = build::store(&config.store.url).await?;
+            let rotator = static_roles::rotator(
+                role,
+                static_roles::coordination(store.as_ref())?,
+                &static_roles::process_owner(&config.manager),
+            )
+            .await
+            .map_err(|e| static_role_fail(path, &name, e))?;
+            let outcome = rotator.rotate_now(wait).await;
+            // Hand the claim back at once: a `run` process takes over (and drops the previous
+            // password after the grace) without waiting for the hold to lapse.
+            if let Err(e) = rotator.release().await {
+                eprintln!("leasehold: releasing the claim of {name:?} failed: {}", one_line(&e.to_string()));
+            }
+            let outcome = outcome?;
+            let (v, rows) = static_roles::outcome_json(&name, &outcome);
+            out.emit(&v, |w| output::write_kv(w, &rows));
+            match outcome {
+                leasehold_core::static_role::RotationOutcome::Rotated { .. } => Ok(EXIT_OK),
+                _ => Err(Fail {
+                    code: EXIT_FAILED,
+                    line: format!(
+                        "rotate {name}: the rotator holding the claim did not rotate within {}; the request stays recorded for it",
+                        format_duration(wait)
+                    ),
+                }),
+            }
+        }
+        Command::Read { name } => {
+            let role = static_role(&config, &name)?;
+            let current = static_roles::read(role)
+                .await
+                .map_err(|e| static_role_fail(path, &name, e))?;
+            let (v, rows) = static_roles::current_json(&name, &current);
+            out.emit(&v, |w| output::write_kv(w, &rows));
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn static_role<'a>(
+    config: &'a Config,
+    name: &str,
+) -> Result<&'a static_roles::StaticRoleConfig, Fail> {
+    config
+        .static_roles
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.static_roles.iter().map(|r| r.name.as_str()).collect();
+            Fail::usage(format!(
+                "no static role named {name:?} in the configuration (configured: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+}
+
+/// Like [`build_fail`], naming the static role.
+fn static_role_fail(path: &Path, name: &str, e: Error) -> Fail {
+    let shown = shown_path(path);
+    if is_usage_error(e.kind()) {
+        Fail::usage(format!(
+            "config error: {shown}: static_roles ({:?}): {}",
+            escape(name),
+            one_line(e.message())
+        ))
+    } else {
+        Fail {
+            code: EXIT_FAILED,
+            line: format!("static role {:?}: {}", escape(name), one_line(&e.to_string())),
+        }
     }
 }
 
@@ -608,7 +687,9 @@ async fn secrets(path: &Path, config: &Config, out: &Out) -> Result<u8, Fail> {
 
 async fn validate(path: &Path, config: &Config, out: &Out, names: Vec<String>) -> Result<u8, Fail> {
     for n in &names {
-        known_secret(config, n)?;
+        if !config.static_roles.iter().any(|r| &r.name == n) {
+            known_secret(config, n)?;
+        }
     }
     let mut results = Vec::new();
     let mut rows = Vec::new();
@@ -639,6 +720,47 @@ async fn validate(path: &Path, config: &Config, out: &Out, names: Vec<String>) -
                 results.push(json!({ "secret": s.name, "ok": false, "error": error_json(&e) }));
                 rows.push(vec![
                     s.name.clone(),
+                    "FAILED".into(),
+                    one_line(&e.to_string()),
+                ]);
+            }
+        }
+    }
+    for role in &config.static_roles {
+        if !names.is_empty() && !names.contains(&role.name) {
+            continue;
+        }
+        let checked = async {
+            let target = static_roles::target(role).await?;
+            let publisher = static_roles::publisher(role).await?;
+            target.validate().await?;
+            publisher.validate().await
+        };
+        let r = match tokio::time::timeout(Duration::from_secs(60), checked).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                "validate did not finish within 60s",
+            )),
+        };
+        match r {
+            Ok(()) => {
+                results.push(json!({
+                    "static_role": role.name,
+                    "ok": true,
+                    "type": role.type_name(),
+                    "publisher": role.location(),
+                    "schedule": role.schedule_text(),
+                }));
+                rows.push(vec![role.name.clone(), "ok".into(), String::new()]);
+            }
+            Err(e) => {
+                failed = true;
+                results.push(
+                    json!({ "static_role": role.name, "ok": false, "error": error_json(&e) }),
+                );
+                rows.push(vec![
+                    role.name.clone(),
                     "FAILED".into(),
                     one_line(&e.to_string()),
                 ]);
@@ -1143,6 +1265,16 @@ async fn run_worker(
         );
         server
     });
+    let rotators = static_roles::start_all(
+        &config.static_roles,
+        m.store().coordination(),
+        m.instance_id(),
+    )
+    .await
+    .map_err(|e| match e.context("static_role").map(str::to_string) {
+        Some(name) => static_role_fail(path, &name, e),
+        None => build_fail(path, e),
+    })?;
     let stable = config.manager.instance_id.is_some();
     eprintln!(
         "leasehold: expiry worker running (instance {}{}, installation {}, {} secret(s)); SIGINT or SIGTERM stops it",
@@ -1155,7 +1287,14 @@ async fn run_worker(
         m.installation_id(),
         m.secrets().len()
     );
+    if !config.static_roles.is_empty() {
+        eprintln!(
+            "leasehold: rotating {} static role(s) on schedule (one rotator per role across every `run` sharing the store)",
+            config.static_roles.len()
+        );
+    }
     let signal = signals.recv().await;
+    rotators.stop().await;
     eprintln!(
         "leasehold: {signal} received, stopping the worker (finishing the revocations in flight; a second signal exits at once)"
     );

@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod output;
 mod serve;
+mod static_roles;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -49,9 +50,10 @@ struct Cli {
 enum Command {
     /// List the configured secrets.
     Secrets,
-    /// Check configuration and reachability of the named secrets (default: all).
+    /// Check configuration and reachability of the named secrets and static roles (default:
+    /// all).
     Validate {
-        /// Secret names.
+        /// Secret or static role names.
         names: Vec<String>,
     },
     /// Issue a credential under a new lease; prints the credential once.
@@ -112,7 +114,9 @@ enum Command {
         #[arg(long)]
         state: Option<String>,
     },
-    /// Run the expiry worker in the foreground until SIGINT or SIGTERM.
+    /// Run the expiry worker in the foreground until SIGINT or SIGTERM, and rotate every
+    /// configured static role on its schedule (one rotator per role across all `run`
+    /// processes sharing the store).
     ///
     /// Prints one line per audit event, written and flushed before the change it reports is
     /// acknowledged. With a stable `[manager] instance_id`, a restarted worker takes back the
@@ -125,6 +129,21 @@ enum Command {
         /// address, e.g. 127.0.0.1:9464 (overrides `[metrics] listen`).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
+    },
+    /// Rotate a static role's password now: the rotator holding the role's claim (a `run`
+    /// process) carries it out, or this process when it takes the claim.
+    Rotate {
+        /// The static role.
+        name: String,
+        /// How long to wait for the holder to carry out the rotation, e.g. 5m.
+        #[arg(long, default_value = "5m")]
+        wait: String,
+    },
+    /// Print a static role's current username and password, as published (like `issue`,
+    /// the only output that carries a password).
+    Read {
+        /// The static role.
+        name: String,
     },
     /// Find (and with --apply remove) provider users that no lease points at.
     Reconcile {

@@ -1,0 +1,543 @@
+//! Static roles (`[[static_roles]]`): the password of an existing user, rotated on a schedule by
+//! one `run` process of all that share the store, published where every instance reads it.
+//!
+//! A role's table mixes the keys every static role has (`name`, `type`, the publisher and the
+//! schedule), the AWS keys (credentials of AWS targets and of the Secrets Manager publisher)
+//! and the keys of its target; as for secrets, each part refuses unknown keys.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasehold_core::static_role::{
+    FilePublisher, PublishedVersion, RotationOutcome, RotationSchedule, RotationTask, Stage,
+    StaticRoleOptions, StaticRolePublisher, StaticRoleRotator, StaticRoleTarget,
+};
+use leasehold_core::{format_duration, CoordinationStore, Error, ErrorKind, Result};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::config::{from_table, take_keys, AwsSection, DurationText, ManagerSettings, AWS_KEYS};
+
+/// The target types, as spelled in `type = "..."`.
+pub const STATIC_TYPES: &[&str] = &["aws-elasticache", "aws-memorydb", "redis"];
+
+/// Keys every static role has.
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "publisher",
+    "secret_id",
+    "path",
+    "period",
+    "schedule",
+    "window",
+    "grace",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonSection {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    publisher: Option<String>,
+    secret_id: Option<String>,
+    path: Option<PathBuf>,
+    period: Option<DurationText>,
+    schedule: Option<String>,
+    window: Option<DurationText>,
+    grace: Option<DurationText>,
+}
+
+/// `type = "aws-elasticache"`: the user's keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElastiCacheUser {
+    /// The user id.
+    pub user_id: String,
+    /// `rediss://host:port` to test new passwords with `AUTH`.
+    pub readiness_endpoint: Option<String>,
+    /// How long a change may take to settle.
+    pub ready_timeout: Option<DurationText>,
+}
+
+/// `type = "aws-memorydb"`: the user's keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryDbUser {
+    /// The user name.
+    pub user_name: String,
+    /// `rediss://host:port` to test new passwords with `AUTH`.
+    pub readiness_endpoint: Option<String>,
+    /// The CA (PEM file) of the readiness endpoint.
+    pub readiness_ca_pem: Option<PathBuf>,
+    /// How long a change may take to settle.
+    pub ready_timeout: Option<DurationText>,
+}
+
+/// `type = "redis"`: the user's keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisUser {
+    /// The user whose password rotates.
+    pub username: String,
+    /// Every node the user lives on.
+    pub urls: Vec<String>,
+    /// The admin user the rotator connects as (default: `default`).
+    pub admin_username: Option<String>,
+    /// The admin user's password.
+    pub admin_password: Option<SecretString>,
+    /// Run `ACL SAVE` after every change.
+    pub acl_save: Option<bool>,
+}
+
+impl std::fmt::Debug for RedisUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisUser")
+            .field("username", &self.username)
+            .field("urls", &self.urls)
+            .field("admin_username", &self.admin_username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The user of a static role.
+#[derive(Debug)]
+pub enum StaticTarget {
+    /// `type = "aws-elasticache"`.
+    ElastiCache(ElastiCacheUser),
+    /// `type = "aws-memorydb"`.
+    MemoryDb(MemoryDbUser),
+    /// `type = "redis"`.
+    Redis(RedisUser),
+}
+
+/// Where the role's password is published.
+#[derive(Debug, Clone)]
+pub enum PublisherConfig {
+    /// `publisher = "secretsmanager"` (the default), `secret_id = "..."`.
+    SecretsManager(String),
+    /// `publisher = "file"`, `path = "..."`.
+    File(PathBuf),
+}
+
+/// One `[[static_roles]]` entry, checked offline.
+#[derive(Debug)]
+pub struct StaticRoleConfig {
+    /// The role's name.
+    pub name: String,
+    /// The user.
+    pub target: StaticTarget,
+    /// The AWS settings (AWS targets and the Secrets Manager publisher).
+    pub aws: AwsSection,
+    /// The publisher.
+    pub publisher: PublisherConfig,
+    /// Schedule and grace.
+    pub options: StaticRoleOptions,
+}
+
+impl StaticRoleConfig {
+    /// The `type` as written in the file.
+    pub fn type_name(&self) -> &'static str {
+        match self.target {
+            StaticTarget::ElastiCache(_) => "aws-elasticache",
+            StaticTarget::MemoryDb(_) => "aws-memorydb",
+            StaticTarget::Redis(_) => "redis",
+        }
+    }
+
+    /// Where the password is published, for messages.
+    pub fn location(&self) -> String {
+        match &self.publisher {
+            PublisherConfig::SecretsManager(id) => format!("secretsmanager:{id}"),
+            PublisherConfig::File(p) => format!("file:{}", p.display()),
+        }
+    }
+
+    /// The schedule as configured, for listings.
+    pub fn schedule_text(&self) -> String {
+        match &self.options.schedule {
+            RotationSchedule::Every(d) => format!("every {}", format_duration(*d)),
+            RotationSchedule::Cron {
+                expression, window, ..
+            } => match window {
+                Some(w) => format!("cron({expression}) within {}", format_duration(*w)),
+                None => format!("cron({expression})"),
+            },
+        }
+    }
+}
+
+/// A Secrets Manager rotation expression (`cron(0 3 * * ? *)`, six fields with a year) or a
+/// five-field cron expression, as the five fields the rotator reads.
+fn cron_expression(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let inner = match t.strip_prefix("cron(") {
+        Some(rest) => rest
+            .strip_suffix(')')
+            .ok_or_else(|| format!("schedule: {t:?} opens \"cron(\" without closing it"))?,
+        None => t,
+    };
+    let mut fields: Vec<&str> = inner.split_whitespace().collect();
+    if fields.len() == 6 {
+        if fields[5] != "*" {
+            return Err(format!(
+                "schedule: {t:?} names a year ({}); only \"*\" is supported",
+                fields[5]
+            ));
+        }
+        fields.pop();
+    }
+    if fields.len() != 5 {
+        return Err(format!(
+            "schedule: {t:?} is not a cron expression: expected \"cron(minute hour day-of-month month day-of-week)\""
+        ));
+    }
+    Ok(fields
+        .iter()
+        .map(|f| if *f == "?" { "*" } else { f })
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// Parses one `[[static_roles]]` table. `manager` supplies the claim hold.
+pub fn parse(
+    mut table: toml::Table,
+    manager: &ManagerSettings,
+) -> Result<StaticRoleConfig, String> {
+    let common: CommonSection = from_table(take_keys(&mut table, COMMON_KEYS))?;
+    if common.name.is_empty()
+        || common.name.len() > 128
+        || !common
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(
+            "name: must be 1 to 128 characters from letters, digits, '-', '_' and '.'".into(),
+        );
+    }
+    let aws: AwsSection = from_table(take_keys(&mut table, AWS_KEYS))?;
+    let target = match common.kind.as_str() {
+        "aws-elasticache" => StaticTarget::ElastiCache(from_table(table)?),
+        "aws-memorydb" => StaticTarget::MemoryDb(from_table(table)?),
+        "redis" => StaticTarget::Redis(from_table(table)?),
+        other => {
+            return Err(format!(
+                "type: unknown type {other:?}; expected one of {}",
+                STATIC_TYPES.join(", ")
+            ))
+        }
+    };
+    if let StaticTarget::Redis(r) = &target {
+        if r.urls.is_empty() {
+            return Err("urls: at least one redis:// or rediss:// URL is needed".into());
+        }
+    }
+    let publisher = match common.publisher.as_deref().unwrap_or("secretsmanager") {
+        "secretsmanager" => {
+            if common.path.is_some() {
+                return Err(
+                    "path: not used by publisher \"secretsmanager\" (set secret_id)".into(),
+                );
+            }
+            match common.secret_id {
+                Some(id) if !id.trim().is_empty() => PublisherConfig::SecretsManager(id),
+                _ => {
+                    return Err(
+                        "secret_id: required by publisher \"secretsmanager\" (the default)".into(),
+                    )
+                }
+            }
+        }
+        "file" => {
+            if common.secret_id.is_some() {
+                return Err("secret_id: not used by publisher \"file\" (set path)".into());
+            }
+            match common.path {
+                Some(p) if !p.as_os_str().is_empty() => PublisherConfig::File(p),
+                _ => return Err("path: required by publisher \"file\"".into()),
+            }
+        }
+        other => {
+            return Err(format!(
+                "publisher: unknown publisher {other:?}; expected \"secretsmanager\" or \"file\""
+            ))
+        }
+    };
+    let window = common
+        .window
+        .as_ref()
+        .map(|w| w.parse("window"))
+        .transpose()?;
+    let schedule = match (&common.period, &common.schedule) {
+        (Some(_), Some(_)) => {
+            return Err("schedule: set either period or schedule, not both".into())
+        }
+        (Some(p), None) => {
+            if window.is_some() {
+                return Err("window: only used with schedule = \"cron(...)\"".into());
+            }
+            RotationSchedule::every(p.parse("period")?)
+        }
+        (None, Some(s)) => RotationSchedule::cron(&cron_expression(s)?, window).map_err(|e| {
+            format!(
+                "schedule: {}",
+                e.message().trim_start_matches("rotation_schedule: ")
+            )
+        })?,
+        (None, None) => return Err("period: required (or schedule = \"cron(...)\")".into()),
+    };
+    let mut options = StaticRoleOptions::new(schedule);
+    if let Some(g) = &common.grace {
+        options = options.grace(g.parse("grace")?);
+    }
+    // A short schedule (tests, demos) needs quicker looks than the default 5 s.
+    if let Some(every) = options.schedule.min_interval(chrono::Utc::now()) {
+        let poll = (every / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        options = options.poll(poll);
+    }
+    if let Some(hold) = manager.claim_hold {
+        let poll = options.poll;
+        options = options.claim_hold(hold.max(poll * 3));
+    }
+    options.validate().map_err(|e| {
+        let m = e.message();
+        m.strip_prefix("rotation_period: ")
+            .map(|rest| format!("period: {rest}"))
+            .unwrap_or_else(|| m.to_string())
+    })?;
+    Ok(StaticRoleConfig {
+        name: common.name,
+        target,
+        aws,
+        publisher,
+        options,
+    })
+}
+
+fn opt_duration(field: &str, d: &Option<DurationText>) -> Result<Option<Duration>> {
+    d.as_ref()
+        .map(|d| d.parse(field))
+        .transpose()
+        .map_err(Error::invalid_config)
+}
+
+/// The role's user.
+pub async fn target(role: &StaticRoleConfig) -> Result<Arc<dyn StaticRoleTarget>> {
+    Ok(match &role.target {
+        StaticTarget::ElastiCache(u) => {
+            let mut t = leasehold_elasticache::ElastiCacheUserTarget::new(
+                &crate::build::aws_config(&role.aws)?.load().await?,
+                &u.user_id,
+            )?;
+            if let Some(url) = &u.readiness_endpoint {
+                t = t.readiness_endpoint(url)?;
+            }
+            if let Some(d) = opt_duration("ready_timeout", &u.ready_timeout)? {
+                t = t.ready_timeout(d);
+            }
+            Arc::new(t)
+        }
+        StaticTarget::MemoryDb(u) => {
+            let mut t = leasehold_memorydb::MemoryDbUserTarget::new(
+                &crate::build::aws_config(&role.aws)?.load().await?,
+                &u.user_name,
+            )?;
+            if let Some(url) = &u.readiness_endpoint {
+                t = t.readiness_endpoint(url, u.readiness_ca_pem.as_deref())?;
+            }
+            if let Some(d) = opt_duration("ready_timeout", &u.ready_timeout)? {
+                t = t.ready_timeout(d);
+            }
+            Arc::new(t)
+        }
+        StaticTarget::Redis(u) => {
+            let mut t = leasehold_redis::RedisUserTarget::new(&u.username, u.urls.iter().cloned());
+            if let Some(p) = &u.admin_password {
+                t = t.admin(u.admin_username.as_deref().unwrap_or("default"), p.clone());
+            } else if u.admin_username.is_some() {
+                return Err(Error::invalid_config(
+                    "admin_password: required when admin_username is set",
+                ));
+            }
+            if let Some(yes) = u.acl_save {
+                t = t.acl_save(yes);
+            }
+            Arc::new(t)
+        }
+    })
+}
+
+/// Where the role's password is published.
+pub async fn publisher(role: &StaticRoleConfig) -> Result<Arc<dyn StaticRolePublisher>> {
+    Ok(match &role.publisher {
+        PublisherConfig::SecretsManager(id) => {
+            Arc::new(leasehold_aws::SecretsManagerPublisher::new(
+                &crate::build::aws_config(&role.aws)?.load().await?,
+                id.clone(),
+            ))
+        }
+        PublisherConfig::File(p) => Arc::new(FilePublisher::new(p.clone())),
+    })
+}
+
+/// A rotator for `role`, acting as `owner`.
+pub async fn rotator(
+    role: &StaticRoleConfig,
+    coordination: Arc<dyn CoordinationStore>,
+    owner: &str,
+) -> Result<Arc<StaticRoleRotator>> {
+    Ok(Arc::new(StaticRoleRotator::new(
+        &role.name,
+        target(role).await?,
+        publisher(role).await?,
+        coordination,
+        owner,
+        role.options.clone(),
+    )?))
+}
+
+/// The store's coordination, or an error saying the store cannot elect a rotator.
+pub fn coordination(store: &dyn leasehold_core::LeaseStore) -> Result<Arc<dyn CoordinationStore>> {
+    store.coordination().ok_or_else(|| {
+        Error::invalid_config(
+            "store.url: this store cannot elect a static role's rotator (no coordination)",
+        )
+    })
+}
+
+/// An owner id for a process that has no configured instance id.
+pub fn process_owner(manager: &ManagerSettings) -> String {
+    match &manager.instance_id {
+        Some(id) => id.clone(),
+        None => format!(
+            "cli-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ),
+    }
+}
+
+/// What `rotate` did, as JSON and as table rows.
+pub fn outcome_json(name: &str, o: &RotationOutcome) -> (serde_json::Value, Vec<(String, String)>) {
+    let (v, rows) = match o {
+        RotationOutcome::Rotated {
+            version_id,
+            resumed,
+        } => (
+            serde_json::json!({
+                "static_role": name, "rotated": true, "version_id": version_id, "resumed": resumed,
+            }),
+            vec![
+                ("static_role".to_string(), name.to_string()),
+                ("rotated".into(), "yes".into()),
+                ("version_id".into(), version_id.clone()),
+                ("resumed".into(), resumed.to_string()),
+            ],
+        ),
+        other => (
+            serde_json::json!({ "static_role": name, "rotated": false, "outcome": format!("{other:?}") }),
+            vec![
+                ("static_role".to_string(), name.to_string()),
+                ("rotated".into(), "no".into()),
+                ("outcome".into(), format!("{other:?}")),
+            ],
+        ),
+    };
+    (v, rows)
+}
+
+/// The current credential of `role`, as JSON and as table rows. The only output with its
+/// password.
+pub fn current_json(
+    name: &str,
+    v: &PublishedVersion,
+) -> (serde_json::Value, Vec<(String, String)>) {
+    let c = &v.credential;
+    let created = v.created_at.map(crate::output::time);
+    (
+        serde_json::json!({
+            "static_role": name,
+            "username": c.username,
+            "password": c.password.expose_secret(),
+            "user_arn": c.user_arn,
+            "version_id": v.version_id,
+            "created_at": created,
+        }),
+        vec![
+            ("static_role".to_string(), name.to_string()),
+            ("username".into(), c.username.clone()),
+            ("password".into(), c.password.expose_secret().to_string()),
+            ("version_id".into(), v.version_id.clone()),
+            ("created_at".into(), created.unwrap_or_else(|| "-".into())),
+        ],
+    )
+}
+
+/// The current published version of `role`.
+pub async fn read(role: &StaticRoleConfig) -> Result<PublishedVersion> {
+    let p = publisher(role).await?;
+    p.get(Stage::Current).await?.ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "static role {:?}: nothing is published at {} yet; `leasehold rotate {}` sets the first password",
+                role.name,
+                p.location(),
+                role.name
+            ),
+        )
+    })
+}
+
+/// The running rotators of `run`.
+pub struct Running(Vec<RotationTask>);
+
+impl Running {
+    /// Stops every rotator and gives up its claim.
+    pub async fn stop(self) {
+        for t in self.0 {
+            t.stop().await;
+        }
+    }
+}
+
+/// Starts one rotator per role (each acts only while it holds the role's claim).
+pub async fn start_all(
+    roles: &[StaticRoleConfig],
+    coordination: Option<Arc<dyn CoordinationStore>>,
+    owner: &str,
+) -> Result<Running> {
+    let mut tasks = Vec::new();
+    if roles.is_empty() {
+        return Ok(Running(tasks));
+    }
+    let coordination = coordination.ok_or_else(|| {
+        Error::invalid_config(
+            "store.url: this store cannot elect a static role's rotator (no coordination)",
+        )
+    })?;
+    for role in roles {
+        let r = rotator(role, coordination.clone(), owner)
+            .await
+            .map_err(|e| e.with_context("static_role", &role.name))?;
+        tasks.push(r.start());
+    }
+    Ok(Running(tasks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_expressions_in_both_spellings() {
+        assert_eq!(cron_expression("cron(0 3 * * ? *)").unwrap(), "0 3 * * *");
+        assert_eq!(cron_expression("0 3 * * 1").unwrap(), "0 3 * * 1");
+        assert!(cron_expression("cron(0 3 * * ? 2030)").is_err());
+        assert!(cron_expression("cron(0 3 * *").is_err());
+        assert!(cron_expression("daily").is_err());
+    }
+}

@@ -1,22 +1,25 @@
 //! Static roles for a fleet against the AWS emulator: three rotator processes share one SQLite
 //! lease store and rotate one ElastiCache user (`ModifyUser` with two passwords, a `modifying`
-//! window) publishing to Secrets Manager (moto); this process reads `AWSCURRENT` as every
-//! instance would and AUTHs on the cache's Redis mirror throughout. The holder is killed once.
-//! The child processes are this test binary, running the ignored test
-//! `static_role_emulator_child`.
-#![cfg(all(feature = "elasticache", feature = "sqlite"))]
+//! window) or one MemoryDB user (`UpdateUser`, the same) publishing to Secrets Manager (moto);
+//! this process reads `AWSCURRENT` as every instance would and AUTHs on the cache's or
+//! cluster's Redis mirror throughout. The holder is killed once. The child processes are this
+//! test binary, running the ignored test `static_role_emulator_child`.
+#![cfg(all(feature = "elasticache", feature = "memorydb", feature = "sqlite"))]
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_sdk_memorydb::types::{AuthenticationMode, InputAuthenticationType};
 use leasehold::aws::{AwsConfig, AwsCredentials, SecretsManagerPublisher};
+use leasehold::core::static_role::StaticRoleTarget;
 use leasehold::core::static_role::{
     ReaderOptions, RotationSchedule, StaticRoleOptions, StaticRoleReader, StaticRoleRotator,
 };
 use leasehold::core::LeaseStore;
 use leasehold::elasticache::ElastiCacheUserTarget;
+use leasehold::memorydb::MemoryDbUserTarget;
 use leasehold::SqliteStore;
 use leasehold_testkit::servers::{unique_name, AwsEmulator, MirrorKind, TransitionKind};
 use secrecy::{ExposeSecret, SecretString};
@@ -53,14 +56,24 @@ async fn static_role_emulator_child() {
         .await
         .unwrap();
     let store = SqliteStore::open(&var("LEASEHOLD_SR_DB")).await.unwrap();
-    let target = ElastiCacheUserTarget::new(&sdk, &var("LEASEHOLD_SR_USER"))
-        .unwrap()
-        .readiness_endpoint(&var("LEASEHOLD_SR_MIRROR"))
-        .unwrap();
+    let target: Arc<dyn StaticRoleTarget> = match var("LEASEHOLD_SR_KIND").as_str() {
+        "memorydb" => Arc::new(
+            MemoryDbUserTarget::new(&sdk, &var("LEASEHOLD_SR_USER"))
+                .unwrap()
+                .readiness_endpoint(&var("LEASEHOLD_SR_MIRROR"), None)
+                .unwrap(),
+        ),
+        _ => Arc::new(
+            ElastiCacheUserTarget::new(&sdk, &var("LEASEHOLD_SR_USER"))
+                .unwrap()
+                .readiness_endpoint(&var("LEASEHOLD_SR_MIRROR"))
+                .unwrap(),
+        ),
+    };
     let rotator = Arc::new(
         StaticRoleRotator::new(
             "orders-cache",
-            Arc::new(target),
+            target,
             Arc::new(SecretsManagerPublisher::new(
                 &sdk,
                 var("LEASEHOLD_SR_SECRET"),
@@ -172,6 +185,82 @@ async fn static_role_fleet_on_the_emulator() {
         .expect("mirror")
         .url();
 
+    run_fleet(&aws, "elasticache", "ModifyUser", &user, &mirror).await;
+}
+
+#[tokio::test]
+async fn static_role_fleet_on_the_emulator_memorydb() {
+    let test = "static_role_fleet_on_the_emulator_memorydb";
+    let Some(aws) = AwsEmulator::shared(test).await else {
+        return;
+    };
+    if !aws.has_mirror().await {
+        leasehold_testkit::servers::skip_or_panic(test, "the emulator has no Redis mirror");
+        return;
+    }
+    let db = aws_sdk_memorydb::Client::new(&aws.sdk_config().await);
+    let user = unique_name("sr-mdb");
+    let acl = unique_name("sr-acl");
+    let cluster = unique_name("sr-cl");
+    aws.set_modifying(TransitionKind::User, None, Duration::from_millis(300))
+        .await;
+    db.create_user()
+        .user_name(&user)
+        .access_string("on ~* +@all")
+        .authentication_mode(
+            AuthenticationMode::builder()
+                .r#type(InputAuthenticationType::Password)
+                .passwords("Initial-password-0123456789")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateUser");
+    let started = Instant::now();
+    loop {
+        let out = db.describe_users().user_name(&user).send().await.unwrap();
+        if out.users().first().and_then(|u| u.status()) == Some("active") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "user active");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.create_acl()
+        .acl_name(&acl)
+        .user_names(&user)
+        .send()
+        .await
+        .expect("CreateACL");
+    let started = Instant::now();
+    loop {
+        let out = db.describe_acls().acl_name(&acl).send().await.unwrap();
+        if out.acls().first().and_then(|a| a.status()) == Some("active") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "ACL active");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.create_cluster()
+        .cluster_name(&cluster)
+        .node_type("db.t4g.small")
+        .acl_name(&acl)
+        .tls_enabled(false)
+        .send()
+        .await
+        .expect("CreateCluster");
+    let mirror = aws
+        .mirror(MirrorKind::MemoryDbCluster, &cluster)
+        .await
+        .expect("mirror")
+        .url();
+    run_fleet(&aws, "memorydb", "UpdateUser", &user, &mirror).await;
+}
+
+/// Three rotator processes for `user`, a reader here that AUTHs on `mirror` throughout, the
+/// holder killed once; `operation` is the call that sets the user's passwords.
+async fn run_fleet(aws: &AwsEmulator, kind: &str, operation: &str, user: &str, mirror: &str) {
+    let user = user.to_string();
+    let mirror = mirror.to_string();
     let dir = tempfile::tempdir().unwrap();
     let db = format!(
         "sqlite://{}?mode=rwc",
@@ -186,8 +275,9 @@ async fn static_role_fleet_on_the_emulator() {
         ("LEASEHOLD_SR_USER", user.clone()),
         ("LEASEHOLD_SR_MIRROR", mirror.clone()),
         ("LEASEHOLD_SR_SECRET", secret.clone()),
+        ("LEASEHOLD_SR_KIND", kind.to_string()),
     ];
-    let calls_before = aws.accepted_calls("ModifyUser", Some(&user)).await;
+    let calls_before = aws.accepted_calls(operation, Some(&user)).await;
     let mut children: Vec<(String, Child)> = ["e1", "e2", "e3"]
         .iter()
         .map(|o| (o.to_string(), spawn(o, &env)))
@@ -258,16 +348,16 @@ async fn static_role_fleet_on_the_emulator() {
     // 16 s with a 3 s period: the first version and five more, one period of slack for the
     // takeover.
     assert!((5..=7).contains(&n), "{n} versions");
-    // Each rotation is one ModifyUser with two passwords and one dropping the old after the
+    // Each rotation is one ModifyUser / UpdateUser with two passwords and one dropping the old after the
     // grace (the first sets one password and drops nothing); a takeover may repeat a drop.
-    let calls = aws.accepted_calls("ModifyUser", Some(&user)).await - calls_before;
+    let calls = aws.accepted_calls(operation, Some(&user)).await - calls_before;
     let rotations = versions.len() as u64 + 1; // the last one may have started after the reads
     assert!(
         calls <= 2 * rotations,
-        "{calls} ModifyUser calls for {n} versions"
+        "{calls} {operation} calls for {n} versions"
     );
     assert!(
         calls >= 2 * (n as u64 - 1) - 1,
-        "{calls} ModifyUser calls for {n} versions"
+        "{calls} {operation} calls for {n} versions"
     );
 }

@@ -321,3 +321,114 @@ period = "1d"
 "#;
     expect_usage_error(redis, &["read", "cache"], &["urls"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotate_then_read_against_elasticache_and_secrets_manager() {
+    use leasehold_testkit::servers::{skip_or_panic, AwsEmulator, MirrorKind, TransitionKind};
+    let test = "cli_rotate_then_read_against_elasticache_and_secrets_manager";
+    let Some(aws) = AwsEmulator::shared(test).await else {
+        return;
+    };
+    if !aws.has_mirror().await {
+        skip_or_panic(test, "the emulator has no Redis mirror");
+        return;
+    }
+    let ec = aws_sdk_elasticache::Client::new(&aws.sdk_config().await);
+    let user = unique_name("sr-cli-ec");
+    let default = unique_name("sr-cli-def");
+    let group = unique_name("sr-cli-g");
+    let cache = unique_name("sr-cli-c");
+    aws.set_modifying(
+        TransitionKind::User,
+        Some(&user),
+        Duration::from_millis(300),
+    )
+    .await;
+    for (id, name, access) in [
+        (&default, "default", "off -@all"),
+        (&user, user.as_str(), "on ~orders:* +@read"),
+    ] {
+        ec.create_user()
+            .user_id(id)
+            .user_name(name)
+            .engine("redis")
+            .passwords("Initial-password-0123456789")
+            .access_string(access)
+            .send()
+            .await
+            .expect("CreateUser");
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ec.create_user_group()
+        .user_group_id(&group)
+        .engine("redis")
+        .user_ids(&default)
+        .user_ids(&user)
+        .send()
+        .await
+        .expect("CreateUserGroup");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ec.create_serverless_cache()
+        .serverless_cache_name(&cache)
+        .engine("redis")
+        .user_group_id(&group)
+        .send()
+        .await
+        .expect("CreateServerlessCache");
+    let mirror = aws
+        .mirror(MirrorKind::ServerlessCache, &cache)
+        .await
+        .expect("mirror");
+    let secret = unique_name("sr-cli-secret");
+    let cli = Cli::new(&format!(
+        r#"
+[store]
+url = "sqlite://{{dir}}/leasehold.db"
+
+[[static_roles]]
+name = "orders-admin"
+type = "aws-elasticache"
+user_id = "{user}"
+readiness_endpoint = "{url}"
+ready_timeout = "30s"
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+access_key_id = "testing"
+secret_access_key = "testing"
+secret_id = "{secret}"
+period = "1h"
+grace = "1m"
+"#,
+        url = mirror.url(),
+        endpoint = aws.endpoint_url(),
+    ));
+    let v = cli.ok(&["validate"]);
+    assert_eq!(v[0]["ok"], true, "{v}");
+    let rotated = cli.ok(&["rotate", "orders-admin"]);
+    assert_eq!(rotated["rotated"], true, "{rotated}");
+    let current = cli.ok(&["read", "orders-admin"]);
+    assert_eq!(current["username"], user.as_str());
+    assert!(current["user_arn"].as_str().is_some(), "{current}");
+    let pw = current["password"].as_str().unwrap();
+    assert!(auth_works(mirror.port, &user, pw));
+    assert!(!auth_works(
+        mirror.port,
+        &user,
+        "Initial-password-0123456789"
+    ));
+    assert!(!cli.seen_stderr.lock().unwrap().contains(pw));
+    // A user that does not exist fails validate (exit 1), naming it.
+    let missing = Cli::new(
+        &std::fs::read_to_string(&cli.config)
+            .unwrap()
+            .replace(&user, "sr-nobody"),
+    );
+    let out = missing.run(&["validate"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("sr-nobody"), "{out:?}");
+    let _ = ec
+        .delete_serverless_cache()
+        .serverless_cache_name(&cache)
+        .send()
+        .await;
+}

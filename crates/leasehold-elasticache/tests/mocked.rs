@@ -757,3 +757,21 @@ async fn static_role_sets_two_passwords_then_one() {
         ErrorKind::InvalidConfig
     );
 }
+
+#[test]
+fn a_password_outside_passwords_is_refused_at_validation() {
+    let statement = leasehold_core::StatementTemplate::parse(
+        r#"{"UserId":"{{username}}","UserName":"{{username}}","Engine":"redis","Passwords":["{{password}}"],"AccessString":"on ~* +{{password}}"}"#,
+    )
+    .unwrap();
+    let config = leasehold_elasticache::ElastiCacheConfig::new(
+        leasehold_elasticache::Target::ServerlessCache("c".into()),
+        "g",
+    )
+    .creation_statement(statement);
+    let err = config.validate().unwrap_err();
+    assert!(
+        err.to_string().contains("may appear only in Passwords"),
+        "{err}"
+    );
+}

@@ -1,7 +1,10 @@
-//! ACL rules: the part of `ACL SETUSER` after the name and the password, checked offline.
+//! ACL rules: the part of `ACL SETUSER` after the name and the password, checked offline by
+//! the [`SelfHosted`](AclDialect::SelfHosted) dialect of the one Redis ACL grammar in
+//! [`leasehold_core::acl`].
 
 use std::fmt;
 
+use leasehold_core::acl::AclDialect;
 use leasehold_core::{Error, Result};
 
 /// The rules every issued user gets unless the configuration says otherwise: every key and
@@ -10,19 +13,7 @@ use leasehold_core::{Error, Result};
 pub const DEFAULT_ACL_RULES: &str = "~* &* +@all -@dangerous";
 
 /// Longest rules string accepted (Redis has no limit of its own; this keeps errors short).
-pub const MAX_RULES_LEN: usize = 8192;
-
-/// Keywords that `ACL SETUSER` takes and that cannot change the user's password or state.
-const KEYWORDS: &[&str] = &[
-    "on",
-    "allkeys",
-    "resetkeys",
-    "allchannels",
-    "resetchannels",
-    "allcommands",
-    "nocommands",
-    "clearselectors",
-];
+pub const MAX_RULES_LEN: usize = AclDialect::SelfHosted.max_len();
 
 /// A checked ACL rules string, split into the arguments `ACL SETUSER` takes.
 ///
@@ -56,23 +47,7 @@ impl AclRules {
     /// and names the offending rule (rules are not secret; a refused password token is not
     /// quoted).
     pub fn parse(rules: &str) -> Result<AclRules> {
-        let err = |why: String| Error::invalid_config(format!("acl_rules: {why}"));
-        if rules.len() > MAX_RULES_LEN {
-            return Err(err(format!(
-                "{} bytes is too long (at most {MAX_RULES_LEN})",
-                rules.len()
-            )));
-        }
-        if let Some(c) = rules
-            .chars()
-            .find(|c| c.is_control() && !c.is_ascii_whitespace())
-        {
-            return Err(err(format!("{c:?} is not allowed")));
-        }
-        let args = split(rules).map_err(err)?;
-        for arg in &args {
-            check_rule(arg).map_err(err)?;
-        }
+        let args = AclDialect::SelfHosted.parse(rules)?.into_args();
         Ok(AclRules { args })
     }
 
@@ -104,105 +79,6 @@ impl std::str::FromStr for AclRules {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         AclRules::parse(s)
-    }
-}
-
-/// Splits on whitespace, keeping a parenthesised selector (which holds spaces) in one piece.
-fn split(rules: &str) -> std::result::Result<Vec<String>, String> {
-    let mut args = Vec::new();
-    let mut current = String::new();
-    let mut in_selector = false;
-    for c in rules.chars() {
-        if in_selector {
-            current.push(c);
-            if c == ')' {
-                in_selector = false;
-                args.push(std::mem::take(&mut current));
-            } else if c == '(' {
-                return Err("selectors cannot be nested".into());
-            }
-        } else if c.is_whitespace() {
-            if !current.is_empty() {
-                args.push(std::mem::take(&mut current));
-            }
-        } else {
-            if c == '(' {
-                if !current.is_empty() {
-                    return Err(format!(
-                        "{current:?} runs into a selector; separate them with a space"
-                    ));
-                }
-                in_selector = true;
-            } else if c == ')' {
-                return Err("')' without '('".into());
-            }
-            current.push(c);
-        }
-    }
-    if in_selector {
-        return Err(format!("selector {current:?} is not closed with ')'"));
-    }
-    if !current.is_empty() {
-        args.push(current);
-    }
-    Ok(args)
-}
-
-fn check_rule(arg: &str) -> std::result::Result<(), String> {
-    let lower = arg.to_ascii_lowercase();
-    if let Some(inner) = arg.strip_prefix('(').and_then(|s| s.strip_suffix(')')) {
-        // Selectors hold key, channel and command rules only; refuse everything else here so
-        // the message is ours, not the server's.
-        let parts: Vec<&str> = inner.split_whitespace().collect();
-        if parts.is_empty() {
-            return Err("an empty selector \"()\" grants nothing; remove it".into());
-        }
-        for part in parts {
-            check_rule(part)?;
-            let p = part.to_ascii_lowercase();
-            if p == "on" || p == "clearselectors" {
-                return Err(format!("{part:?} is not allowed inside a selector"));
-            }
-        }
-        return Ok(());
-    }
-    match lower.as_str() {
-        "nopass" => {
-            return Err(
-                "\"nopass\" would let anyone in without a password; leasehold sets the password"
-                    .into(),
-            )
-        }
-        "resetpass" | "reset" => {
-            return Err(format!(
-                "{arg:?} would remove the password leasehold sets; the provider starts every user \
-                 from \"reset\" already"
-            ))
-        }
-        "off" => {
-            return Err(
-                "\"off\" would disable the user; issued users are always \"on\"".to_string(),
-            )
-        }
-        _ => {}
-    }
-    match arg.chars().next() {
-        Some('>' | '<') => Err(
-            "password rules (\">...\" / \"<...\") are not allowed: leasehold sets the password"
-                .into(),
-        ),
-        Some('#' | '!') => Err(
-            "password hash rules (\"#...\" / \"!...\") are not allowed: leasehold sets the password"
-                .into(),
-        ),
-        Some('~' | '&' | '+' | '-') if arg.len() > 1 => Ok(()),
-        Some('%') if arg.contains('~') => Ok(()),
-        _ if KEYWORDS.contains(&lower.as_str()) => Ok(()),
-        _ => Err(format!(
-            "{arg:?} is not an ACL rule (expected ~keys, %R~keys, &channels, +command, \
-             -@category, (selector) or one of {})",
-            KEYWORDS.join(", ")
-        )),
     }
 }
 

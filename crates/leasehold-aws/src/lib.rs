@@ -2,10 +2,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod auth_probe;
 mod auth_token;
 pub mod membership;
 mod static_role;
 
+pub use auth_probe::{AuthOutcome, AuthProbe, DEFAULT_PROBE_TIMEOUT};
 pub use auth_token::{
     signing_parts, AuthToken, AuthTokenBuilder, AuthTokenClock, AuthTokenService,
     AUTH_TOKEN_MAX_EXPIRY,

@@ -4,6 +4,7 @@
 
 mod auth_probe;
 mod auth_token;
+mod iam_token;
 pub mod membership;
 mod static_role;
 
@@ -12,6 +13,7 @@ pub use auth_token::{
     signing_parts, AuthToken, AuthTokenBuilder, AuthTokenClock, AuthTokenService,
     AUTH_TOKEN_MAX_EXPIRY,
 };
+pub use iam_token::{IamTokenProvider, IamTokenTarget, ATTR_TOKEN_EXPIRES_AT};
 pub use static_role::SecretsManagerPublisher;
 
 use std::fmt;

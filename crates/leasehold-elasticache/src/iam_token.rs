@@ -1,32 +1,25 @@
 //! [`ElastiCacheIamTokenProvider`]: short-lived IAM authentication tokens for an IAM-enabled
 //! ElastiCache user, as leases.
 
-use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_elasticache::types::AuthenticationType;
 use aws_sdk_elasticache::Client;
-use chrono::{DateTime, Utc};
 use leasehold_aws::{
-    error_code, map_sdk_error, AuthToken, AuthTokenBuilder, AuthTokenClock, AwsConfig,
+    error_code, map_sdk_error, AuthTokenBuilder, AwsConfig, IamTokenProvider, IamTokenTarget,
     AUTH_TOKEN_MAX_EXPIRY,
 };
-use leasehold_core::{
-    Capabilities, CreateRequest, Created, Credentials, DynamicSecretProvider, Error, ErrorKind,
-    ExternalRef, Readiness, Result,
-};
+use leasehold_core::{Error, Result};
 
 use crate::config::Target;
 
 /// The token provider's [`kind`](DynamicSecretProvider::kind).
 pub const IAM_TOKEN_KIND: &str = "aws-elasticache-iam-token";
 
-/// `ExternalRef` attributes of a token lease.
+/// `ExternalRef` attribute of a token lease: the cache's id.
 const ATTR_CACHE: &str = "cache";
-const ATTR_TOKEN_EXPIRES_AT: &str = "token_expires_at";
 
 /// Settings of an [`ElastiCacheIamTokenProvider`].
 ///
@@ -88,17 +81,7 @@ impl ElastiCacheIamTokenConfig {
 
     /// Checks every setting without a network call.
     pub fn validate(&self) -> Result<()> {
-        self.aws.validate()?;
-        // The region is checked by AwsConfig when set; a stand-in lets the rest be checked
-        // when it comes from the environment.
-        let region = self.aws.region.as_deref().unwrap_or("us-east-1");
-        self.builder(region).validate()
-    }
-
-    fn builder(&self, region: &str) -> AuthTokenBuilder {
-        AuthTokenBuilder::elasticache(region, self.target.id(), &self.user_id)
-            .serverless(matches!(self.target, Target::ServerlessCache(_)))
-            .expires_in(self.token_expiry)
+        self.validate_offline()
     }
 }
 
@@ -134,77 +117,54 @@ impl ElastiCacheIamTokenConfig {
 /// # let _ = secret;
 /// # Ok(()) }
 /// ```
-pub struct ElastiCacheIamTokenProvider {
-    config: ElastiCacheIamTokenConfig,
-    client: Client,
-    credentials: SharedCredentialsProvider,
-    tokens: AuthTokenBuilder,
-}
+pub type ElastiCacheIamTokenProvider = IamTokenProvider<ElastiCacheIamTokenConfig>;
 
-impl fmt::Debug for ElastiCacheIamTokenProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ElastiCacheIamTokenProvider")
-            .field("config", &self.config)
-            .field("region", &self.tokens.region())
-            .finish_non_exhaustive()
-    }
-}
+#[async_trait]
+impl IamTokenTarget for ElastiCacheIamTokenConfig {
+    type Client = Client;
+    const KIND: &'static str = IAM_TOKEN_KIND;
 
-impl ElastiCacheIamTokenProvider {
-    /// Validates `config` (offline) and loads its AWS settings.
-    pub async fn new(config: ElastiCacheIamTokenConfig) -> Result<Self> {
-        config.validate()?;
-        let sdk = config.aws.load().await?;
-        Self::from_sdk_config(config, &sdk)
+    fn client(sdk: &SdkConfig) -> Client {
+        Client::new(sdk)
     }
 
-    /// Uses an SDK configuration built elsewhere (`config.aws` is then not used): its
-    /// credentials sign the tokens, its region is the token's region.
-    pub fn from_sdk_config(config: ElastiCacheIamTokenConfig, sdk: &SdkConfig) -> Result<Self> {
-        let (credentials, region) =
-            leasehold_aws::signing_parts(sdk, config.aws.region.as_deref())?;
-        Self::from_parts(config, Client::new(sdk), credentials, &region)
+    fn aws(&self) -> &AwsConfig {
+        &self.aws
     }
 
-    /// Uses the given client, credentials and region (`config.aws` is then not used).
-    pub fn from_parts(
-        config: ElastiCacheIamTokenConfig,
-        client: Client,
-        credentials: SharedCredentialsProvider,
-        region: &str,
-    ) -> Result<Self> {
-        let tokens = config.builder(region);
-        tokens.validate()?;
-        Ok(ElastiCacheIamTokenProvider {
-            config,
+    fn user(&self) -> &str {
+        &self.user_id
+    }
+
+    fn token_builder(&self, region: &str) -> AuthTokenBuilder {
+        AuthTokenBuilder::elasticache(region, self.target.id(), &self.user_id)
+            .serverless(matches!(self.target, Target::ServerlessCache(_)))
+            .expires_in(self.token_expiry)
+    }
+
+    fn attributes(&self) -> Vec<(&'static str, String)> {
+        vec![(ATTR_CACHE, self.target.id().to_string())]
+    }
+
+    /// The user exists, authenticates with IAM and is named like its id, and it is in the
+    /// user group of the cache.
+    async fn check(&self, client: &Client) -> Result<()> {
+        let checks = Checks {
+            config: self,
             client,
-            credentials,
-            tokens,
-        })
+        };
+        checks.check_user().await?;
+        checks.check_group_member().await
     }
+}
 
-    /// Replaces the clock that dates the tokens (for tests).
-    #[must_use]
-    pub fn with_clock(mut self, clock: AuthTokenClock) -> Self {
-        self.tokens = self.tokens.clock(clock);
-        self
-    }
+/// The service's checks, against the settings and a client.
+struct Checks<'a> {
+    config: &'a ElastiCacheIamTokenConfig,
+    client: &'a Client,
+}
 
-    /// The settings.
-    pub fn config(&self) -> &ElastiCacheIamTokenConfig {
-        &self.config
-    }
-
-    /// The token builder (service, region, cache, user, expiry, clock).
-    pub fn token_builder(&self) -> &AuthTokenBuilder {
-        &self.tokens
-    }
-
-    /// Signs a fresh token now, outside any lease.
-    pub async fn token(&self) -> Result<AuthToken> {
-        self.tokens.generate(&self.credentials).await
-    }
-
+impl Checks<'_> {
     async fn check_user(&self) -> Result<()> {
         let id = &self.config.user_id;
         let not_found =
@@ -321,70 +281,10 @@ impl ElastiCacheIamTokenProvider {
     }
 }
 
-#[async_trait]
-impl DynamicSecretProvider for ElastiCacheIamTokenProvider {
-    fn kind(&self) -> &'static str {
-        IAM_TOKEN_KIND
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::new()
-            .renewable(false)
-            .revocable(false)
-            .needs_password(false)
-            .max_ttl(Some(self.tokens.expiry()))
-    }
-
-    /// Checks the settings, that the provider's credentials can sign a token, that the user
-    /// exists, authenticates with IAM and is named like its id, and that it is in the user
-    /// group of the cache.
-    async fn validate(&self) -> Result<()> {
-        self.config.validate()?;
-        self.token().await?;
-        self.check_user().await?;
-        self.check_group_member().await
-    }
-
-    /// Signs a token. The lease's username only labels the lease: the credential is always
-    /// the configured user.
-    async fn create(&self, req: &CreateRequest) -> Result<Created> {
-        let token = self
-            .token()
-            .await
-            .map_err(|e| e.with_context("lease_id", &req.lease_id))?;
-        let expires_at = DateTime::<Utc>::from(token.expires_at());
-        let external = ExternalRef::new(&self.config.user_id)
-            .with_attr(ATTR_CACHE, self.config.target.id())
-            .with_attr(
-                ATTR_TOKEN_EXPIRES_AT,
-                expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            );
-        let credentials = Credentials::UsernamePassword {
-            username: self.config.user_id.clone(),
-            password: token.into_secret(),
-        };
-        Ok(Created::new(external, credentials, Readiness::Unchecked).with_expires_at(expires_at))
-    }
-
-    /// A token has a fixed expiry; a new lease brings a new token.
-    async fn renew(&self, external: &ExternalRef, _expires_at: DateTime<Utc>) -> Result<()> {
-        Err(Error::new(
-            ErrorKind::NotRenewable,
-            "an IAM auth token cannot be extended; issue a new lease for a fresh token",
-        )
-        .with_context("user", &external.id))
-    }
-
-    /// Tokens cannot be withdrawn; they expire by themselves. Succeeds without a call.
-    async fn revoke(&self, external: &ExternalRef) -> Result<()> {
-        tracing::debug!(user = %external.id, "IAM auth tokens expire by themselves; nothing to revoke");
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leasehold_core::ErrorKind;
 
     #[test]
     fn config_is_checked_offline() {

@@ -70,6 +70,10 @@ async fn recording_provider_passes_the_provider_suite() {
     leasehold_testkit::provider_conformance(Arc::new(RecordingProvider::new()), None).await;
     let faulty = FaultyProvider::new(Arc::new(RecordingProvider::new()));
     leasehold_testkit::provider_conformance(Arc::new(faulty), None).await;
+    // The one sentence the suite cannot provoke by itself: a backend that is down.
+    let down = FaultyProvider::new(Arc::new(RecordingProvider::new()));
+    down.fail_always(Operation::Revoke, Fault::unavailable());
+    leasehold_testkit::conformance::revoke_failure_while_unreachable_is_temporary(&down).await;
 }
 
 #[tokio::test]

@@ -6,8 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use leasehold_core::{
-    CoordinationStore, CreateRequest, Credentials, DynamicSecretProvider, ErrorKind, ExternalRef,
-    LeaseFilter, LeaseId, LeaseRecord, LeaseState, LeaseStore, MemberEntry, MemberState,
+    CoordinationStore, CreateRequest, Created, Credentials, DynamicSecretProvider, ErrorKind,
+    ExternalRef, LeaseFilter, LeaseId, LeaseRecord, LeaseState, LeaseStore, MemberEntry,
+    MemberState,
 };
 
 /// Checks whether a credential works against the real backend (AUTH on Redis, an STS call
@@ -328,10 +329,70 @@ pub async fn store_conformance(store: &dyn LeaseStore) {
 
     insert_within_checks_the_secret_count_and_inserts(store).await;
     claim_for_revoke_claims_unless_someone_is_at_work(store).await;
+    count_ignores_after(store).await;
+    claim_due_takes_leases_due_exactly_now_and_claims_ending_now(store).await;
 
     // A store that offers group coordination passes its suite too.
     if let Some(coordination) = store.coordination() {
         coordination_conformance(coordination.as_ref()).await;
+    }
+}
+
+/// `count` ignores `after` (and `limit`): it counts every lease the filter matches.
+pub async fn count_ignores_after(store: &dyn LeaseStore) {
+    let far = ms_now() + chrono::Duration::seconds(3600);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(insert(store, &record("conf-after", LeaseState::Active, far)).await);
+    }
+    ids.sort_by(|a, b| a.id.cmp(&b.id));
+    let filter = LeaseFilter::secret("conf-after").after(Some(ids[0].id.clone()));
+    assert_eq!(
+        store.count(&filter).await.unwrap(),
+        3,
+        "count ignores after"
+    );
+    assert_eq!(
+        store.list(&filter).await.unwrap().len(),
+        2,
+        "list honours after"
+    );
+    for l in ids {
+        store.delete(&l.id, l.version).await.unwrap();
+    }
+}
+
+/// The `<=` edges of `claim_due`: a lease due exactly at `now` is claimed, one due a
+/// millisecond later is not, and a claim whose hold ends exactly at `now` is free again.
+pub async fn claim_due_takes_leases_due_exactly_now_and_claims_ending_now(store: &dyn LeaseStore) {
+    let now = ms_now();
+    let ms = chrono::Duration::milliseconds(1);
+    let at_now = insert(store, &record("conf-edge", LeaseState::Active, now)).await;
+    let after = insert(store, &record("conf-edge", LeaseState::Active, now + ms)).await;
+    let hold = Duration::from_secs(60);
+    let got = store.claim_due(now, "edge-1", hold, 10).await.unwrap();
+    assert_eq!(
+        got.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        vec![at_now.id.clone()],
+        "claim_due takes a lease due exactly at now, and not one due after it"
+    );
+    let until = now + chrono::Duration::seconds(60);
+    let before_end = store
+        .claim_due(until - ms, "edge-2", hold, 10)
+        .await
+        .unwrap();
+    assert!(
+        !before_end.iter().any(|l| l.id == at_now.id),
+        "a claim holds until its end"
+    );
+    let at_end = store.claim_due(until, "edge-3", hold, 10).await.unwrap();
+    assert!(
+        at_end.iter().any(|l| l.id == at_now.id),
+        "a claim whose hold ends exactly at now is free"
+    );
+    let _ = after;
+    for l in store.list(&LeaseFilter::secret("conf-edge")).await.unwrap() {
+        store.delete(&l.id, l.version).await.unwrap();
     }
 }
 
@@ -765,8 +826,12 @@ fn request_for(provider: &dyn DynamicSecretProvider, username: &str) -> CreateRe
     req
 }
 
-/// Runs the provider suite against a configured, reachable provider. `probe`, when given,
-/// checks credentials against the real backend.
+/// Runs the provider suite against a configured, reachable provider: every function below,
+/// one per sentence of [`DynamicSecretProvider`]'s `# Behavior`, that the provider's
+/// capabilities allow. `probe`, when given, checks credentials against the real backend.
+///
+/// Not run here: [`revoke_failure_while_unreachable_is_temporary`], which needs a provider
+/// whose backend is down; call it where a test can arrange that.
 ///
 /// ```no_run
 /// # async fn f() {
@@ -780,18 +845,76 @@ pub async fn provider_conformance(
     probe: Option<&dyn CredentialProbe>,
 ) {
     let p = provider.as_ref();
-    let caps = p.capabilities();
+    kind_is_stable_and_not_empty(p).await;
+    validate_succeeds_and_leaves_nothing_behind(p).await;
+    create_returns_a_working_credential(p, probe).await;
+    create_refuses_an_existing_username(p, probe).await;
+    failed_create_leaves_nothing_behind(p).await;
+    renew_extends_a_live_credential(p).await;
+    revoke_removes_the_credential(p, probe).await;
+    revoke_by_the_reference_written_ahead_removes_the_credential(p, probe).await;
+    revoke_is_idempotent(p).await;
+}
+
+/// Whether `list_managed` (when supported) lists `username`; `None` when unsupported.
+async fn listed(p: &dyn DynamicSecretProvider, username: &str) -> Option<bool> {
+    if !p.capabilities().lists_managed {
+        return None;
+    }
+    let all = p.list_managed("lh-conf").await.expect("list_managed");
+    Some(all.iter().any(|m| m.external.id == username))
+}
+
+/// `kind` is not empty and stable; the default password policy is valid.
+pub async fn kind_is_stable_and_not_empty(p: &dyn DynamicSecretProvider) {
     assert!(!p.kind().is_empty(), "kind is not empty");
     assert_eq!(p.kind(), p.kind(), "kind is stable");
-    if caps.needs_password {
+    if p.capabilities().needs_password {
         p.password_policy()
             .validate()
             .expect("the default password policy is valid");
     }
+}
+
+/// `validate` succeeds on a good configuration and leaves nothing behind (checked through
+/// `list_managed` where the provider lists its credentials).
+pub async fn validate_succeeds_and_leaves_nothing_behind(p: &dyn DynamicSecretProvider) {
+    let before = if p.capabilities().lists_managed {
+        let mut ids: Vec<String> = p
+            .list_managed("lh-conf")
+            .await
+            .expect("list_managed")
+            .into_iter()
+            .map(|m| m.external.id)
+            .collect();
+        ids.sort();
+        Some(ids)
+    } else {
+        None
+    };
     p.validate()
         .await
         .expect("validate succeeds on a good configuration");
+    if let Some(before) = before {
+        let mut after: Vec<String> = p
+            .list_managed("lh-conf")
+            .await
+            .expect("list_managed")
+            .into_iter()
+            .map(|m| m.external.id)
+            .collect();
+        after.sort();
+        assert_eq!(after, before, "validate leaves nothing behind");
+    }
+}
 
+/// `create` returns a working credential for the requested username and password, whose
+/// `Debug` holds no secret, that `list_managed` finds.
+pub async fn create_returns_a_working_credential(
+    p: &dyn DynamicSecretProvider,
+    probe: Option<&dyn CredentialProbe>,
+) {
+    let caps = p.capabilities();
     let username = fresh_username(p);
     let req = request_for(p, &username);
     let created = p.create(&req).await.expect("create succeeds");
@@ -832,56 +955,161 @@ pub async fn provider_conformance(
         );
     }
 
-    if caps.revocable {
-        // A username that exists is never overwritten.
-        let mut again = request_for(p, &username);
-        again.lease_id = LeaseId::generate("conformance");
-        let err = p
-            .create(&again)
-            .await
-            .expect_err("creating an existing username fails");
-        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
-        if let Some(probe) = probe {
-            assert!(
-                probe.authenticates(&created.credentials).await,
-                "a refused duplicate create leaves the first credential working"
-            );
-        }
-    }
-
     if caps.lists_managed {
-        let listed = p.list_managed("lh-conf").await.expect("list_managed");
-        assert!(
-            listed.iter().any(|m| m.external.id == created.external.id),
+        assert_eq!(
+            listed(p, &created.external.id).await,
+            Some(true),
             "list_managed finds the created credential"
         );
     }
-
-    if caps.renewable {
-        p.renew(
-            &created.external,
-            Utc::now() + chrono::Duration::seconds(1800),
-        )
-        .await
-        .expect("renew succeeds on a live credential");
-    }
-
     p.revoke(&created.external).await.expect("revoke succeeds");
-    if caps.revocable {
-        if let Some(probe) = probe {
-            assert!(
-                !probe.authenticates(&created.credentials).await,
-                "a revoked credential no longer works"
-            );
-        }
-        if caps.lists_managed {
-            let listed = p.list_managed("lh-conf").await.expect("list_managed");
-            assert!(
-                !listed.iter().any(|m| m.external.id == created.external.id),
-                "list_managed no longer finds a revoked credential"
-            );
-        }
+}
+
+/// `create` of a username that already exists fails with `AlreadyExists` and leaves the
+/// first credential working (revocable providers: the others speak for one fixed user).
+pub async fn create_refuses_an_existing_username(
+    p: &dyn DynamicSecretProvider,
+    probe: Option<&dyn CredentialProbe>,
+) {
+    if !p.capabilities().revocable {
+        return;
     }
+    let username = fresh_username(p);
+    let created = p
+        .create(&request_for(p, &username))
+        .await
+        .expect("create succeeds");
+    let mut again = request_for(p, &username);
+    again.lease_id = LeaseId::generate("conformance");
+    let err = p
+        .create(&again)
+        .await
+        .expect_err("creating an existing username fails");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    if let Some(probe) = probe {
+        assert!(
+            probe.authenticates(&created.credentials).await,
+            "a refused duplicate create leaves the first credential working"
+        );
+    }
+    p.revoke(&created.external).await.expect("revoke succeeds");
+}
+
+/// A failed `create` leaves nothing behind: a request the provider must refuse (no password,
+/// for a provider that needs one) creates no credential `list_managed` could find, and the
+/// revoke the manager then sends by the name written ahead succeeds.
+pub async fn failed_create_leaves_nothing_behind(p: &dyn DynamicSecretProvider) {
+    if !p.capabilities().needs_password {
+        return;
+    }
+    let username = fresh_username(p);
+    let mut req = request_for(p, &username);
+    req.password = None;
+    p.create(&req)
+        .await
+        .expect_err("create without the password it needs fails");
+    assert_ne!(
+        listed(p, &username).await,
+        Some(true),
+        "a failed create leaves no credential"
+    );
+    p.revoke(&ExternalRef::new(&username))
+        .await
+        .expect("revoking by the name written ahead after a failed create succeeds");
+}
+
+/// `renew` extends a live credential (renewable providers).
+pub async fn renew_extends_a_live_credential(p: &dyn DynamicSecretProvider) {
+    if !p.capabilities().renewable {
+        return;
+    }
+    let username = fresh_username(p);
+    let created = p
+        .create(&request_for(p, &username))
+        .await
+        .expect("create succeeds");
+    p.renew(
+        &created.external,
+        Utc::now() + chrono::Duration::seconds(1800),
+    )
+    .await
+    .expect("renew succeeds on a live credential");
+    p.revoke(&created.external).await.expect("revoke succeeds");
+}
+
+/// `revoke` with the reference `create` returned removes the credential: it no longer
+/// authenticates and `list_managed` no longer finds it.
+pub async fn revoke_removes_the_credential(
+    p: &dyn DynamicSecretProvider,
+    probe: Option<&dyn CredentialProbe>,
+) {
+    let username = fresh_username(p);
+    let created = p
+        .create(&request_for(p, &username))
+        .await
+        .expect("create succeeds");
+    p.revoke(&created.external).await.expect("revoke succeeds");
+    assert_gone(p, probe, &created, "a revoked credential").await;
+}
+
+/// The library's no-orphans promise: `revoke` with only the reference the manager wrote ahead
+/// (the username, no attributes), while the credential exists, removes it.
+pub async fn revoke_by_the_reference_written_ahead_removes_the_credential(
+    p: &dyn DynamicSecretProvider,
+    probe: Option<&dyn CredentialProbe>,
+) {
+    let username = fresh_username(p);
+    let created = p
+        .create(&request_for(p, &username))
+        .await
+        .expect("create succeeds");
+    p.revoke(&ExternalRef::new(&username))
+        .await
+        .expect("revoke by the name written ahead succeeds");
+    assert_gone(
+        p,
+        probe,
+        &created,
+        "a credential revoked by its written-ahead name",
+    )
+    .await;
+    // Whatever the returned reference adds (an access key id) is gone too.
+    p.revoke(&created.external)
+        .await
+        .expect("revoke by the returned reference succeeds afterwards");
+}
+
+async fn assert_gone(
+    p: &dyn DynamicSecretProvider,
+    probe: Option<&dyn CredentialProbe>,
+    created: &Created,
+    what: &str,
+) {
+    if !p.capabilities().revocable {
+        return;
+    }
+    if let Some(probe) = probe {
+        assert!(
+            !probe.authenticates(&created.credentials).await,
+            "{what} no longer works"
+        );
+    }
+    assert_ne!(
+        listed(p, &created.external.id).await,
+        Some(true),
+        "list_managed no longer finds {what}"
+    );
+}
+
+/// `revoke` is idempotent: a second revoke, and a revoke of a credential that never existed,
+/// succeed.
+pub async fn revoke_is_idempotent(p: &dyn DynamicSecretProvider) {
+    let username = fresh_username(p);
+    let created = p
+        .create(&request_for(p, &username))
+        .await
+        .expect("create succeeds");
+    p.revoke(&created.external).await.expect("revoke succeeds");
     p.revoke(&created.external)
         .await
         .expect("revoke is idempotent");
@@ -890,4 +1118,19 @@ pub async fn provider_conformance(
     p.revoke(&never)
         .await
         .expect("revoking a credential that never existed succeeds");
+}
+
+/// A `revoke` that fails because the backend is unreachable returns an error marked
+/// temporary, so the manager retries it. `unreachable` is a provider whose backend is down.
+pub async fn revoke_failure_while_unreachable_is_temporary(
+    unreachable: &dyn DynamicSecretProvider,
+) {
+    let e = unreachable
+        .revoke(&ExternalRef::new(fresh_username(unreachable)))
+        .await
+        .expect_err("revoke cannot succeed while the backend is unreachable");
+    assert!(
+        e.is_temporary(),
+        "a temporary revoke failure is marked temporary: {e}"
+    );
 }

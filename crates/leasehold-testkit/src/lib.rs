@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod conformance;
+pub mod conformance;
 mod faulty;
 mod logs;
 mod recording;

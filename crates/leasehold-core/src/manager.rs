@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{fence, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -366,7 +366,6 @@ struct SecretEntry {
     secret: DynamicSecret,
     /// The provider kind, shared by every lease of the secret.
     kind: Arc<str>,
-    in_flight: AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -678,7 +677,6 @@ impl LeaseManager {
         let entry = Arc::new(SecretEntry {
             kind: secret.provider().kind().into(),
             secret,
-            in_flight: AtomicU64::new(0),
         });
         let mut secrets = self
             .inner
@@ -1296,27 +1294,6 @@ pub fn renewed_expiry(
     add_duration(now, increment).min(max_expires_at)
 }
 
-/// Counts an issue between its quota check and its insert; leaves the count when dropped,
-/// also when the issue future is dropped half-way.
-struct InFlight<'a> {
-    count: &'a AtomicU64,
-    /// Issues of the same secret that were under way here when this one entered.
-    others: u64,
-}
-
-impl<'a> InFlight<'a> {
-    fn enter(count: &'a AtomicU64) -> Self {
-        let others = count.fetch_add(1, Ordering::SeqCst);
-        InFlight { count, others }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 type BoxedWork = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// The second half of an issue (provider call, then activation or compensation), polled in the
@@ -1449,15 +1426,13 @@ impl Inner {
             claim_until: Some(issue_deadline),
             version: 1,
         };
-        // The active-lease limit counts records in the store plus this instance's issues that
-        // are between the check and their insert. The store checks and inserts in one call.
-        let in_flight = InFlight::enter(&entry.in_flight);
+        // The store checks the active-lease limit and inserts in one call, so concurrent issues
+        // (of this instance and of every other one sharing the store) are counted once each.
+        // Counting this instance's issues under way as well would count an issue whose insert
+        // has landed twice, and refuse spuriously near the limit.
         let max = secret.max_active_leases();
-        let others = in_flight.others;
-        let limit = max.saturating_sub(others);
-        let inserted = limit > 0 && self.store.insert_within(&lease, limit).await.map_err(ctx)?;
-        // From here on the store counts the lease itself.
-        drop(in_flight);
+        let limit = max;
+        let inserted = self.store.insert_within(&lease, limit).await.map_err(ctx)?;
         if !inserted {
             // Only for the message: the refusal itself was decided by the store.
             let stored = self
@@ -1470,7 +1445,7 @@ impl Inner {
                 format!(
                     "secret {:?} has {} active leases, its max_active_leases is {max}",
                     secret.name(),
-                    stored + others,
+                    stored,
                 ),
             )));
         }

@@ -351,7 +351,10 @@ async fn dispatch(
             // Hand the claim back at once: a `run` process takes over (and drops the previous
             // password after the grace) without waiting for the hold to lapse.
             if let Err(e) = rotator.release().await {
-                eprintln!("leasehold: releasing the claim of {name:?} failed: {}", one_line(&e.to_string()));
+                eprintln!(
+                    "leasehold: releasing the claim of {name:?} failed: {}",
+                    one_line(&e.to_string())
+                );
             }
             let outcome = outcome?;
             let (v, rows) = static_roles::outcome_json(&name, &outcome);
@@ -388,7 +391,11 @@ fn static_role<'a>(
         .iter()
         .find(|r| r.name == name)
         .ok_or_else(|| {
-            let names: Vec<&str> = config.static_roles.iter().map(|r| r.name.as_str()).collect();
+            let names: Vec<&str> = config
+                .static_roles
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
             Fail::usage(format!(
                 "no static role named {name:?} in the configuration (configured: {})",
                 if names.is_empty() {
@@ -412,7 +419,11 @@ fn static_role_fail(path: &Path, name: &str, e: Error) -> Fail {
     } else {
         Fail {
             code: EXIT_FAILED,
-            line: format!("static role {:?}: {}", escape(name), one_line(&e.to_string())),
+            line: format!(
+                "static role {:?}: {}",
+                escape(name),
+                one_line(&e.to_string())
+            ),
         }
     }
 }

@@ -5,8 +5,8 @@
 pub mod acl;
 mod auth_check;
 mod config;
-mod membership;
 mod iam_token;
+mod membership;
 mod provider;
 mod static_role;
 

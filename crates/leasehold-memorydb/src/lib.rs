@@ -3,10 +3,10 @@
 #![deny(missing_docs)]
 
 mod access;
-mod membership;
 mod auth;
 mod config;
 mod iam_token;
+mod membership;
 mod provider;
 mod statement;
 mod static_role;

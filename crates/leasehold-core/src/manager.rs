@@ -1913,9 +1913,23 @@ async fn worker_loop(inner: Arc<Inner>) {
     tracing::debug!(instance = %inner.owner, "expiry worker started");
     let mut gauges_at: Option<tokio::time::Instant> = None;
     let mut repair_at: Option<tokio::time::Instant> = None;
+    // Revocations run in tasks of their own, at most revoke_concurrency at once; the loop goes
+    // on claiming while there is room, so one revocation hanging on a slow backend holds up
+    // one slot, not the expiry of every lease that falls due after it.
+    let slots = Arc::new(tokio::sync::Semaphore::new(inner.config.revoke_concurrency));
+    let mut running = tokio::task::JoinSet::new();
     loop {
         if *stop.borrow() {
             break;
+        }
+        while running.try_join_next().is_some() {}
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = running.join_next() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
         }
         telemetry::worker_loop();
         inner
@@ -1940,7 +1954,7 @@ async fn worker_loop(inner: Arc<Inner>) {
         inner.planned_wake_ms.store(i64::MAX, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let t = now();
-        let batch = inner.claim_batch();
+        let batch = inner.claim_batch().min(free);
         let claimed = match inner
             .store
             .claim_due(t, &inner.owner, inner.config.claim_hold, batch)
@@ -1958,16 +1972,17 @@ async fn worker_loop(inner: Arc<Inner>) {
             }
         };
         let full = claimed.len() >= batch;
-        if !claimed.is_empty() {
-            stream::iter(claimed)
-                .for_each_concurrent(inner.config.revoke_concurrency, |lease| {
-                    let inner = inner.clone();
-                    async move {
-                        inner.pace().await;
-                        inner.process_due(lease).await
-                    }
-                })
-                .await;
+        for lease in claimed {
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Not reached: no more were claimed than there were free slots.
+                break;
+            };
+            let inner = inner.clone();
+            running.spawn(async move {
+                inner.pace().await;
+                inner.process_due(lease).await;
+                drop(slot);
+            });
         }
         if full {
             continue;
@@ -1992,6 +2007,8 @@ async fn worker_loop(inner: Arc<Inner>) {
             _ = stop.changed() => {}
         }
     }
+    // Revocations under way finish (each bounded by revoke_timeout) before the worker stops.
+    while running.join_next().await.is_some() {}
     tracing::debug!(instance = %inner.owner, "expiry worker stopped");
 }
 

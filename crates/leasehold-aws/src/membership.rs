@@ -676,6 +676,8 @@ impl<B: GroupBackend> MembershipQueue<B> {
             .filter(|e| e.state == MemberState::Pending && !self.abandoned(e, now))
             .map(|e| e.member)
             .collect();
+        metrics::gauge!(leasehold_core::telemetry::MEMBERSHIP_QUEUE_DEPTH, "operation" => self.spec().operation)
+            .set(batch.len() as f64);
         if batch.is_empty() {
             return Ok(Some(Duration::ZERO));
         }
@@ -720,7 +722,10 @@ impl<B: GroupBackend> MembershipQueue<B> {
         if batch.is_empty() {
             return Ok(Some(Duration::ZERO));
         }
-        match self.backend.add(&batch).await {
+        let outcome = self.backend.add(&batch).await;
+        metrics::histogram!(leasehold_core::telemetry::MEMBERSHIP_BATCH_SIZE, "operation" => self.spec().operation)
+            .record(batch.len() as f64);
+        match outcome {
             Ok(()) => {
                 a.failures = 0;
                 tracing::debug!(group = %self.key, users = batch.len(), operation = self.spec().operation, "group change accepted");

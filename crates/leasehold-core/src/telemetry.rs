@@ -41,6 +41,11 @@ pub const IRREVOCABLE_LEASES: &str = "leasehold_irrevocable_leases";
 /// `leasehold_drift_repairs_total{provider, action}`: credentials copied to, or removed from,
 /// a part of the backend that drifted from the leases (action `copied`, `removed`, `failed`).
 pub const DRIFT_REPAIRS: &str = "leasehold_drift_repairs_total";
+/// `leasehold_membership_queue_depth{operation}`: additions waiting for the group change the
+/// applier is about to send (`ModifyUserGroup`, `UpdateACL`), as the applier last saw them.
+pub const MEMBERSHIP_QUEUE_DEPTH: &str = "leasehold_membership_queue_depth";
+/// `leasehold_membership_batch_size{operation}`: users per group change sent.
+pub const MEMBERSHIP_BATCH_SIZE: &str = "leasehold_membership_batch_size";
 /// `leasehold_store_errors_total{operation}`: failed store calls of the worker.
 pub const STORE_ERRORS: &str = "leasehold_store_errors_total";
 /// `leasehold_worker_loops_total`: worker iterations (a stuck worker stops counting).
@@ -89,6 +94,14 @@ pub fn describe() {
     describe_counter!(
         DRIFT_REPAIRS,
         "Credentials copied to or removed from a drifted part of the backend."
+    );
+    describe_gauge!(
+        MEMBERSHIP_QUEUE_DEPTH,
+        "Group additions waiting for the next change, as the applier last saw them."
+    );
+    describe_histogram!(
+        MEMBERSHIP_BATCH_SIZE,
+        "Users per group change sent (ModifyUserGroup, UpdateACL)."
     );
     describe_counter!(STORE_ERRORS, "Failed store calls of the expiry worker.");
     describe_counter!(

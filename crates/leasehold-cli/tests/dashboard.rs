@@ -16,13 +16,19 @@ const COUNTERS: &[&str] = &[
     telemetry::PROVIDER_CALLS,
     telemetry::STORE_ERRORS,
     telemetry::WORKER_LOOPS,
+    telemetry::DRIFT_REPAIRS,
 ];
-const GAUGES: &[&str] = &[telemetry::LEASES, telemetry::IRREVOCABLE_LEASES];
+const GAUGES: &[&str] = &[
+    telemetry::LEASES,
+    telemetry::IRREVOCABLE_LEASES,
+    telemetry::MEMBERSHIP_QUEUE_DEPTH,
+];
 const HISTOGRAMS: &[&str] = &[
     telemetry::ISSUE_DURATION,
     telemetry::REVOKE_DURATION,
     telemetry::EXPIRY_LAG,
     telemetry::PROVIDER_CALL_DURATION,
+    telemetry::MEMBERSHIP_BATCH_SIZE,
 ];
 
 fn dashboard() -> Value {

@@ -123,7 +123,9 @@ pub struct ManagerConfig {
     /// new issues of the store. The worker then claims no more than it revokes in half a
     /// `claim_hold`, so its claims never run out while they wait their turn.
     pub revoke_rate: Option<u32>,
-    /// How long a claim holds (default 60 s). A crashed instance's claims come free after it.
+    /// How long a claim holds (default 60 s). The worker's claims on due leases hold this plus
+    /// `revoke_timeout`, so a revocation in flight never outlives its claim. A crashed instance's
+    /// claims come free after that (a restart with the same `instance_id` takes them back at once).
     pub claim_hold: Duration,
     /// Longest time an issue may take, readiness wait included (default 10 min). A `Pending`
     /// lease older than this is considered abandoned and revoked by the worker.
@@ -1955,11 +1957,14 @@ async fn worker_loop(inner: Arc<Inner>) {
         fence(Ordering::SeqCst);
         let t = now();
         let batch = inner.claim_batch().min(free);
-        let claimed = match inner
-            .store
-            .claim_due(t, &inner.owner, inner.config.claim_hold, batch)
-            .await
-        {
+        // Revocations run while the loop goes on claiming: a claim must outlive the revocation
+        // it covers (paced for at most half a claim_hold, then bounded by revoke_timeout), or
+        // this worker, or another, would claim the lease again and revoke it twice.
+        let hold = inner
+            .config
+            .claim_hold
+            .saturating_add(inner.config.revoke_timeout);
+        let claimed = match inner.store.claim_due(t, &inner.owner, hold, batch).await {
             Ok(c) => c,
             Err(e) => {
                 telemetry::store_error("claim_due");

@@ -205,7 +205,7 @@ async fn open_pool(url: &str) -> Result<SqlitePool> {
         .log_statements(LevelFilter::Trace);
     let file = opts.get_filename().to_path_buf();
     let in_memory = url.contains(":memory:");
-    SqlitePoolOptions::new()
+    let pool = SqlitePoolOptions::new()
         // An in-memory database lives in one connection.
         .max_connections(if in_memory { 1 } else { 8 })
         .min_connections(if in_memory { 1 } else { 0 })
@@ -218,10 +218,30 @@ async fn open_pool(url: &str) -> Result<SqlitePool> {
             None
         } else {
             Some(Duration::from_secs(3600))
-        })
-        .connect_with(opts)
-        .await
-        .map_err(|e| open_error(&file, e))
+        });
+    // Switching a new file to WAL takes an exclusive lock that SQLite does not wait for (the
+    // busy timeout does not apply), so processes opening one new file together can be told
+    // "database is locked": try again, for as long as the busy timeout would have waited.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match pool.clone().connect_with(opts.clone()).await {
+            Ok(p) => return Ok(p),
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(e) => return Err(open_error(&file, e)),
+        }
+    }
+}
+
+/// SQLITE_BUSY / SQLITE_LOCKED (or one of their extended codes): another connection holds the
+/// lock.
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+        || e.to_string().contains("database is locked")
 }
 
 /// Names the file, and the missing directory when that is the cause (SQLite says only

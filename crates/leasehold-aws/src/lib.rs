@@ -14,7 +14,7 @@ pub use auth_token::{
     AUTH_TOKEN_MAX_EXPIRY,
 };
 pub use iam_token::{IamTokenProvider, IamTokenTarget, ATTR_TOKEN_EXPIRES_AT};
-pub use static_role::SecretsManagerPublisher;
+pub use static_role::{check_password_policy, check_rotatable, SecretsManagerPublisher, UserAuth};
 
 use std::fmt;
 use std::time::Duration;

@@ -236,3 +236,48 @@ mod tests {
         assert_eq!(p.location(), "secretsmanager:prod/app");
     }
 }
+
+/// How an existing ElastiCache or MemoryDB user logs in, as far as a static role cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserAuth {
+    /// Passwords: the user can be rotated.
+    Password,
+    /// IAM auth tokens: no password to rotate.
+    Iam,
+    /// No password at all: rotating would change how every client logs in.
+    NoPassword,
+    /// A type this version does not know.
+    Unknown,
+}
+
+/// Refuses a static role on a user that does not log in with passwords; `field` names the
+/// config key (`user_id`, `user_name`) in the error.
+pub fn check_rotatable(field: &str, user: &str, auth: UserAuth) -> Result<()> {
+    match auth {
+        UserAuth::Password => Ok(()),
+        UserAuth::Iam => Err(Error::invalid_config(format!(
+            "{field}: {user:?} authenticates with IAM; it has no password to rotate"
+        ))),
+        UserAuth::NoPassword => Err(Error::invalid_config(format!(
+            "{field}: {user:?} needs no password; rotating would change how every client logs in, so it is left alone"
+        ))),
+        UserAuth::Unknown => Err(Error::invalid_config(format!(
+            "{field}: {user:?} has an unknown authentication type"
+        ))),
+    }
+}
+
+/// Checks a static role's password policy against the 16 to 128 characters ElastiCache and
+/// MemoryDB accept; `service` names the service in the error.
+pub fn check_password_policy(
+    service: &str,
+    p: leasehold_core::PasswordPolicy,
+) -> Result<leasehold_core::PasswordPolicy> {
+    p.validate()?;
+    if !(16..=128).contains(&p.length()) {
+        return Err(Error::invalid_config(format!(
+            "password_policy: {service} passwords have 16 to 128 characters"
+        )));
+    }
+    Ok(p)
+}

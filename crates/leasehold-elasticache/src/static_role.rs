@@ -89,13 +89,7 @@ impl ElastiCacheUserTarget {
 
     /// Sets the password policy (16 to 128 characters).
     pub fn password_policy(mut self, p: PasswordPolicy) -> Result<Self> {
-        p.validate()?;
-        if !(16..=128).contains(&p.length()) {
-            return Err(Error::invalid_config(
-                "password_policy: ElastiCache passwords have 16 to 128 characters",
-            ));
-        }
-        self.password_policy = p;
+        self.password_policy = leasehold_aws::check_password_policy("ElastiCache", p)?;
         Ok(self)
     }
 
@@ -185,21 +179,13 @@ impl StaticRoleTarget for ElastiCacheUserTarget {
 
     async fn validate(&self) -> Result<()> {
         let user = self.describe().await?;
-        match user.authentication().and_then(|a| a.r#type()) {
-            Some(AuthenticationType::Password) => Ok(()),
-            Some(AuthenticationType::Iam) => Err(Error::invalid_config(format!(
-                "user_id: {:?} authenticates with IAM; it has no password to rotate",
-                self.user_id
-            ))),
-            Some(AuthenticationType::NoPassword) => Err(Error::invalid_config(format!(
-                "user_id: {:?} needs no password; rotating would change how every client logs in, so it is left alone",
-                self.user_id
-            ))),
-            _ => Err(Error::invalid_config(format!(
-                "user_id: {:?} has an unknown authentication type",
-                self.user_id
-            ))),
-        }
+        let auth = match user.authentication().and_then(|a| a.r#type()) {
+            Some(AuthenticationType::Password) => leasehold_aws::UserAuth::Password,
+            Some(AuthenticationType::Iam) => leasehold_aws::UserAuth::Iam,
+            Some(AuthenticationType::NoPassword) => leasehold_aws::UserAuth::NoPassword,
+            _ => leasehold_aws::UserAuth::Unknown,
+        };
+        leasehold_aws::check_rotatable("user_id", &self.user_id, auth)
     }
 
     async fn user(&self) -> Result<StaticUser> {

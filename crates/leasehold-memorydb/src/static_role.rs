@@ -96,13 +96,7 @@ impl MemoryDbUserTarget {
 
     /// Sets the password policy (16 to 128 characters).
     pub fn password_policy(mut self, p: PasswordPolicy) -> Result<Self> {
-        p.validate()?;
-        if !(16..=128).contains(&p.length()) {
-            return Err(Error::invalid_config(
-                "password_policy: MemoryDB passwords have 16 to 128 characters",
-            ));
-        }
-        self.password_policy = p;
+        self.password_policy = leasehold_aws::check_password_policy("MemoryDB", p)?;
         Ok(self)
     }
 
@@ -196,21 +190,13 @@ impl StaticRoleTarget for MemoryDbUserTarget {
 
     async fn validate(&self) -> Result<()> {
         let user = self.describe().await?;
-        match user.authentication().and_then(|a| a.r#type()) {
-            Some(AuthenticationType::Password) => Ok(()),
-            Some(AuthenticationType::Iam) => Err(Error::invalid_config(format!(
-                "user_name: {:?} authenticates with IAM; it has no password to rotate",
-                self.user_name
-            ))),
-            Some(AuthenticationType::NoPassword) => Err(Error::invalid_config(format!(
-                "user_name: {:?} needs no password; rotating would change how every client logs in, so it is left alone",
-                self.user_name
-            ))),
-            _ => Err(Error::invalid_config(format!(
-                "user_name: {:?} has an unknown authentication type",
-                self.user_name
-            ))),
-        }
+        let auth = match user.authentication().and_then(|a| a.r#type()) {
+            Some(AuthenticationType::Password) => leasehold_aws::UserAuth::Password,
+            Some(AuthenticationType::Iam) => leasehold_aws::UserAuth::Iam,
+            Some(AuthenticationType::NoPassword) => leasehold_aws::UserAuth::NoPassword,
+            _ => leasehold_aws::UserAuth::Unknown,
+        };
+        leasehold_aws::check_rotatable("user_name", &self.user_name, auth)
     }
 
     async fn user(&self) -> Result<StaticUser> {

@@ -128,6 +128,152 @@ pub fn format_duration(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
+/// Parses a timeout or pause: like [`parse_duration`], but sub-second values (`250ms`) and,
+/// when `allow_zero`, `0` are accepted. Used for connection timeouts, retry pauses and waits,
+/// where a lease's whole-second rule does not apply.
+///
+/// ```
+/// use std::time::Duration;
+/// use leasehold_core::duration::parse_pause;
+///
+/// assert_eq!(parse_pause("retry_delay", "250ms", false).unwrap(), Duration::from_millis(250));
+/// assert_eq!(parse_pause("revoke_wait", "0", true).unwrap(), Duration::ZERO);
+/// assert!(parse_pause("command_timeout", "0", false).is_err());
+/// ```
+pub fn parse_pause(field: &str, input: &str, allow_zero: bool) -> Result<Duration> {
+    let bad = |why: &str| {
+        Error::new(
+            ErrorKind::InvalidConfig,
+            format!(
+                "{field}: {:?} is not a valid duration ({why}); use e.g. 250ms, 5s, 2m or a number of seconds",
+                truncate_for_message(input)
+            ),
+        )
+        .with_context("field", field)
+    };
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if s.len() > 64 {
+        return Err(bad("it is too long"));
+    }
+    if s.starts_with('-') {
+        return Err(bad("it is negative"));
+    }
+    let d = if s.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(s.parse().map_err(|_| bad("it overflows"))?)
+    } else if !s.ends_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(bad("the last number has no unit"));
+    } else {
+        humantime::parse_duration(s).map_err(|e| match e {
+            humantime::DurationError::NumberOverflow => bad("it overflows"),
+            _ => bad("unknown unit or syntax"),
+        })?
+    };
+    if d.is_zero() && !allow_zero {
+        return Err(bad("it is zero"));
+    }
+    if d > MAX_DURATION {
+        return Err(bad("it is longer than 100 years"));
+    }
+    Ok(d)
+}
+
+/// A duration as written in a config file: a string such as `"1h30m"` or a whole number of
+/// seconds. It deserializes from either and is parsed later, when the field's name is known,
+/// so the error names the setting (`ready_timeout: "5 parsecs" is not a valid duration ...`).
+///
+/// ```
+/// use std::time::Duration;
+/// use leasehold_core::duration::DurationText;
+///
+/// let t: DurationText = serde_json::from_str("\"1h30m\"").unwrap();
+/// assert_eq!(t.parse("default_ttl").unwrap(), Duration::from_secs(5400));
+/// let n: DurationText = serde_json::from_str("90").unwrap();
+/// assert_eq!(n.parse("max_ttl").unwrap(), Duration::from_secs(90));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DurationText(pub String);
+
+impl DurationText {
+    /// Parses a TTL-like duration (whole seconds, at least one): see [`parse_duration`].
+    pub fn parse(&self, field: &str) -> Result<Duration> {
+        parse_duration(field, &self.0)
+    }
+
+    /// Parses a timeout or pause (sub-second allowed; zero when `allow_zero`): see
+    /// [`parse_pause`].
+    pub fn parse_pause(&self, field: &str, allow_zero: bool) -> Result<Duration> {
+        parse_pause(field, &self.0, allow_zero)
+    }
+
+    /// Parses an optional TTL-like field.
+    pub fn parse_opt(text: &Option<DurationText>, field: &str) -> Result<Option<Duration>> {
+        text.as_ref().map(|t| t.parse(field)).transpose()
+    }
+
+    /// Parses an optional timeout or pause field.
+    pub fn parse_pause_opt(
+        text: &Option<DurationText>,
+        field: &str,
+        allow_zero: bool,
+    ) -> Result<Option<Duration>> {
+        text.as_ref()
+            .map(|t| t.parse_pause(field, allow_zero))
+            .transpose()
+    }
+}
+
+impl From<Duration> for DurationText {
+    fn from(d: Duration) -> Self {
+        if d.subsec_nanos() == 0 {
+            DurationText(d.as_secs().to_string())
+        } else {
+            DurationText(format!("{}ms", d.as_millis()))
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a duration such as \"30s\", \"15m\", \"1h30m\", \"2d\" or a number of seconds",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(
+                self,
+                v: i64,
+            ) -> std::result::Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(
+                self,
+                v: u64,
+            ) -> std::result::Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl serde::Serialize for DurationText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 fn truncate_for_message(s: &str) -> String {
     s.chars().take(40).collect()
 }
@@ -135,6 +281,42 @@ fn truncate_for_message(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pauses_accept_milliseconds_and_optional_zero() {
+        assert_eq!(
+            parse_pause("d", "1500ms", false).unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(parse_pause("d", "0", true).unwrap(), Duration::ZERO);
+        assert_eq!(parse_pause("d", "0s", true).unwrap(), Duration::ZERO);
+        let e = parse_pause("wait", "0", false).unwrap_err();
+        assert!(e.to_string().contains("wait"), "{e}");
+        assert!(parse_pause("d", "-1s", true).is_err());
+        assert!(parse_pause("d", "1h30", true).is_err());
+        assert!(parse_pause("d", "200y", true).is_err());
+    }
+
+    #[test]
+    fn duration_text_reads_strings_and_numbers_and_names_the_field() {
+        let t: DurationText = serde_json::from_str("\"2m\"").unwrap();
+        assert_eq!(t.parse("ttl").unwrap(), Duration::from_secs(120));
+        let n: DurationText = serde_json::from_str("7").unwrap();
+        assert_eq!(n.parse("ttl").unwrap(), Duration::from_secs(7));
+        assert!(serde_json::from_str::<DurationText>("true").is_err());
+        let bad: DurationText = serde_json::from_str("\"5 parsecs\"").unwrap();
+        assert!(bad
+            .parse("ready_timeout")
+            .unwrap_err()
+            .to_string()
+            .contains("ready_timeout"));
+        assert_eq!(
+            DurationText::from(Duration::from_millis(250))
+                .parse_pause("p", false)
+                .unwrap(),
+            Duration::from_millis(250)
+        );
+    }
 
     #[test]
     fn accepts_documented_forms() {

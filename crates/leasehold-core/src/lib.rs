@@ -24,7 +24,7 @@ pub use audit::{Alert, AlertHook, AlertReason, Alerting, AuditAction, AuditEvent
 pub use coordination::{
     CoordinationStore, GroupClaim, MemberEntry, MemberState, MemoryCoordination, SharedCoordination,
 };
-pub use duration::{format_duration, parse_duration};
+pub use duration::{format_duration, parse_duration, DurationText};
 pub use error::{Error, ErrorKind, Result};
 pub use manager::{
     IssueRequest, IssuedLease, LeaseManager, LeaseManagerBuilder, ManagerConfig, ReconcileReport,

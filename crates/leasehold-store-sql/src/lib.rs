@@ -18,6 +18,13 @@ pub use schema::DEFAULT_TABLE_PREFIX;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStore, SqliteStoreBuilder};
 
+/// The sqlx this crate is built on (0.8). `from_pool`, `builder_for_pool` and `pool()` take and
+/// return its pool types; name them as `leasehold_store_sql::sqlx::PgPool` (or
+/// `leasehold::store_sql::sqlx::...`) so an application's pool is always of the version the
+/// store speaks. An application on another sqlx major version opens the store from a URL
+/// (`connect` / `open`) instead: the two pools then simply coexist.
+pub use sqlx;
+
 /// The lease table of a store with the default table prefix.
 pub const TABLE: &str = "leasehold_leases";
 

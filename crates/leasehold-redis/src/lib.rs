@@ -7,6 +7,9 @@ pub mod client;
 mod config;
 mod connect;
 mod errors;
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+pub mod pool;
 mod provider;
 mod repair;
 mod rules;

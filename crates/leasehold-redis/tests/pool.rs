@@ -15,7 +15,7 @@ use leasehold_core::{Credentials, ErrorKind, IssueRequest, WatchEvent, WatchOpti
 use leasehold_redis::pool::{self, PoolError};
 use leasehold_redis::{RedisAclProvider, RedisConfig};
 use leasehold_testkit::servers::RedisServer;
-use leasehold_testkit::RecordingProvider;
+use leasehold_testkit::{assert_no_secret, capture_tracing, RecordingProvider};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -253,6 +253,7 @@ async fn pooled_workers_run_through_rotations_without_a_failed_command() {
 
 #[tokio::test]
 async fn a_rotation_retires_idle_connections_and_a_closed_watch_is_refused_clearly() {
+    let logs = capture_tracing();
     let Some(server) = RedisServer::start("a_rotation_retires_idle_connections").await else {
         return;
     };
@@ -284,6 +285,12 @@ async fn a_rotation_retires_idle_connections_and_a_closed_watch_is_refused_clear
     let mut conn = pool.get().await.unwrap();
     assert_eq!(conn.lease_id(), &first.lease_id);
     assert_eq!(conn.username(), old_user);
+    let debug = format!("{conn:?} {pool:?} {:?}", pool.manager());
+    assert_no_secret(
+        "Debug of the pool and its connection",
+        &debug,
+        &first.credentials,
+    );
     let old_id: u64 = redis::cmd("CLIENT")
         .arg("ID")
         .query_async(&mut conn)
@@ -362,6 +369,20 @@ async fn a_rotation_retires_idle_connections_and_a_closed_watch_is_refused_clear
     assert!(text.contains(&username(&current.credentials)), "{text}");
     assert!(!text.contains("admin"), "{text}");
     assert!(!text.contains(current.credentials.secret().expose_secret()));
+    assert_no_secret(
+        "the AUTH error",
+        &format!("{err} {err:?}"),
+        &current.credentials,
+    );
+
+    let logged = logs.contents();
+    assert!(
+        logged.contains("opened a pooled Redis connection") && logged.contains(&old_user),
+        "the capture saw nothing of the pool"
+    );
+    for creds in [&first.credentials, &current.credentials] {
+        assert_no_secret("tracing output", &logged, creds);
+    }
 }
 
 #[tokio::test]

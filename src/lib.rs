@@ -68,7 +68,9 @@ pub use leasehold_memorydb as memorydb;
 #[cfg_attr(docsrs, doc(cfg(feature = "iam")))]
 pub use leasehold_iam as iam;
 
-/// Self-hosted Redis / Valkey ACL users on every node.
+/// Self-hosted Redis / Valkey ACL users on every node; `redis::client` hands a lease to
+/// redis-rs, and with the `redis-deadpool` feature `redis::pool` is a connection pool that
+/// follows a `CredentialWatch`.
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use leasehold_redis as redis;

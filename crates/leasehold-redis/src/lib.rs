@@ -3,9 +3,13 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod client;
 mod config;
 mod connect;
 mod errors;
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+pub mod pool;
 mod provider;
 mod repair;
 mod rules;

@@ -380,11 +380,8 @@ impl Inner {
                 if e.kind() == ErrorKind::Timeout {
                     // The call was cut short: a request may still be in flight and create the
                     // credential after a revoke by name. The worker revokes it after a grace.
-                    lease.state = LeaseState::Revoking;
-                    lease.last_error = Some(e.to_string());
-                    lease.claimed_by = None;
-                    lease.claim_until = None;
-                    lease.due_at = add_duration(now(), self.config.create_grace);
+                    lease
+                        .defer_revoke(e.to_string(), add_duration(now(), self.config.create_grace));
                     match self.store.update(&lease).await {
                         Ok(_) => self.wake_for(lease.due_at),
                         // Still Pending and claimed until the issue deadline: the worker
@@ -410,14 +407,13 @@ impl Inner {
         // The lease's life starts when its credential works: the TTL counts from now, capped
         // by the max TTL measured from the request.
         let activated = now();
-        lease.state = LeaseState::Active;
-        lease.external = created.external;
-        lease.expires_at = add_duration(activated, p.ttl).min(lease.max_expires_at);
+        let mut expires_at = add_duration(activated, p.ttl).min(lease.max_expires_at);
+        let mut max_expires_at = lease.max_expires_at;
         if let Some(backend_expiry) = created.expires_at {
-            lease.expires_at = lease.expires_at.min(backend_expiry);
-            lease.max_expires_at = lease.max_expires_at.min(backend_expiry);
+            expires_at = expires_at.min(backend_expiry);
+            max_expires_at = max_expires_at.min(backend_expiry);
         }
-        lease.due_at = lease.expires_at;
+        lease.activate(created.external, expires_at, max_expires_at);
         if lease.expires_at <= activated {
             // The max TTL (or the backend's own expiry) ran out while the credential was made:
             // nobody may get a credential that is already expired.
@@ -433,8 +429,6 @@ impl Inner {
             let _ = tx.send(Err(e));
             return Ok(());
         }
-        lease.claimed_by = None;
-        lease.claim_until = None;
         match self.store.update(&lease).await {
             Ok(v) => lease.version = v,
             Err(e) => {

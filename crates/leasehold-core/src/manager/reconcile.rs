@@ -6,7 +6,7 @@ use super::LeaseManager;
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::ManagedCredential;
-use crate::store::LeaseFilter;
+use crate::store::{LeaseFilter, LeasePages};
 
 /// The outcome of [`LeaseManager::reconcile`].
 #[derive(Debug, Default)]
@@ -70,18 +70,9 @@ impl LeaseManager {
         // Leases of every secret on the same provider kind count: two secrets may share a
         // backend and a prefix.
         let mut known: HashSet<String> = HashSet::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .inner
-                .store
-                .list(&LeaseFilter::all().after(after.clone()).limit(1000))
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            for l in page {
-                known.insert(l.external.id.clone());
-            }
+        let mut pages = LeasePages::new(&*self.inner.store, LeaseFilter::all(), 1000);
+        while let Some(page) = pages.next_page().await? {
+            known.extend(page.into_iter().map(|l| l.external.id));
         }
         let mut report = ReconcileReport {
             installation: installation.to_string(),

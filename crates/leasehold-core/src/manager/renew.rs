@@ -73,8 +73,7 @@ impl LeaseManager {
                 return Err(ctx(e));
             }
             let old_expiry = lease.expires_at;
-            lease.expires_at = new_expiry;
-            lease.due_at = new_expiry;
+            lease.extend(new_expiry);
             match self.inner.store.update(&lease).await {
                 Ok(v) => {
                     lease.version = v;

@@ -10,7 +10,7 @@ use super::{lease_not_found, now, Inner, LeaseManager};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{LeaseId, LeaseRecord, LeaseState};
-use crate::store::{add_duration, LeaseFilter, RevokeClaim};
+use crate::store::{add_duration, LeaseFilter, LeasePages, RevokeClaim};
 use crate::telemetry;
 
 /// The outcome of [`LeaseManager::revoke_secret`].
@@ -117,16 +117,9 @@ impl LeaseManager {
     ) -> Result<RevokeSummary> {
         let total = self.inner.store.count(&LeaseFilter::secret(secret)).await? as usize;
         let mut summary = RevokeSummary::default();
-        let mut after = None;
+        let mut pages = LeasePages::new(&*self.inner.store, LeaseFilter::secret(secret), 500);
         let mut done = 0usize;
-        loop {
-            let page = self
-                .inner
-                .store
-                .list(&LeaseFilter::secret(secret).after(after.clone()).limit(500))
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
+        while let Some(page) = pages.next_page().await? {
             let mut results = stream::iter(page.into_iter().map(|l| {
                 let m = self.clone();
                 async move {
@@ -236,12 +229,11 @@ impl Inner {
         action: AuditAction,
     ) -> Result<()> {
         let t = now();
-        if lease.state != LeaseState::Irrevocable {
-            lease.state = LeaseState::Revoking;
-        }
-        lease.claimed_by = Some(self.owner.clone());
-        lease.claim_until = Some(add_duration(t, self.config.revoke_timeout));
-        lease.due_at = t;
+        lease.claim_for_revoke(
+            self.owner.clone(),
+            t,
+            add_duration(t, self.config.revoke_timeout),
+        );
         lease.version = self.store.update(&lease).await?;
         self.revoke_claimed(lease, action).await
     }
@@ -263,8 +255,7 @@ impl Inner {
             ));
         };
         let provider = entry.secret.provider();
-        if lease.state != LeaseState::Revoking && lease.state != LeaseState::Irrevocable {
-            lease.state = LeaseState::Revoking;
+        if lease.begin_revoke() {
             lease.version = self.store.update(&lease).await?;
         }
         let reason = if action == AuditAction::Expire {
@@ -303,7 +294,7 @@ impl Inner {
                 // leaves a record that is revoked again (idempotent), never a revocation
                 // without its line.
                 let mut gone = lease.clone();
-                gone.state = LeaseState::Revoked;
+                gone.mark_revoked();
                 self.audit(action, &gone, None);
                 match self.store.delete(&lease.id, lease.version).await {
                     Ok(()) => {}
@@ -320,7 +311,7 @@ impl Inner {
                         return Err(e);
                     }
                 }
-                lease.state = LeaseState::Revoked;
+                lease.mark_revoked();
                 telemetry::revocation(&lease.secret, reason, Ok(()), started.elapsed());
                 if action == AuditAction::Expire {
                     telemetry::expiry_lag(&lease.secret, now() - lease.expires_at);
@@ -332,18 +323,14 @@ impl Inner {
                     .with_context("lease_id", &lease.id)
                     .with_context("secret", &*lease.secret);
                 let t = now();
-                lease.revoke_attempts = lease.revoke_attempts.saturating_add(1);
-                lease.last_error = Some(e.to_string());
+                let attempts = lease.record_failed_revoke(e.to_string());
                 let retry = &self.config.retry;
-                let give_up = !e.is_temporary() || lease.revoke_attempts >= retry.max_attempts;
+                let give_up = !e.is_temporary() || attempts >= retry.max_attempts;
                 if give_up || lease.state == LeaseState::Irrevocable {
-                    lease.state = LeaseState::Irrevocable;
-                    lease.due_at = add_duration(t, retry.irrevocable_retry);
+                    lease.make_irrevocable(add_duration(t, retry.irrevocable_retry));
                 } else {
-                    lease.due_at = add_duration(t, retry.delay_after(lease.revoke_attempts));
+                    lease.schedule_retry(add_duration(t, retry.delay_after(attempts)));
                 }
-                lease.claimed_by = None;
-                lease.claim_until = None;
                 let state = lease.state;
                 if let Err(se) = self.store.update(&lease).await {
                     tracing::warn!(lease_id = %lease.id, error = %se, "could not record the failed revocation");

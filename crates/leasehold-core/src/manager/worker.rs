@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{now, Inner, SecretEntry};
 use crate::model::LeaseState;
-use crate::store::{add_duration, LeaseFilter};
+use crate::store::{add_duration, LeaseFilter, LeasePages};
 use crate::telemetry;
 
 impl Inner {
@@ -58,22 +58,17 @@ impl Inner {
             let name = entry.secret.name();
             // Every lease of the backend's kind counts: secrets may share one (and a prefix).
             let mut leased = Vec::new();
-            let mut after = None;
+            let mut pages = LeasePages::new(&*self.store, LeaseFilter::all(), 1000);
             loop {
-                let page = match self
-                    .store
-                    .list(&LeaseFilter::all().after(after.clone()).limit(1000))
-                    .await
-                {
-                    Ok(p) => p,
+                let page = match pages.next_page().await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
                     Err(e) => {
                         telemetry::store_error("list");
                         tracing::warn!(secret = name, error = %e, "drift repair could not read the leases");
                         return;
                     }
                 };
-                let Some(last) = page.last() else { break };
-                after = Some(last.id.clone());
                 leased.extend(
                     page.into_iter()
                         .filter(|l| *l.provider_kind == *entry.kind)

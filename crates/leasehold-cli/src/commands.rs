@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use leasehold_core::{
     format_duration, parse_duration, Alerting, AuditEvent, AuditSink, Error, ErrorKind,
-    IssueRequest, IssuedLease, LeaseFilter, LeaseId, LeaseManager, LeaseRecord, LeaseState,
+    IssueRequest, IssuedLease, LeaseFilter, LeaseId, LeaseManager, LeasePages, LeaseRecord,
+    LeaseState,
 };
 use serde_json::{json, Value};
 
@@ -615,17 +616,9 @@ async fn revoke_leftovers(m: &LeaseManager, secret: &str) {
 }
 
 async fn list_all(m: &LeaseManager, filter: LeaseFilter) -> Result<Vec<LeaseRecord>, Fail> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = m.list(&filter.clone().after(after).limit(1000)).await?;
-        let full = page.len() == 1000;
-        after = page.last().map(|l| l.id.clone());
-        all.extend(page);
-        if !full {
-            return Ok(all);
-        }
-    }
+    Ok(LeasePages::new(&**m.store(), filter, 1000)
+        .collect_all()
+        .await?)
 }
 
 async fn secrets(path: &Path, config: &Config, out: &Out) -> Result<u8, Fail> {

@@ -42,7 +42,7 @@ pub use secret::{DynamicSecret, DynamicSecretBuilder, TtlOverMax};
 pub use static_role::{StaticRoleReader, StaticRoleRotator};
 pub use store::{
     check_installation_id, new_installation_id, DamagedLease, IntoLeaseStore, LeaseFilter,
-    LeaseStore, INSTALLATION_ID_LEN,
+    LeasePages, LeaseStore, INSTALLATION_ID_LEN,
 };
 pub use template::{
     RenderedStatement, StatementTemplate, StatementVars, TemplateVars, UsernameTemplate,

@@ -297,8 +297,7 @@ impl LeaseStore for MemoryStore {
                 continue;
             };
             debug_assert!(lease.is_due_at(now));
-            lease.claimed_by = Some(owner.clone());
-            lease.claim_until = Some(until);
+            lease.claim(owner.clone(), until);
             lease.version += 1;
             inner.put(lease.clone());
             out.push(lease);

@@ -287,12 +287,99 @@ impl LeaseRecord {
     /// [`LeaseStore::claim_for_revoke`](crate::LeaseStore::claim_for_revoke) writes. The version
     /// is left to the store.
     pub fn claim_for_revoke(&mut self, owner: Arc<str>, now: DateTime<Utc>, until: DateTime<Utc>) {
-        if self.state != LeaseState::Irrevocable {
-            self.state = LeaseState::Revoking;
-        }
+        self.begin_revoke();
+        self.claim(owner, until);
+        self.due_at = now;
+    }
+
+    /// Claims the lease for `owner` until `until`, leaving its state and due time: what
+    /// [`LeaseStore::claim_due`](crate::LeaseStore::claim_due) writes. The version is left to
+    /// the store.
+    pub fn claim(&mut self, owner: Arc<str>, until: DateTime<Utc>) {
         self.claimed_by = Some(owner);
         self.claim_until = Some(until);
-        self.due_at = now;
+    }
+
+    /// Ends the lease's claim, whoever holds it.
+    pub fn release_claim(&mut self) {
+        self.claimed_by = None;
+        self.claim_until = None;
+    }
+
+    /// Ends the lease's claim and makes it due by `now` at the latest: what
+    /// [`LeaseStore::release_claims`](crate::LeaseStore::release_claims) writes for a claim
+    /// whose holder is gone.
+    pub fn release_claim_due_by(&mut self, now: DateTime<Utc>) {
+        self.release_claim();
+        self.due_at = self.due_at.min(now);
+    }
+
+    /// Makes a `Pending` lease live: `Active`, pointing at `external`, ending at `expires_at`
+    /// (when it falls due) and renewable up to `max_expires_at`. The issuer's claim ends.
+    pub fn activate(
+        &mut self,
+        external: ExternalRef,
+        expires_at: DateTime<Utc>,
+        max_expires_at: DateTime<Utc>,
+    ) {
+        self.state = LeaseState::Active;
+        self.external = external;
+        self.expires_at = expires_at;
+        self.max_expires_at = max_expires_at;
+        self.due_at = expires_at;
+        self.release_claim();
+    }
+
+    /// Moves the lease's end to `expires_at` (a renewal); it falls due then.
+    pub fn extend(&mut self, expires_at: DateTime<Utc>) {
+        self.expires_at = expires_at;
+        self.due_at = expires_at;
+    }
+
+    /// Marks the lease `Revoking`, unless it is already `Revoking` or `Irrevocable` (which
+    /// stays so until revoked). Returns whether the state changed.
+    pub fn begin_revoke(&mut self) -> bool {
+        if matches!(self.state, LeaseState::Revoking | LeaseState::Irrevocable) {
+            return false;
+        }
+        self.state = LeaseState::Revoking;
+        true
+    }
+
+    /// Leaves the revocation to the worker at `due_at`: `Revoking`, unclaimed, with `error`
+    /// (why it cannot be revoked now) kept for operators.
+    pub fn defer_revoke(&mut self, error: String, due_at: DateTime<Utc>) {
+        self.state = LeaseState::Revoking;
+        self.last_error = Some(error);
+        self.release_claim();
+        self.due_at = due_at;
+    }
+
+    /// Counts a failed revocation attempt and keeps its `error` for operators; returns the
+    /// attempts so far. The caller then schedules the next one with
+    /// [`schedule_retry`](Self::schedule_retry) or [`make_irrevocable`](Self::make_irrevocable).
+    pub fn record_failed_revoke(&mut self, error: String) -> u32 {
+        self.revoke_attempts = self.revoke_attempts.saturating_add(1);
+        self.last_error = Some(error);
+        self.revoke_attempts
+    }
+
+    /// Schedules the next revocation attempt at `due_at` and ends the claim.
+    pub fn schedule_retry(&mut self, due_at: DateTime<Utc>) {
+        self.due_at = due_at;
+        self.release_claim();
+    }
+
+    /// Marks the lease `Irrevocable` (retries exhausted, or an error that will not go away by
+    /// itself), tried again at `retry_at`; the claim ends.
+    pub fn make_irrevocable(&mut self, retry_at: DateTime<Utc>) {
+        self.state = LeaseState::Irrevocable;
+        self.schedule_retry(retry_at);
+    }
+
+    /// Marks the lease `Revoked`: its credential is gone.
+    pub fn mark_revoked(&mut self) {
+        self.state = LeaseState::Revoked;
     }
 
     /// The earliest time the lease can be claimed: its due time, or the end of a claim.

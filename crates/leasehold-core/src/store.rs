@@ -122,6 +122,68 @@ impl DamagedLease {
     }
 }
 
+/// Pages through every lease a filter matches, in id order, `page_size` at a time: each page
+/// is one [`LeaseStore::list`] call starting after the last id of the page before. The scan
+/// ends at the first empty page (not at a short one: a store may return fewer than asked).
+///
+/// ```
+/// # async fn f(store: &dyn leasehold_core::LeaseStore) -> leasehold_core::Result<()> {
+/// use leasehold_core::store::{LeaseFilter, LeasePages};
+///
+/// let mut pages = LeasePages::new(store, LeaseFilter::secret("orders-cache"), 500);
+/// while let Some(page) = pages.next_page().await? {
+///     for lease in page {
+///         println!("{}", lease.id);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct LeasePages<'a, S: ?Sized> {
+    store: &'a S,
+    filter: LeaseFilter,
+    done: bool,
+}
+
+impl<'a, S: LeaseStore + ?Sized> LeasePages<'a, S> {
+    /// Pages through the leases `filter` matches (its `after` is where the scan starts, its
+    /// `limit` is replaced by `page_size`).
+    pub fn new(store: &'a S, filter: LeaseFilter, page_size: usize) -> Self {
+        LeasePages {
+            store,
+            filter: filter.limit(page_size.max(1)),
+            done: false,
+        }
+    }
+
+    /// The next page, or `None` once the scan is over.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<LeaseRecord>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self.store.list(&self.filter).await?;
+        match page.last() {
+            Some(last) => {
+                self.filter.after = Some(last.id.clone());
+                Ok(Some(page))
+            }
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Every remaining lease, read page by page.
+    pub async fn collect_all(mut self) -> Result<Vec<LeaseRecord>> {
+        let mut all = Vec::new();
+        while let Some(page) = self.next_page().await? {
+            all.extend(page);
+        }
+        Ok(all)
+    }
+}
+
 /// What [`LeaseStore::claim_for_revoke`] found.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -249,13 +311,8 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// in one statement.
     async fn release_claims(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
         let mut released = 0;
-        let mut after = None;
-        loop {
-            let page = self
-                .list(&LeaseFilter::all().after(after.clone()).limit(1000))
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
+        let mut pages = LeasePages::new(self, LeaseFilter::all(), 1000);
+        while let Some(page) = pages.next_page().await? {
             for mut lease in page {
                 if lease.state == LeaseState::Revoked
                     || lease.claimed_by.as_deref() != Some(owner)
@@ -263,9 +320,7 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
                 {
                     continue;
                 }
-                lease.claimed_by = None;
-                lease.claim_until = None;
-                lease.due_at = lease.due_at.min(now);
+                lease.release_claim_due_by(now);
                 match self.update(&lease).await {
                     Ok(_) => released += 1,
                     Err(e) if e.kind() == crate::ErrorKind::Conflict => {}

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use leasehold_core::{Error, ExternalRef, LeaseFilter, LeaseManager, LeaseState, Result};
+use leasehold_core::{
+    Error, ExternalRef, LeaseFilter, LeaseManager, LeasePages, LeaseState, Result,
+};
 use redis::Value;
 
 use crate::provider::{Member, RedisAclProvider, KIND};
@@ -393,13 +395,8 @@ impl RedisAclProvider {
 /// Every lease of the store that names a Redis user (any state but `Revoked`).
 async fn leased_names(manager: &LeaseManager) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = manager
-            .list(&LeaseFilter::all().after(after.clone()).limit(1000))
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
+    let mut pages = LeasePages::new(&**manager.store(), LeaseFilter::all(), 1000);
+    while let Some(page) = pages.next_page().await? {
         out.extend(
             page.into_iter()
                 .filter(|l| &*l.provider_kind == KIND && l.state != LeaseState::Revoked)

@@ -37,10 +37,11 @@ async fn run() -> Result<(), String> {
     // 1. A provider for that Redis, a secret, and a manager on an in-memory lease store.
     let mut config = RedisConfig::new(&redis.url).acl_rules("~quickstart:* +@all -@dangerous");
     if let Some(password) = &redis.admin_password {
-        config = match &redis.admin_user {
-            Some(user) => config.admin(user, password),
-            None => config.admin_password(password.clone().into()),
-        };
+        let user = redis
+            .admin_user
+            .as_deref()
+            .unwrap_or(leasehold::redis::DEFAULT_ADMIN_USERNAME);
+        config = config.admin(user, password.clone().into());
     }
     let provider = RedisAclProvider::new(config).map_err(|e| e.to_string())?;
     let secret = DynamicSecret::builder("quickstart-cache", Arc::new(provider))

@@ -99,10 +99,11 @@ async fn run() -> Result<(), String> {
 
     let mut config = RedisConfig::new(&redis.url).acl_rules("~watch:* +@all -@dangerous");
     if let Some(password) = &redis.admin_password {
-        config = match &redis.admin_user {
-            Some(user) => config.admin(user, password),
-            None => config.admin_password(password.clone().into()),
-        };
+        let user = redis
+            .admin_user
+            .as_deref()
+            .unwrap_or(leasehold::redis::DEFAULT_ADMIN_USERNAME);
+        config = config.admin(user, password.clone().into());
     }
     let provider = RedisAclProvider::new(config).map_err(|e| e.to_string())?;
     let secret = DynamicSecret::builder("watched-cache", Arc::new(provider))

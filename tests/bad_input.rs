@@ -984,12 +984,12 @@ fn hostile_redis_configs_are_invalid_config() {
     }
     case("no nodes", {
         let mut c = RedisConfig::new(&url);
-        c.nodes.clear();
+        c.urls.clear();
         c
     });
     case("65 nodes", {
         let mut c = RedisConfig::new(&url);
-        c.nodes = (0..65)
+        c.urls = (0..65)
             .map(|i| format!("redis://127.0.0.1:{}", 7000 + i))
             .collect();
         c
@@ -1003,16 +1003,16 @@ fn hostile_redis_configs_are_invalid_config() {
     for user in ["", "ad min", "admin\n", "admin\u{0}", "\t"] {
         case(
             &format!("admin user {}", label(user)),
-            RedisConfig::new(&url).admin(user, "pw"),
+            RedisConfig::new(&url).admin(user, SecretString::from("pw")),
         );
     }
     case(
         "empty admin password",
-        RedisConfig::new(&url).admin("admin", ""),
+        RedisConfig::new(&url).admin("admin", SecretString::from("")),
     );
     case("admin without password", {
         let mut c = RedisConfig::new(&url);
-        c.username = Some("admin".into());
+        c.admin_username = "admin".into();
         c
     });
     for rules in hostile_acl_rules() {
@@ -1038,7 +1038,7 @@ fn hostile_redis_configs_are_invalid_config() {
     case("CA on redis://", RedisConfig::new(&url).ca_cert(&not_pem));
     case("client cert without key", {
         let mut c = RedisConfig::new(format!("rediss://127.0.0.1:{port}"));
-        c.tls.client_cert = Some(not_pem.clone());
+        c.client_cert = Some(not_pem.clone());
         c
     });
     case(

@@ -4,8 +4,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use leasehold_core::{Error, Result};
+use leasehold_core::{DurationText, Error, Result};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 
 use crate::rules::{AclRules, DEFAULT_ACL_RULES};
 
@@ -20,52 +21,50 @@ pub const MAX_ATTEMPTS: u32 = 10;
 /// a flapping node cannot turn every call into a discovery round.
 pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
 
-/// TLS files for `rediss://` nodes (PEM). Paths are read when the provider is built.
-///
-/// Without `ca_cert` the system's trust store is used. A client certificate is sent only when
-/// both `client_cert` and `client_key` are set (for servers with `tls-auth-clients yes`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RedisTls {
-    /// CA certificate(s) that signed the servers' certificates.
-    pub ca_cert: Option<PathBuf>,
-    /// Client certificate chain, for mutual TLS.
-    pub client_cert: Option<PathBuf>,
-    /// The client certificate's private key, for mutual TLS.
-    pub client_key: Option<PathBuf>,
-}
-
-impl RedisTls {
-    fn is_empty(&self) -> bool {
-        self.ca_cert.is_none() && self.client_cert.is_none() && self.client_key.is_none()
-    }
-}
+/// The admin user when none is configured: Redis's built-in user (`requirepass` sets its
+/// password).
+pub const DEFAULT_ADMIN_USERNAME: &str = "default";
 
 /// Settings of a [`RedisAclProvider`](crate::RedisAclProvider).
+///
+/// Built in code with [`RedisConfig::new`] and the setters, or deserialized from a config
+/// file: a flat map with the keys of the crate README's *Configuration* table (the public
+/// fields below, by the same names). Unknown keys are refused by name, durations are text
+/// (`"250ms"`, `"1h30m"`) or a number of seconds, and deserializing runs
+/// [`validate`](Self::validate), so a loaded config is a checked one. Nothing touches the
+/// network until the provider is used.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::time::Duration;
 /// use leasehold_redis::RedisConfig;
+/// use secrecy::SecretString;
 ///
 /// let config = RedisConfig::new("redis://10.0.0.5:6379")
 ///     .node("redis://10.0.0.6:6379") // the replica: ACL users are not replicated
-///     .admin("leasehold-admin", "admin-password")
+///     .admin("leasehold-admin", SecretString::from("admin-password"))
 ///     .acl_rules("~cache:* +@read +@write -@dangerous")
 ///     .command_timeout(Duration::from_secs(2));
 /// config.validate().unwrap();
 ///
 /// assert!(RedisConfig::new("redis://10.0.0.5").acl_rules("~* +@all nopass").validate().is_err());
+///
+/// let loaded: RedisConfig = serde_json::from_str(
+///     r#"{"urls": ["redis://10.0.0.5:6379"], "admin_username": "leasehold-admin",
+///         "admin_password": "admin-password", "command_timeout": "2s"}"#,
+/// ).unwrap();
+/// assert_eq!(loaded.command_timeout, Duration::from_secs(2));
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "RawConfig")]
 #[non_exhaustive]
 pub struct RedisConfig {
     /// Seed nodes: `redis://host:port` or `rediss://host:port` (`valkey://` / `valkeys://`
     /// too), or a Sentinel as `sentinel://host:port/<master-name>` (`sentinels://` with TLS).
     /// With [`discover`](Self::discover) on (the default) the provider finds every replica
     /// and cluster node from these; with it off, list the primary **and** every replica.
-    pub nodes: Vec<String>,
+    pub urls: Vec<String>,
     /// Find the whole topology from the seeds: replicas (`ROLE`), all nodes of a Redis Cluster
     /// (`CLUSTER NODES`), the set a Sentinel manages (default true). ACL users are never
     /// replicated, so writing to every node found is always right.
@@ -73,15 +72,22 @@ pub struct RedisConfig {
     /// How often the topology is found again even when nothing failed (default 30 s). A call
     /// that finds a node gone refreshes sooner, at most once per [`MIN_REFRESH_GAP`].
     pub refresh_interval: Duration,
-    /// The admin user the provider connects as (`None`: the `default` user).
-    pub username: Option<String>,
-    /// The admin user's password (`None`: no `AUTH`).
-    pub password: Option<SecretString>,
-    /// TLS files for `rediss://` nodes.
-    pub tls: RedisTls,
+    /// The admin user the provider connects as (default [`DEFAULT_ADMIN_USERNAME`]). Not the
+    /// issued users: their names come from the secret's username template.
+    pub admin_username: String,
+    /// The admin user's password (`None`: no `AUTH`). Another user than `default` needs one.
+    pub admin_password: Option<SecretString>,
     /// Rules of every issued user, after `reset on ><password>` (default
     /// [`DEFAULT_ACL_RULES`]). See [`AclRules`] for what is refused.
     pub acl_rules: String,
+    /// PEM file of the CA(s) that signed the nodes' certificates, for `rediss://` nodes
+    /// (`None`: the system's trust store). Read when the config is checked.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate chain (PEM), for mutual TLS; set together with
+    /// [`client_key`](Self::client_key).
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM), for mutual TLS.
+    pub client_key: Option<PathBuf>,
     /// Run `ACL SAVE` after every change, for servers that keep users in an `aclfile`
     /// (default false).
     pub acl_save: bool,
@@ -99,13 +105,18 @@ pub struct RedisConfig {
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("nodes", &self.nodes)
+            .field("urls", &self.urls)
             .field("discover", &self.discover)
             .field("refresh_interval", &self.refresh_interval)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
-            .field("tls", &self.tls)
+            .field("admin_username", &self.admin_username)
+            .field(
+                "admin_password",
+                &self.admin_password.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("acl_rules", &self.acl_rules)
+            .field("ca_cert", &self.ca_cert)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
             .field("acl_save", &self.acl_save)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
@@ -118,13 +129,15 @@ impl fmt::Debug for RedisConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
-            nodes: Vec::new(),
+            urls: Vec::new(),
             discover: true,
             refresh_interval: Duration::from_secs(30),
-            username: None,
-            password: None,
-            tls: RedisTls::default(),
+            admin_username: DEFAULT_ADMIN_USERNAME.to_string(),
+            admin_password: None,
             acl_rules: DEFAULT_ACL_RULES.to_string(),
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
             acl_save: false,
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
@@ -138,15 +151,15 @@ impl RedisConfig {
     /// One node, the `default` admin user without password, the default rules.
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
-            nodes: vec![url.into()],
+            urls: vec![url.into()],
             ..RedisConfig::default()
         }
     }
 
-    /// Adds a node.
+    /// Adds a node URL.
     #[must_use]
     pub fn node(mut self, url: impl Into<String>) -> Self {
-        self.nodes.push(url.into());
+        self.urls.push(url.into());
         self
     }
 
@@ -165,18 +178,12 @@ impl RedisConfig {
         self
     }
 
-    /// Sets the admin user and its password.
+    /// Sets the admin user and its password. For a server with only `requirepass`, the user
+    /// is [`DEFAULT_ADMIN_USERNAME`] (`"default"`).
     #[must_use]
-    pub fn admin(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
-        self.username = Some(username.into());
-        self.password = Some(SecretString::from(password.into()));
-        self
-    }
-
-    /// Sets the admin password only (the `default` user, or `requirepass`).
-    #[must_use]
-    pub fn admin_password(mut self, password: SecretString) -> Self {
-        self.password = Some(password);
+    pub fn admin(mut self, username: impl Into<String>, password: SecretString) -> Self {
+        self.admin_username = username.into();
+        self.admin_password = Some(password);
         self
     }
 
@@ -190,15 +197,15 @@ impl RedisConfig {
     /// Sets the CA certificate file for `rediss://` nodes.
     #[must_use]
     pub fn ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
-        self.tls.ca_cert = Some(path.into());
+        self.ca_cert = Some(path.into());
         self
     }
 
     /// Sets the client certificate and key files (mutual TLS).
     #[must_use]
     pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
-        self.tls.client_cert = Some(cert.into());
-        self.tls.client_key = Some(key.into());
+        self.client_cert = Some(cert.into());
+        self.client_key = Some(key.into());
         self
     }
 
@@ -237,53 +244,60 @@ impl RedisConfig {
         self
     }
 
-    /// Checks every setting without a network call (TLS files are read).
+    /// Checks every setting without a network call (TLS files are read). Errors are
+    /// [`ErrorKind::InvalidConfig`](leasehold_core::ErrorKind::InvalidConfig) and start with
+    /// the key at fault (`urls[1]: ...`, `client_key: ...`).
     pub fn validate(&self) -> Result<()> {
         self.checked().map(|_| ())
     }
 
+    /// Whether the provider sends a username with `AUTH` (`AUTH <password>` alone is the
+    /// `default` user's, and works with `requirepass`).
+    pub(crate) fn auth_username(&self) -> Option<&str> {
+        (self.admin_username != DEFAULT_ADMIN_USERNAME).then_some(self.admin_username.as_str())
+    }
+
     pub(crate) fn checked(&self) -> Result<Checked> {
-        if self.nodes.is_empty() {
+        if self.urls.is_empty() {
             return Err(Error::invalid_config(
-                "nodes: at least one redis:// or rediss:// URL is needed",
+                "urls: list at least one redis://, rediss:// or sentinel:// URL",
             ));
         }
-        if self.nodes.len() > MAX_NODES {
+        if self.urls.len() > MAX_NODES {
             return Err(Error::invalid_config(format!(
-                "nodes: {} nodes, at most {MAX_NODES}",
-                self.nodes.len()
+                "urls: {} nodes, at most {MAX_NODES}",
+                self.urls.len()
             )));
         }
-        let mut nodes: Vec<NodeAddr> = Vec::with_capacity(self.nodes.len());
-        for (i, url) in self.nodes.iter().enumerate() {
+        let mut nodes: Vec<NodeAddr> = Vec::with_capacity(self.urls.len());
+        for (i, url) in self.urls.iter().enumerate() {
             let node = NodeAddr::parse(url)
-                .map_err(|why| Error::invalid_config(format!("nodes[{i}]: {why}")))?;
+                .map_err(|why| Error::invalid_config(format!("urls[{i}]: {why}")))?;
             if let Some(j) = nodes.iter().position(|n| n.label == node.label) {
                 return Err(Error::invalid_config(format!(
-                    "nodes[{i}]: {} is listed twice (also nodes[{j}])",
+                    "urls[{i}]: {} is listed twice (also urls[{j}])",
                     node.label
                 )));
             }
             nodes.push(node);
         }
-        if let Some(u) = &self.username {
-            if u.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(Error::invalid_config(
-                    "username: must be non-empty, without spaces or control characters",
-                ));
-            }
+        let u = &self.admin_username;
+        if u.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::invalid_config(
+                "admin_username: must be non-empty, without spaces or control characters",
+            ));
         }
-        if let Some(p) = &self.password {
+        if let Some(p) = &self.admin_password {
             if p.expose_secret().is_empty() {
                 return Err(Error::invalid_config(
-                    "password: is empty; leave it unset for no AUTH",
+                    "admin_password: is empty; leave it unset for no AUTH",
                 ));
             }
         }
-        if self.username.is_some() && self.password.is_none() {
-            return Err(Error::invalid_config(
-                "password: the admin username is set but its password is not",
-            ));
+        if self.auth_username().is_some() && self.admin_password.is_none() {
+            return Err(Error::invalid_config(format!(
+                "admin_password: missing (admin_username is {u:?}, which needs a password)"
+            )));
         }
         let rules = AclRules::parse(&self.acl_rules)?;
         for (name, d) in [
@@ -305,7 +319,7 @@ impl RedisConfig {
         if !self.discover {
             if let Some(i) = nodes.iter().position(|n| n.sentinel_master.is_some()) {
                 return Err(Error::invalid_config(format!(
-                    "nodes[{i}]: a sentinel:// seed needs discovery; remove discover = false \
+                    "urls[{i}]: a sentinel:// seed needs discovery; remove discover = false \
                      or list the data nodes instead"
                 )));
             }
@@ -314,33 +328,46 @@ impl RedisConfig {
         #[cfg(not(feature = "tls"))]
         if let Some(i) = nodes.iter().position(|n| n.tls) {
             return Err(Error::invalid_config(format!(
-                "nodes[{i}]: {} needs TLS, which this build lacks: enable the leasehold-redis \
+                "urls[{i}]: {} needs TLS, which this build lacks: enable the leasehold-redis \
                  feature \"tls\" (leasehold feature \"redis-tls\")",
                 nodes[i].label
             )));
         }
-        if !self.tls.is_empty() && !any_tls {
-            return Err(Error::invalid_config(
-                "tls: certificate files are set but no node uses rediss://",
-            ));
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => {
+                return Err(Error::invalid_config(
+                    "client_key: missing (client_cert is set without it; set both or neither)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid_config(
+                    "client_cert: missing (client_key is set without it; set both or neither)",
+                ))
+            }
+            _ => {}
         }
-        if self.tls.client_cert.is_some() != self.tls.client_key.is_some() {
-            return Err(Error::invalid_config(
-                "tls: client_cert and client_key go together; set both or neither",
-            ));
+        if !any_tls {
+            let set = [
+                ("ca_cert", self.ca_cert.is_some()),
+                ("client_cert", self.client_cert.is_some()),
+            ];
+            if let Some((key, _)) = set.iter().find(|(_, is_set)| *is_set) {
+                return Err(Error::invalid_config(format!(
+                    "{key}: set, but no node uses rediss:// (or sentinels://)"
+                )));
+            }
         }
         let tls = if any_tls {
             Some(TlsFiles {
                 ca_cert: self
-                    .tls
                     .ca_cert
                     .as_deref()
-                    .map(|p| read_pem("tls.ca_cert", p, "CERTIFICATE"))
+                    .map(|p| read_pem("ca_cert", p, "CERTIFICATE"))
                     .transpose()?,
-                client: match (&self.tls.client_cert, &self.tls.client_key) {
+                client: match (&self.client_cert, &self.client_key) {
                     (Some(c), Some(k)) => Some((
-                        read_pem("tls.client_cert", c, "CERTIFICATE")?,
-                        read_pem("tls.client_key", k, "PRIVATE KEY")?,
+                        read_pem("client_cert", c, "CERTIFICATE")?,
+                        read_pem("client_key", k, "PRIVATE KEY")?,
                     )),
                     _ => None,
                 },
@@ -349,6 +376,162 @@ impl RedisConfig {
             None
         };
         Ok(Checked { nodes, rules, tls })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deserialization: the config-file schema. Every key is optional except `urls`; what is left
+// out keeps the default of `RedisConfig::default()`.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    urls: Vec<String>,
+    admin_username: Option<String>,
+    admin_password: Option<AdminPassword>,
+    acl_rules: Option<String>,
+    ca_cert: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    acl_save: Option<bool>,
+    connect_timeout: Option<DurationText>,
+    command_timeout: Option<DurationText>,
+    attempts: Option<u32>,
+    retry_delay: Option<DurationText>,
+    discover: Option<bool>,
+    refresh_interval: Option<DurationText>,
+}
+
+impl TryFrom<RawConfig> for RedisConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> std::result::Result<Self, ConfigError> {
+        let d = RedisConfig::default();
+        let pause = |text: Option<DurationText>, field: &str, default: Duration| {
+            DurationText::parse_pause_opt(&text, field, false).map(|d| d.unwrap_or(default))
+        };
+        let c = RedisConfig {
+            urls: raw.urls,
+            discover: raw.discover.unwrap_or(d.discover),
+            refresh_interval: pause(raw.refresh_interval, "refresh_interval", d.refresh_interval)?,
+            admin_username: raw.admin_username.unwrap_or(d.admin_username),
+            admin_password: raw.admin_password.map(|p| p.0),
+            acl_rules: raw.acl_rules.unwrap_or(d.acl_rules),
+            ca_cert: raw.ca_cert,
+            client_cert: raw.client_cert,
+            client_key: raw.client_key,
+            acl_save: raw.acl_save.unwrap_or(d.acl_save),
+            connect_timeout: pause(raw.connect_timeout, "connect_timeout", d.connect_timeout)?,
+            command_timeout: pause(raw.command_timeout, "command_timeout", d.command_timeout)?,
+            attempts: raw.attempts.unwrap_or(d.attempts),
+            retry_delay: pause(raw.retry_delay, "retry_delay", d.retry_delay)?,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// A failed check while deserializing: shown as the [`Error`]'s message alone (it starts
+/// with the key at fault), which the deserializer then wraps with its own position.
+struct ConfigError(Error);
+
+impl From<Error> for ConfigError {
+    fn from(e: Error) -> Self {
+        ConfigError(e)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.message())
+    }
+}
+
+/// `admin_password`: a string, and nothing else — a value of another type is refused without
+/// being quoted (serde's usual "invalid type: integer `1234`" would print it).
+struct AdminPassword(SecretString);
+
+impl<'de> Deserialize<'de> for AdminPassword {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl V {
+            fn refuse<E: serde::de::Error>(what: &str) -> E {
+                E::custom(format!("admin_password: must be a string, not {what}"))
+            }
+        }
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AdminPassword;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the admin password as a string")
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(AdminPassword(SecretString::from(v)))
+            }
+            fn visit_string<E: serde::de::Error>(
+                self,
+                v: String,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(AdminPassword(SecretString::from(v)))
+            }
+            fn visit_bool<E: serde::de::Error>(
+                self,
+                _: bool,
+            ) -> std::result::Result<Self::Value, E> {
+                Err(V::refuse("a boolean"))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<Self::Value, E> {
+                Err(V::refuse("a number"))
+            }
+            fn visit_i128<E: serde::de::Error>(
+                self,
+                _: i128,
+            ) -> std::result::Result<Self::Value, E> {
+                Err(V::refuse("a number"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> std::result::Result<Self::Value, E> {
+                Err(V::refuse("a number"))
+            }
+            fn visit_u128<E: serde::de::Error>(
+                self,
+                _: u128,
+            ) -> std::result::Result<Self::Value, E> {
+                Err(V::refuse("a number"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<Self::Value, E> {
+                Err(V::refuse("a number"))
+            }
+            fn visit_char<E: serde::de::Error>(
+                self,
+                v: char,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(AdminPassword(SecretString::from(v.to_string())))
+            }
+            fn visit_bytes<E: serde::de::Error>(
+                self,
+                _: &[u8],
+            ) -> std::result::Result<Self::Value, E> {
+                Err(V::refuse("bytes"))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Err(V::refuse("null"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                _: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                Err(V::refuse("a list"))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                _: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                Err(V::refuse("a table"))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -430,8 +613,7 @@ impl NodeAddr {
             .ok_or("a sentinel URL is sentinel://host:port/<master-name>")?;
         if hostport.contains('@') {
             return Err(
-                "the URL carries credentials; set username and password in the config instead"
-                    .into(),
+                "the URL carries credentials; set admin_username and admin_password instead".into(),
             );
         }
         let master = master.trim_end_matches('/');
@@ -477,14 +659,13 @@ impl NodeAddr {
         if !parsed.username().is_empty() || parsed.password().is_some() {
             // A URL ends up in logs and Debug output; the admin password must not.
             return Err(
-                "the URL carries credentials; set username and password in the config instead"
-                    .into(),
+                "the URL carries credentials; set admin_username and admin_password instead".into(),
             );
         }
         if parsed.fragment().is_some() {
             return Err(
                 "URL fragments (such as #insecure) are refused: certificates are always \
-                        verified; set tls.ca_cert for a private CA"
+                        verified; set ca_cert for a private CA"
                     .into(),
             );
         }
@@ -512,11 +693,28 @@ fn shorten(s: &str) -> String {
 mod tests {
     use super::*;
     use leasehold_core::ErrorKind;
+    use serde_json::json;
 
     fn err(c: RedisConfig) -> String {
         let e = c.validate().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidConfig);
         e.message().to_string()
+    }
+
+    fn pw(p: &str) -> SecretString {
+        SecretString::from(p)
+    }
+
+    /// Deserializes `v`; on failure, the error text.
+    fn load(v: serde_json::Value) -> std::result::Result<RedisConfig, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    fn load_err(v: serde_json::Value) -> String {
+        match load(v) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(m) => m,
+        }
     }
 
     #[test]
@@ -527,21 +725,28 @@ mod tests {
         RedisConfig::new("redis://localhost")
             .node("valkey://[::1]:7000")
             .node("redis://cache.internal:6380/0")
-            .admin("admin", "pw")
+            .admin("admin", pw("pw"))
+            .validate()
+            .unwrap();
+        RedisConfig::new("redis://localhost")
+            .admin(DEFAULT_ADMIN_USERNAME, pw("requirepass-pw"))
             .validate()
             .unwrap();
     }
 
     #[test]
     fn bad_nodes_are_refused_naming_the_index() {
-        assert!(err(RedisConfig::default()).starts_with("nodes:"));
-        assert!(err(RedisConfig::new("http://x")).starts_with("nodes[0]:"));
-        assert!(err(RedisConfig::new("redis://a").node("not a url")).starts_with("nodes[1]:"));
+        assert!(err(RedisConfig::default()).starts_with("urls:"));
+        assert!(err(RedisConfig::new("http://x")).starts_with("urls[0]:"));
+        assert!(err(RedisConfig::new("redis://a").node("not a url")).starts_with("urls[1]:"));
         assert!(err(RedisConfig::new("redis://0.0.0.0:1")).contains("wildcard"));
         assert!(err(RedisConfig::new("unix:///tmp/redis.sock")).contains("not supported"));
         assert!(err(RedisConfig::new("redis://a:1").node("redis://a:1")).contains("twice"));
         assert!(err(RedisConfig::new("redis://a").node("redis://a:6379")).contains("twice"));
         assert!(err(RedisConfig::new("rediss://a#insecure")).contains("verified"));
+        let mut c = RedisConfig::new("redis://a");
+        c.urls = (0..65).map(|i| format!("redis://h:{}", 7000 + i)).collect();
+        assert!(err(c).starts_with("urls: 65 nodes"));
     }
 
     #[test]
@@ -563,13 +768,24 @@ mod tests {
         assert!(err(base().attempts(11)).starts_with("attempts:"));
         assert!(err(base().command_timeout(Duration::ZERO)).starts_with("command_timeout:"));
         assert!(err(base().connect_timeout(Duration::ZERO)).starts_with("connect_timeout:"));
-        assert!(err(base().admin("a b", "pw")).starts_with("username:"));
-        assert!(err(base().admin("a", "")).starts_with("password:"));
+        assert!(err(base().retry_delay(Duration::ZERO)).starts_with("retry_delay:"));
+        assert!(err(base().admin("a b", pw("pw"))).starts_with("admin_username:"));
+        assert!(err(base().admin("", pw("pw"))).starts_with("admin_username:"));
+        assert!(err(base().admin("a", pw(""))).starts_with("admin_password:"));
         let mut c = base();
-        c.username = Some("admin".into());
-        assert!(err(c).starts_with("password:"));
-        assert!(err(base().ca_cert("/nonexistent/ca.pem")).starts_with("tls:"));
+        c.admin_username = "admin".into();
+        assert!(err(c).starts_with("admin_password: missing"));
+        assert!(err(base().ca_cert("/nonexistent/ca.pem")).starts_with("ca_cert:"));
+        assert!(err(base().client_cert("/c.pem", "/k.pem")).starts_with("client_cert:"));
         assert!(err(base().refresh_interval(Duration::ZERO)).starts_with("refresh_interval:"));
+    }
+
+    #[test]
+    fn only_another_user_than_default_is_sent_with_auth() {
+        let c = RedisConfig::new("redis://h").admin("default", pw("pw"));
+        assert_eq!(c.auth_username(), None);
+        let c = RedisConfig::new("redis://h").admin("leasehold-admin", pw("pw"));
+        assert_eq!(c.auth_username(), Some("leasehold-admin"));
     }
 
     #[cfg(feature = "tls")]
@@ -577,23 +793,39 @@ mod tests {
     fn tls_settings_are_checked() {
         assert!(
             err(RedisConfig::new("rediss://h").ca_cert("/nonexistent/ca.pem"))
-                .starts_with("tls.ca_cert:")
+                .starts_with("ca_cert:")
         );
         let mut c = RedisConfig::new("rediss://h");
-        c.tls.client_cert = Some("/x".into());
-        assert!(err(c).contains("client_key"));
+        c.client_cert = Some("/x".into());
+        assert!(err(c).starts_with("client_key: missing"));
+        let mut c = RedisConfig::new("rediss://h");
+        c.client_key = Some("/x".into());
+        assert!(err(c).starts_with("client_cert: missing"));
     }
 
     #[cfg(not(feature = "tls"))]
     #[test]
     fn tls_nodes_name_the_missing_feature() {
         let m = err(RedisConfig::new("redis://a").node("rediss://b:6380"));
-        assert!(m.starts_with("nodes[1]:"), "{m}");
+        assert!(m.starts_with("urls[1]:"), "{m}");
         assert!(
             m.contains("feature \"tls\"") && m.contains("redis-tls"),
             "{m}"
         );
         assert!(err(RedisConfig::new("sentinels://s:26379/m")).contains("\"tls\""));
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_keys_load_without_the_feature_and_rediss_names_it() {
+        let m = load_err(json!({
+            "urls": ["rediss://h:6380"],
+            "ca_cert": "/etc/ca.pem",
+        }));
+        assert!(
+            m.starts_with("urls[0]:") && m.contains("feature \"tls\""),
+            "{m}"
+        );
     }
 
     #[test]
@@ -617,6 +849,22 @@ mod tests {
         assert_eq!(checked.nodes[0].host, "::1");
     }
 
+    fn pem_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let ca = dir.join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let key = dir.join("client.key");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        (ca.clone(), ca, key)
+    }
+
     #[cfg(feature = "tls")]
     #[test]
     fn pem_files_are_checked() {
@@ -624,23 +872,190 @@ mod tests {
         let bad = dir.path().join("bad.pem");
         std::fs::write(&bad, "not pem").unwrap();
         assert!(err(RedisConfig::new("rediss://h").ca_cert(&bad)).contains("not a PEM"));
-        let good = dir.path().join("ca.pem");
-        std::fs::write(
-            &good,
-            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
+        let (ca, cert, key) = pem_files(dir.path());
         RedisConfig::new("rediss://h")
-            .ca_cert(&good)
+            .ca_cert(&ca)
             .validate()
             .unwrap();
+        RedisConfig::new("rediss://h")
+            .client_cert(&cert, &key)
+            .validate()
+            .unwrap();
+        assert!(
+            err(RedisConfig::new("rediss://h").client_cert(&cert, &bad)).starts_with("client_key:")
+        );
     }
 
     #[test]
     fn debug_redacts_the_admin_password() {
-        let c = RedisConfig::new("redis://h").admin("admin", "hunter2");
+        let c = RedisConfig::new("redis://h").admin("admin", pw("hunter2"));
         let d = format!("{c:?}");
         assert!(!d.contains("hunter2"), "{d}");
-        assert!(d.contains("[REDACTED]"));
+        assert!(d.contains("[REDACTED]"), "{d}");
+        assert!(d.contains("admin_username: \"admin\""), "{d}");
+    }
+
+    #[test]
+    fn every_documented_key_deserializes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = pem_files(dir.path());
+        // TLS files are only accepted with a TLS node, and a TLS node needs the feature.
+        let url = if cfg!(feature = "tls") {
+            "rediss://10.0.0.5:6380"
+        } else {
+            "redis://10.0.0.5:6379"
+        };
+        let tls_keys = if cfg!(feature = "tls") {
+            json!({"ca_cert": ca, "client_cert": cert, "client_key": key})
+        } else {
+            json!({})
+        };
+        let mut v = json!({
+            "urls": [url, "sentinel://10.0.0.9:26379/orders"],
+            "admin_username": "leasehold-admin",
+            "admin_password": "s3cret-admin",
+            "acl_rules": "~orders:* +@read",
+            "acl_save": true,
+            "connect_timeout": "750ms",
+            "command_timeout": 3,
+            "attempts": 5,
+            "retry_delay": "250ms",
+            "discover": true,
+            "refresh_interval": "1m",
+        });
+        v.as_object_mut()
+            .unwrap()
+            .extend(tls_keys.as_object().unwrap().clone());
+        let c = load(v).unwrap();
+        assert_eq!(c.urls, [url, "sentinel://10.0.0.9:26379/orders"]);
+        assert_eq!(c.admin_username, "leasehold-admin");
+        assert_eq!(
+            c.admin_password.as_ref().map(|p| p.expose_secret()),
+            Some("s3cret-admin")
+        );
+        assert_eq!(c.acl_rules, "~orders:* +@read");
+        assert!(c.acl_save);
+        assert_eq!(c.connect_timeout, Duration::from_millis(750));
+        assert_eq!(c.command_timeout, Duration::from_secs(3));
+        assert_eq!(c.attempts, 5);
+        assert_eq!(c.retry_delay, Duration::from_millis(250));
+        assert!(c.discover);
+        assert_eq!(c.refresh_interval, Duration::from_secs(60));
+        if cfg!(feature = "tls") {
+            assert_eq!(c.ca_cert.as_deref(), Some(ca.as_path()));
+            assert_eq!(c.client_cert.as_deref(), Some(cert.as_path()));
+            assert_eq!(c.client_key.as_deref(), Some(key.as_path()));
+        }
+        assert!(!format!("{c:?}").contains("s3cret-admin"));
+    }
+
+    #[test]
+    fn left_out_keys_keep_the_defaults() {
+        let c = load(json!({"urls": ["redis://h"]})).unwrap();
+        let d = RedisConfig::new("redis://h");
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+        assert_eq!(c.admin_username, "default");
+        assert!(c.admin_password.is_none());
+        assert_eq!(c.acl_rules, DEFAULT_ACL_RULES);
+        assert_eq!(
+            (
+                c.connect_timeout,
+                c.command_timeout,
+                c.retry_delay,
+                c.refresh_interval
+            ),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+                Duration::from_secs(30)
+            )
+        );
+        assert_eq!((c.attempts, c.discover, c.acl_save), (3, true, false));
+        // `requirepass` servers: the default user with a password.
+        let c = load(json!({"urls": ["redis://h"], "admin_password": "pw"})).unwrap();
+        assert_eq!(c.auth_username(), None);
+    }
+
+    #[test]
+    fn loading_refuses_bad_input_naming_the_key() {
+        let m = load_err(json!({"urls": ["redis://h"], "nodes": ["redis://h"]}));
+        assert!(m.contains("unknown field `nodes`"), "{m}");
+        let m = load_err(json!({"urls": ["redis://h"], "tls": {"ca_cert": "/ca.pem"}}));
+        assert!(m.contains("unknown field `tls`"), "{m}");
+        let m = load_err(json!({"urls": ["redis://h"], "username": "admin"}));
+        assert!(m.contains("unknown field `username`"), "{m}");
+        let m = load_err(json!({"acl_rules": "~* +@read"}));
+        assert!(m.contains("missing field `urls`"), "{m}");
+        let m = load_err(json!({"urls": []}));
+        assert!(m.starts_with("urls: list at least one"), "{m}");
+        let m = load_err(json!({"urls": ["redis://h", "http://h"]}));
+        assert!(m.starts_with("urls[1]:"), "{m}");
+        let m = load_err(json!({"urls": ["redis://h"], "client_cert": "/c.pem"}));
+        assert!(m.starts_with("client_key: missing"), "{m}");
+        let m = load_err(json!({"urls": ["redis://h"], "client_key": "/k.pem"}));
+        assert!(m.starts_with("client_cert: missing"), "{m}");
+        let m = load_err(json!({"urls": ["redis://h"], "ca_cert": "/ca.pem"}));
+        assert!(m.starts_with("ca_cert:") && m.contains("rediss://"), "{m}");
+        let m = load_err(json!({"urls": ["redis://h"], "acl_rules": "~* nopass"}));
+        assert!(m.starts_with("acl_rules:"), "{m}");
+        let m = load_err(json!({"urls": ["redis://h"], "attempts": 0}));
+        assert!(m.starts_with("attempts:"), "{m}");
+        let m = load_err(json!({"urls": ["redis://h"], "admin_username": "admin"}));
+        assert!(m.starts_with("admin_password: missing"), "{m}");
+        for field in [
+            "connect_timeout",
+            "command_timeout",
+            "retry_delay",
+            "refresh_interval",
+        ] {
+            let m = load_err(json!({"urls": ["redis://h"], field: "5 parsecs"}));
+            assert!(m.starts_with(&format!("{field}: ")), "{m}");
+            assert!(m.contains("not a valid duration"), "{m}");
+            let m = load_err(json!({"urls": ["redis://h"], field: 0}));
+            assert!(m.starts_with(&format!("{field}: ")), "{m}");
+            let m = load_err(json!({"urls": ["redis://h"], field: true}));
+            assert!(m.contains("duration"), "{m}");
+        }
+    }
+
+    #[test]
+    fn the_admin_password_is_never_in_an_error() {
+        let secret = "Zq9-hunter2-7731";
+        let cases = [
+            // Each of these fails after the password was read.
+            json!({"urls": ["redis://h"], "admin_password": secret, "bogus": 1}),
+            json!({"urls": [], "admin_password": secret}),
+            json!({"urls": ["redis://h"], "admin_username": "a b", "admin_password": secret}),
+            json!({"urls": ["redis://h"], "admin_password": secret, "attempts": 99}),
+            json!({"urls": ["redis://h"], "admin_password": secret, "retry_delay": "x"}),
+            json!({"urls": ["redis://u:Zq9-hunter2-7731@h"], "admin_password": secret}),
+        ];
+        for v in cases {
+            let m = load_err(v);
+            assert!(!m.contains(secret), "{m}");
+        }
+        // A password of the wrong type is refused without being quoted.
+        for (value, what) in [
+            (json!(77311234), "a number"),
+            (json!(-7731), "a number"),
+            (json!(7731.5), "a number"),
+            (json!(true), "a boolean"),
+            (json!(["Zq9-hunter2-7731"]), "a list"),
+            (json!({"p": "Zq9-hunter2-7731"}), "a table"),
+        ] {
+            let m = load_err(json!({"urls": ["redis://h"], "admin_password": value}));
+            assert!(m.starts_with("admin_password: must be a string"), "{m}");
+            assert!(m.contains(what), "{m}");
+            assert!(
+                !m.contains("7731") && !m.contains("hunter2") && !m.contains("true"),
+                "{m}"
+            );
+        }
+        let m = load_err(json!({"urls": ["redis://h"], "admin_password": ""}));
+        assert!(m.starts_with("admin_password: is empty"), "{m}");
+        // And a loaded config's Debug does not show it either.
+        let c = load(json!({"urls": ["redis://h"], "admin_password": secret})).unwrap();
+        assert!(!format!("{c:?}").contains(secret));
     }
 }

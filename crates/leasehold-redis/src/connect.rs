@@ -123,7 +123,7 @@ impl Dialer {
                 let text = e.to_string();
                 if text.contains("certificate") || text.contains("Certificate") {
                     Error::invalid_config(format!(
-                        "node {label}: the TLS handshake failed: {text} (check tls.ca_cert and \
+                        "node {label}: the TLS handshake failed: {text} (check ca_cert and \
                          the node's certificate)"
                     ))
                     .with_context("node", label)
@@ -170,11 +170,11 @@ mod tls {
             Some(pem) => {
                 for cert in CertificateDer::pem_slice_iter(pem) {
                     let cert = cert.map_err(|e| {
-                        Error::invalid_config(format!("tls.ca_cert: not a PEM certificate: {e}"))
+                        Error::invalid_config(format!("ca_cert: not a PEM certificate: {e}"))
                     })?;
                     roots
                         .add(cert)
-                        .map_err(|e| Error::invalid_config(format!("tls.ca_cert: refused: {e}")))?;
+                        .map_err(|e| Error::invalid_config(format!("ca_cert: refused: {e}")))?;
                 }
             }
             None => {
@@ -184,7 +184,7 @@ mod tls {
                 }
                 if roots.is_empty() {
                     return Err(Error::invalid_config(
-                        "tls.ca_cert: not set, and the system trust store has no certificate",
+                        "ca_cert: not set, and the system trust store has no certificate",
                     ));
                 }
             }
@@ -197,12 +197,12 @@ mod tls {
             Some((cert, key)) => {
                 let chain = CertificateDer::pem_slice_iter(cert)
                     .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| Error::invalid_config(format!("tls.client_cert: {e}")))?;
+                    .map_err(|e| Error::invalid_config(format!("client_cert: {e}")))?;
                 let key = PrivateKeyDer::from_pem_slice(key)
-                    .map_err(|e| Error::invalid_config(format!("tls.client_key: {e}")))?;
+                    .map_err(|e| Error::invalid_config(format!("client_key: {e}")))?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| Error::invalid_config(format!("tls.client_cert: {e}")))?
+                    .map_err(|e| Error::invalid_config(format!("client_cert: {e}")))?
             }
             None => builder.with_no_client_auth(),
         };

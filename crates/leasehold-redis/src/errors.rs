@@ -13,7 +13,7 @@ pub(crate) fn map(e: &RedisError, node: &str, op: &str, scrub: Option<&str>) -> 
         if looks_like_tls_failure(e) {
             (
                 ErrorKind::InvalidConfig,
-                " (the TLS handshake failed: check tls.ca_cert and the node's certificate)",
+                " (the TLS handshake failed: check ca_cert and the node's certificate)",
             )
         } else {
             (ErrorKind::ProviderUnavailable, "")

@@ -16,7 +16,7 @@ mod rules;
 mod static_role;
 mod topology;
 
-pub use config::{RedisConfig, RedisTls, MAX_ATTEMPTS, MAX_NODES, MIN_REFRESH_GAP};
+pub use config::{RedisConfig, DEFAULT_ADMIN_USERNAME, MAX_ATTEMPTS, MAX_NODES, MIN_REFRESH_GAP};
 pub use provider::{RedisAclProvider, ATTR_NODES, KIND};
 pub use repair::{RepairAction, RepairReport, RepairTask};
 pub use rules::{AclRules, DEFAULT_ACL_RULES, MAX_RULES_LEN};

@@ -60,11 +60,12 @@ const REFUSED_MAX: usize = 1024;
 /// use std::time::Duration;
 /// use leasehold_core::{DynamicSecret, IssueRequest, LeaseManager, MemoryStore};
 /// use leasehold_redis::{RedisAclProvider, RedisConfig};
+/// use secrecy::SecretString;
 ///
 /// let provider = RedisAclProvider::new(
 ///     RedisConfig::new("redis://10.0.0.5:6379")
 ///         .node("redis://10.0.0.6:6379")
-///         .admin("leasehold-admin", std::env::var("REDIS_ADMIN_PASSWORD").unwrap())
+///         .admin("leasehold-admin", SecretString::from(std::env::var("REDIS_ADMIN_PASSWORD").unwrap()))
 ///         .acl_rules("~orders:* +@read +@write -@dangerous"),
 /// )?;
 /// let secret = DynamicSecret::builder("orders-cache", Arc::new(provider))
@@ -195,10 +196,10 @@ impl RedisAclProvider {
             checked.tls.as_ref(),
         )?;
         let mut admin_info = RedisConnectionInfo::default();
-        if let Some(u) = &config.username {
-            admin_info = admin_info.set_username(u);
-        }
-        if let Some(p) = &config.password {
+        if let Some(p) = &config.admin_password {
+            if let Some(u) = config.auth_username() {
+                admin_info = admin_info.set_username(u);
+            }
             admin_info = admin_info.set_password(p.expose_secret());
         }
         let members = checked

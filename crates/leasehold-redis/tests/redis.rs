@@ -13,6 +13,7 @@ use leasehold_core::{
 };
 use leasehold_redis::{RedisAclProvider, RedisConfig};
 use leasehold_testkit::servers::{RedisOptions, RedisServer};
+use secrecy::SecretString;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -233,7 +234,7 @@ async fn a_node_that_refuses_setuser_gets_the_user_removed_from_the_others() {
     let provider = RedisAclProvider::new(
         RedisConfig::new(a.url())
             .node(b.url())
-            .admin("lhadmin", "adminpw"),
+            .admin("lhadmin", SecretString::from("adminpw")),
     )
     .unwrap();
     let user = "lh-partial-1";
@@ -275,14 +276,19 @@ async fn validate_checks_rules_admin_and_leaves_nothing_behind() {
 
     // A wrong admin password.
     setuser(&s, &["lhadmin", "on", ">right", "~*", "&*", "+@all"]).await;
-    let p = RedisAclProvider::new(RedisConfig::new(s.url()).admin("lhadmin", "wrong")).unwrap();
+    let p = RedisAclProvider::new(
+        RedisConfig::new(s.url()).admin("lhadmin", SecretString::from("wrong")),
+    )
+    .unwrap();
     let e = p.validate().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     assert!(!e.to_string().contains("wrong\""), "{e}");
 
     // An admin that may not manage ACLs.
     setuser(&s, &["weak", "on", ">pw", "~*", "+@read", "+acl|whoami"]).await;
-    let p = RedisAclProvider::new(RedisConfig::new(s.url()).admin("weak", "pw")).unwrap();
+    let p =
+        RedisAclProvider::new(RedisConfig::new(s.url()).admin("weak", SecretString::from("pw")))
+            .unwrap();
     let e = p.validate().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
 
@@ -311,7 +317,9 @@ async fn validate_checks_rules_admin_and_leaves_nothing_behind() {
         ],
     )
     .await;
-    let p = RedisAclProvider::new(RedisConfig::new(s.url()).admin("norole", "pw")).unwrap();
+    let p =
+        RedisAclProvider::new(RedisConfig::new(s.url()).admin("norole", SecretString::from("pw")))
+            .unwrap();
     let e = p.validate().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     assert!(e.to_string().contains("+role"), "{e}");
@@ -322,13 +330,15 @@ async fn validate_checks_rules_admin_and_leaves_nothing_behind() {
         ],
     )
     .await;
-    let p = RedisAclProvider::new(RedisConfig::new(s.url()).admin("noinfo", "pw")).unwrap();
+    let p =
+        RedisAclProvider::new(RedisConfig::new(s.url()).admin("noinfo", SecretString::from("pw")))
+            .unwrap();
     let e = p.validate().await.unwrap_err();
     assert!(e.to_string().contains("+info"), "{e}");
     // ... unless discovery is off.
     let p = RedisAclProvider::new(
         RedisConfig::new(s.url())
-            .admin("noinfo", "pw")
+            .admin("noinfo", SecretString::from("pw"))
             .discover(false),
     )
     .unwrap();
@@ -346,11 +356,16 @@ async fn validate_checks_rules_admin_and_leaves_nothing_behind() {
         ],
     )
     .await;
-    let p = RedisAclProvider::new(RedisConfig::new(s.url()).admin("nogetuser", "pw")).unwrap();
+    let p = RedisAclProvider::new(
+        RedisConfig::new(s.url()).admin("nogetuser", SecretString::from("pw")),
+    )
+    .unwrap();
     let e = p.validate().await.unwrap_err();
     assert!(e.to_string().contains("ACL GETUSER"), "{e}");
 
-    let p = RedisAclProvider::new(RedisConfig::new(s.url()).admin("minimal", "pw")).unwrap();
+    let p =
+        RedisAclProvider::new(RedisConfig::new(s.url()).admin("minimal", SecretString::from("pw")))
+            .unwrap();
     p.validate()
         .await
         .expect("the README's admin ACL is enough");
@@ -587,9 +602,9 @@ async fn bad_input_is_a_typed_error_without_a_network_call() {
             RedisConfig::new("redis://127.0.0.1").acl_rules("+@all resetpass"),
             "acl_rules",
         ),
-        (RedisConfig::new("redis://u:pw@127.0.0.1"), "nodes[0]"),
-        (RedisConfig::new("ftp://127.0.0.1"), "nodes[0]"),
-        (RedisConfig::default(), "nodes"),
+        (RedisConfig::new("redis://u:pw@127.0.0.1"), "urls[0]"),
+        (RedisConfig::new("ftp://127.0.0.1"), "urls[0]"),
+        (RedisConfig::default(), "urls"),
     ] {
         let e = RedisAclProvider::new(config).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
@@ -662,7 +677,10 @@ async fn revoke_closes_the_users_open_connections_without_client_kill() {
     )
     .await;
     let provider = Arc::new(
-        RedisAclProvider::new(RedisConfig::new(s.url()).admin("lhadmin", "adminpw")).unwrap(),
+        RedisAclProvider::new(
+            RedisConfig::new(s.url()).admin("lhadmin", SecretString::from("adminpw")),
+        )
+        .unwrap(),
     );
     let m = manager("conns", provider, HOUR, HOUR).await;
     let lease = m.issue("conns", IssueRequest::new()).await.unwrap();

@@ -17,6 +17,8 @@ pub use leasehold_core::{
     UsernameTemplate, WatchEvent, WatchOptions, DEFAULT_USERNAME_PREFIX, INSTALLATION_TAG,
 };
 
+pub mod config;
+
 /// Everything else of the core crate (templates, statements, the coordination store, metric
 /// names), as `leasehold::core::...`.
 pub use leasehold_core as core;

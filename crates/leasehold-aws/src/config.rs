@@ -512,7 +512,11 @@ fn from_map<T: DeserializeOwned>(
         Ok(v) => return Ok(v),
         Err(m) => m,
     };
-    if msg.contains("field `") || map.keys().any(|k| msg.starts_with(&format!("{k}:"))) {
+    // Messages of the configs' own checks already start with their key (`region: ...`).
+    let names_a_key = msg.split_once(": ").is_some_and(|(head, _)| {
+        !head.is_empty() && head.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    });
+    if msg.contains("field `") || names_a_key {
         return Err(msg);
     }
     for key in map.keys() {

@@ -15,7 +15,7 @@ pub use auth_token::{
     AUTH_TOKEN_MAX_EXPIRY,
 };
 pub use config::{AwsConfig, AwsCredentials};
-pub use iam_token::{IamTokenProvider, IamTokenTarget, ATTR_TOKEN_EXPIRES_AT};
+pub use iam_token::{IamTokenConfig, IamTokenProvider, IamTokenTarget, ATTR_TOKEN_EXPIRES_AT};
 pub use static_role::{check_password_policy, check_rotatable, SecretsManagerPublisher, UserAuth};
 
 use std::time::Duration;

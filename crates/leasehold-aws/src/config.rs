@@ -465,7 +465,7 @@ impl<'de> Deserialize<'de> for AwsConfig {
 /// use leasehold_aws::config::deserialize_flat;
 /// use serde::Deserialize;
 ///
-/// #[derive(Deserialize)]
+/// #[derive(Debug, Deserialize)]
 /// #[serde(deny_unknown_fields)]
 /// struct Own {
 ///     cluster_name: String,

@@ -262,7 +262,7 @@ impl AuthTokenBuilder {
 
     /// Checks the settings without a network call.
     pub fn validate(&self) -> Result<()> {
-        crate::check_region(&self.region)?;
+        crate::config::check_region(&self.region)?;
         let what = match self.service {
             AuthTokenService::ElastiCache if self.serverless => "serverless cache name",
             AuthTokenService::ElastiCache => "replication group id",

@@ -3,6 +3,7 @@
 //! by an [`IamTokenTarget`] (the user, the lease's attributes, the service's own checks).
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
@@ -13,14 +14,15 @@ use leasehold_core::{
     ExternalRef, Readiness, Result,
 };
 
-use crate::{AuthToken, AuthTokenBuilder, AuthTokenClock, AwsConfig};
+use crate::{AuthToken, AuthTokenBuilder, AuthTokenClock, AwsConfig, AUTH_TOKEN_MAX_EXPIRY};
 
 /// `ExternalRef` attribute of a token lease: when the token stops being accepted (RFC 3339).
 pub const ATTR_TOKEN_EXPIRES_AT: &str = "token_expires_at";
 
 /// What an [`IamTokenProvider`] needs to know about the service and the user it signs tokens
-/// for. Implemented by each service's token settings (`ElastiCacheIamTokenConfig`,
-/// `MemoryDbIamTokenConfig`).
+/// for: the user, the resource, the lease's attributes and the service's own checks.
+/// Implemented by each service's token target (`ElastiCacheIamUser`, `MemoryDbIamUser`); the
+/// settings every target shares are in [`IamTokenConfig`].
 #[async_trait]
 pub trait IamTokenTarget: Clone + fmt::Debug + Send + Sync + 'static {
     /// The service's SDK client, for [`check`](Self::check).
@@ -32,13 +34,11 @@ pub trait IamTokenTarget: Clone + fmt::Debug + Send + Sync + 'static {
     /// Builds the client from an SDK configuration.
     fn client(sdk: &SdkConfig) -> Self::Client;
 
-    /// The AWS settings (credentials that sign the tokens, region, endpoint).
-    fn aws(&self) -> &AwsConfig;
-
     /// The IAM-enabled user every token authenticates as.
     fn user(&self) -> &str;
 
-    /// The token builder for `region` (service, resource, user, expiry).
+    /// The token builder for `region` (service, resource, user; the expiry is set by
+    /// [`IamTokenConfig`]).
     fn token_builder(&self, region: &str) -> AuthTokenBuilder;
 
     /// `ExternalRef` attributes naming the resource (besides [`ATTR_TOKEN_EXPIRES_AT`]).
@@ -47,13 +47,63 @@ pub trait IamTokenTarget: Clone + fmt::Debug + Send + Sync + 'static {
     /// The service's own checks, with the network: the user exists, authenticates with IAM,
     /// and may connect to the resource.
     async fn check(&self, client: &Self::Client) -> Result<()>;
+}
+
+/// Settings of an [`IamTokenProvider`]: the service's user and resource (`target`), the AWS
+/// settings whose credentials sign the tokens, and how long each token is accepted.
+///
+/// Each service names its own: `ElastiCacheIamTokenConfig` is
+/// `IamTokenConfig<ElastiCacheIamUser>`, `MemoryDbIamTokenConfig` is
+/// `IamTokenConfig<MemoryDbIamUser>`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct IamTokenConfig<T> {
+    /// AWS credentials (they sign the tokens and need the service's `Connect` permission),
+    /// region, endpoint.
+    pub aws: AwsConfig,
+    /// The service's IAM-enabled user and the resource it connects to.
+    pub target: T,
+    /// How long each token is accepted (default and at most 15 minutes). The lease ends then.
+    pub token_expiry: Duration,
+}
+
+impl<T: IamTokenTarget> IamTokenConfig<T> {
+    /// Tokens for `target`, valid 15 minutes, default AWS settings.
+    pub fn new(target: T) -> Self {
+        IamTokenConfig {
+            aws: AwsConfig::default(),
+            target,
+            token_expiry: AUTH_TOKEN_MAX_EXPIRY,
+        }
+    }
+
+    /// Sets the AWS settings.
+    #[must_use]
+    pub fn aws(mut self, aws: AwsConfig) -> Self {
+        self.aws = aws;
+        self
+    }
+
+    /// Sets the token validity (1 s to 15 min, whole seconds).
+    #[must_use]
+    pub fn token_expiry(mut self, d: Duration) -> Self {
+        self.token_expiry = d;
+        self
+    }
+
+    /// The token builder for `region`, with the configured expiry.
+    pub fn token_builder(&self, region: &str) -> AuthTokenBuilder {
+        self.target
+            .token_builder(region)
+            .expires_in(self.token_expiry)
+    }
 
     /// Checks every setting without a network call.
-    fn validate_offline(&self) -> Result<()> {
-        self.aws().validate()?;
+    pub fn validate(&self) -> Result<()> {
+        self.aws.validate()?;
         // The region is checked by AwsConfig when set; a stand-in lets the rest be checked
         // when it comes from the environment.
-        let region = self.aws().region.as_deref().unwrap_or("us-east-1");
+        let region = self.aws.region.as_deref().unwrap_or("us-east-1");
         self.token_builder(region).validate()
     }
 }
@@ -67,7 +117,7 @@ pub trait IamTokenTarget: Clone + fmt::Debug + Send + Sync + 'static {
 /// does; a [`CredentialWatch`](leasehold_core::CredentialWatch) issues a fresh token ahead of
 /// that. The lease's username only labels the lease.
 pub struct IamTokenProvider<T: IamTokenTarget> {
-    config: T,
+    config: IamTokenConfig<T>,
     client: T::Client,
     credentials: SharedCredentialsProvider,
     tokens: AuthTokenBuilder,
@@ -85,22 +135,22 @@ impl<T: IamTokenTarget> fmt::Debug for IamTokenProvider<T> {
 
 impl<T: IamTokenTarget> IamTokenProvider<T> {
     /// Validates `config` (offline) and loads its AWS settings.
-    pub async fn new(config: T) -> Result<Self> {
-        config.validate_offline()?;
-        let sdk = config.aws().load().await?;
+    pub async fn new(config: IamTokenConfig<T>) -> Result<Self> {
+        config.validate()?;
+        let sdk = config.aws.load().await?;
         Self::from_sdk_config(config, &sdk)
     }
 
     /// Uses an SDK configuration built elsewhere (`config.aws` is then not used): its
     /// credentials sign the tokens, its region is the token's region.
-    pub fn from_sdk_config(config: T, sdk: &SdkConfig) -> Result<Self> {
-        let (credentials, region) = crate::signing_parts(sdk, config.aws().region.as_deref())?;
+    pub fn from_sdk_config(config: IamTokenConfig<T>, sdk: &SdkConfig) -> Result<Self> {
+        let (credentials, region) = crate::signing_parts(sdk, config.aws.region.as_deref())?;
         Self::from_parts(config, T::client(sdk), credentials, &region)
     }
 
     /// Uses the given client, credentials and region (`config.aws` is then not used).
     pub fn from_parts(
-        config: T,
+        config: IamTokenConfig<T>,
         client: T::Client,
         credentials: SharedCredentialsProvider,
         region: &str,
@@ -123,7 +173,7 @@ impl<T: IamTokenTarget> IamTokenProvider<T> {
     }
 
     /// The settings.
-    pub fn config(&self) -> &T {
+    pub fn config(&self) -> &IamTokenConfig<T> {
         &self.config
     }
 
@@ -155,9 +205,9 @@ impl<T: IamTokenTarget> DynamicSecretProvider for IamTokenProvider<T> {
     /// Checks the settings, that the provider's credentials can sign a token, and the
     /// service's own checks ([`IamTokenTarget::check`]).
     async fn validate(&self) -> Result<()> {
-        self.config.validate_offline()?;
+        self.config.validate()?;
         self.token().await?;
-        self.config.check(&self.client).await
+        self.config.target.check(&self.client).await
     }
 
     /// Signs a token. The lease's username only labels the lease: the credential is always
@@ -168,8 +218,8 @@ impl<T: IamTokenTarget> DynamicSecretProvider for IamTokenProvider<T> {
             .await
             .map_err(|e| e.with_context("lease_id", &req.lease_id))?;
         let expires_at = DateTime::<Utc>::from(token.expires_at());
-        let mut external = ExternalRef::new(self.config.user());
-        for (key, value) in self.config.attributes() {
+        let mut external = ExternalRef::new(self.config.target.user());
+        for (key, value) in self.config.target.attributes() {
             external = external.with_attr(key, value);
         }
         let external = external.with_attr(
@@ -177,7 +227,7 @@ impl<T: IamTokenTarget> DynamicSecretProvider for IamTokenProvider<T> {
             expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         );
         let credentials = Credentials::UsernamePassword {
-            username: self.config.user().to_string(),
+            username: self.config.target.user().to_string(),
             password: token.into_secret(),
         };
         Ok(Created::new(external, credentials, Readiness::Unchecked).with_expires_at(expires_at))

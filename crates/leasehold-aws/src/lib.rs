@@ -4,6 +4,7 @@
 
 mod auth_probe;
 mod auth_token;
+pub mod config;
 mod iam_token;
 pub mod membership;
 mod static_role;
@@ -13,325 +14,19 @@ pub use auth_token::{
     signing_parts, AuthToken, AuthTokenBuilder, AuthTokenClock, AuthTokenService,
     AUTH_TOKEN_MAX_EXPIRY,
 };
-pub use iam_token::{IamTokenProvider, IamTokenTarget, ATTR_TOKEN_EXPIRES_AT};
+pub use config::{AwsConfig, AwsCredentials};
+pub use iam_token::{IamTokenConfig, IamTokenProvider, IamTokenTarget, ATTR_TOKEN_EXPIRES_AT};
 pub use static_role::{check_password_policy, check_rotatable, SecretsManagerPublisher, UserAuth};
 
-use std::fmt;
 use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_config::SdkConfig;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use leasehold_core::{Error, ErrorKind, Result};
-use secrecy::{ExposeSecret, SecretString};
 
-/// Where the AWS credentials of a provider come from.
-#[derive(Clone, Default)]
-#[non_exhaustive]
-pub enum AwsCredentials {
-    /// The SDK's default chain: environment, shared config/credentials files, web identity,
-    /// ECS/EC2 instance metadata.
-    #[default]
-    DefaultChain,
-    /// Explicit keys.
-    Static {
-        /// Access key id.
-        access_key_id: String,
-        /// Secret access key.
-        secret_access_key: SecretString,
-        /// Session token, for temporary keys.
-        session_token: Option<SecretString>,
-    },
-    /// Assume a role, authorised by `source` credentials.
-    AssumeRole {
-        /// The role's ARN.
-        role_arn: String,
-        /// The external id the role's trust policy requires, if any.
-        external_id: Option<String>,
-        /// The session name (default `leasehold`).
-        session_name: Option<String>,
-        /// The credentials that assume the role.
-        source: Box<AwsCredentials>,
-    },
-}
-
-impl AwsCredentials {
-    /// Explicit keys.
-    pub fn from_keys(access_key_id: impl Into<String>, secret_access_key: SecretString) -> Self {
-        AwsCredentials::Static {
-            access_key_id: access_key_id.into(),
-            secret_access_key,
-            session_token: None,
-        }
-    }
-}
-
-impl fmt::Debug for AwsCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AwsCredentials::DefaultChain => f.write_str("DefaultChain"),
-            AwsCredentials::Static {
-                access_key_id,
-                session_token,
-                ..
-            } => f
-                .debug_struct("Static")
-                .field("access_key_id", access_key_id)
-                .field("secret_access_key", &"[REDACTED]")
-                .field(
-                    "session_token",
-                    &session_token.as_ref().map(|_| "[REDACTED]"),
-                )
-                .finish_non_exhaustive(),
-            AwsCredentials::AssumeRole {
-                role_arn,
-                external_id,
-                session_name,
-                source,
-            } => f
-                .debug_struct("AssumeRole")
-                .field("role_arn", role_arn)
-                .field("external_id", &external_id.as_ref().map(|_| "[SET]"))
-                .field("session_name", session_name)
-                .field("source", source)
-                .finish_non_exhaustive(),
-        }
-    }
-}
-
-/// AWS settings shared by every AWS provider: credentials, region, endpoint override, retries.
-///
-/// # Examples
-///
-/// ```no_run
-/// # async fn f() -> leasehold_core::Result<()> {
-/// use leasehold_aws::{AwsConfig, AwsCredentials};
-///
-/// let sdk = AwsConfig::new()
-///     .region("eu-west-1")
-///     .credentials(AwsCredentials::DefaultChain)
-///     .load()
-///     .await?;
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct AwsConfig {
-    /// The region; when unset, the environment's (`AWS_REGION`, profile).
-    pub region: Option<String>,
-    /// An endpoint override (an emulator, a VPC endpoint).
-    pub endpoint_url: Option<String>,
-    /// Where credentials come from.
-    pub credentials: AwsCredentials,
-    /// Attempts per SDK call, including the first (default 3; the SDK's standard retry mode
-    /// with exponential backoff retries throttling and transient errors).
-    pub max_attempts: Option<u32>,
-    /// Timeout of one attempt (default 10 s).
-    pub attempt_timeout: Option<Duration>,
-}
-
-impl AwsConfig {
-    /// Defaults: environment region, default credential chain.
-    pub fn new() -> Self {
-        AwsConfig::default()
-    }
-
-    /// Sets the region.
-    #[must_use]
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.region = Some(region.into());
-        self
-    }
-
-    /// Sets the endpoint override.
-    #[must_use]
-    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
-        self.endpoint_url = Some(url.into());
-        self
-    }
-
-    /// Sets the credentials.
-    #[must_use]
-    pub fn credentials(mut self, credentials: AwsCredentials) -> Self {
-        self.credentials = credentials;
-        self
-    }
-
-    /// Sets attempts per call.
-    #[must_use]
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = Some(n);
-        self
-    }
-
-    /// Checks the settings without a network call.
-    pub fn validate(&self) -> Result<()> {
-        if let Some(region) = &self.region {
-            check_region(region)?;
-        }
-        if let Some(url) = &self.endpoint_url {
-            if !(url.starts_with("http://") || url.starts_with("https://"))
-                || url.len() > 2048
-                || url.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
-                return Err(Error::invalid_config(format!(
-                    "endpoint_url: {:?} must be an http:// or https:// URL",
-                    truncate(url)
-                )));
-            }
-        }
-        if self.max_attempts == Some(0) {
-            return Err(Error::invalid_config("max_attempts: must be at least 1"));
-        }
-        check_credentials(&self.credentials)
-    }
-
-    /// Builds the SDK configuration (resolving the credential chain lazily, as the SDK does).
-    pub async fn load(&self) -> Result<SdkConfig> {
-        self.validate()?;
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts.unwrap_or(3)))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_attempt_timeout(
-                        self.attempt_timeout.unwrap_or(Duration::from_secs(10)),
-                    )
-                    .connect_timeout(Duration::from_secs(5))
-                    .build(),
-            );
-        if let Some(region) = &self.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(url) = &self.endpoint_url {
-            loader = loader.endpoint_url(url.clone());
-        }
-        loader = match &self.credentials {
-            AwsCredentials::DefaultChain => loader,
-            other => loader.credentials_provider(credentials_provider(other, self).await?),
-        };
-        let sdk = loader.load().await;
-        if sdk.region().is_none() {
-            return Err(Error::invalid_config(
-                "region: no region configured and none found in the environment (set AWS_REGION or the secret's region)",
-            ));
-        }
-        Ok(sdk)
-    }
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(80).collect()
-}
-
-fn check_region(region: &str) -> Result<()> {
-    let ok = !region.is_empty()
-        && region.len() <= 32
-        && region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !region.starts_with('-')
-        && !region.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid_config(format!(
-            "region: {:?} is not an AWS region name (like us-east-1)",
-            truncate(region)
-        )))
-    }
-}
-
-fn check_credentials(c: &AwsCredentials) -> Result<()> {
-    match c {
-        AwsCredentials::DefaultChain => Ok(()),
-        AwsCredentials::Static {
-            access_key_id,
-            secret_access_key,
-            ..
-        } => {
-            if access_key_id.is_empty()
-                || access_key_id.len() > 128
-                || !access_key_id.chars().all(|c| c.is_ascii_alphanumeric())
-            {
-                return Err(Error::invalid_config(
-                    "access_key_id: must be 1 to 128 letters and digits",
-                ));
-            }
-            if secret_access_key.expose_secret().is_empty() {
-                return Err(Error::invalid_config(
-                    "secret_access_key: must not be empty",
-                ));
-            }
-            Ok(())
-        }
-        AwsCredentials::AssumeRole {
-            role_arn,
-            session_name,
-            source,
-            ..
-        } => {
-            validate_arn("role_arn", role_arn, Some("iam"))?;
-            if let Some(name) = session_name {
-                leasehold_core::NameRule::StsSessionName
-                    .check(name)
-                    .map_err(|e| Error::invalid_config(format!("session_name: {}", e.message())))?;
-            }
-            check_credentials(source)
-        }
-    }
-}
-
-async fn credentials_provider(
-    c: &AwsCredentials,
-    cfg: &AwsConfig,
-) -> Result<SharedCredentialsProvider> {
-    match c {
-        AwsCredentials::DefaultChain => {
-            let chain =
-                aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-                    .build()
-                    .await;
-            Ok(SharedCredentialsProvider::new(chain))
-        }
-        AwsCredentials::Static {
-            access_key_id,
-            secret_access_key,
-            session_token,
-        } => Ok(SharedCredentialsProvider::new(
-            aws_credential_types::Credentials::new(
-                access_key_id.clone(),
-                secret_access_key.expose_secret().to_string(),
-                session_token
-                    .as_ref()
-                    .map(|t| t.expose_secret().to_string()),
-                None,
-                "leasehold-static",
-            ),
-        )),
-        AwsCredentials::AssumeRole {
-            role_arn,
-            external_id,
-            session_name,
-            source,
-        } => {
-            let source_cfg = AwsConfig {
-                credentials: (**source).clone(),
-                ..cfg.clone()
-            };
-            let base = Box::pin(source_cfg.load()).await?;
-            let mut b = aws_config::sts::AssumeRoleProvider::builder(role_arn.clone())
-                .session_name(session_name.clone().unwrap_or_else(|| "leasehold".into()))
-                .configure(&base);
-            if let Some(id) = external_id {
-                b = b.external_id(id.clone());
-            }
-            Ok(SharedCredentialsProvider::new(b.build().await))
-        }
-    }
-}
+use config::truncate;
 
 /// Checks that `arn` looks like `arn:<partition>:<service>:<region>:<account>:<resource>`, and
 /// that the service matches when given. `field` names the setting in the error.
@@ -574,6 +269,7 @@ fn rand_fraction() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
 
     #[test]
     fn classifies_codes() {

@@ -5,10 +5,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use leasehold_aws::{AwsConfig, AwsCredentials};
-use leasehold_core::{parse_duration, Error, NameRule, Result, StatementTemplate};
+use leasehold_aws::config::deserialize_flat;
+use leasehold_aws::AwsConfig;
+use leasehold_core::{DurationText, Error, NameRule, Result, StatementTemplate};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
 use crate::acl::parse_access_string;
 
@@ -40,8 +42,7 @@ pub const MAX_USERS_PER_GROUP: usize = 100;
 const MAX_TAGS: usize = 50;
 
 /// What the users are for: a replication group or a serverless cache.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// A replication group id (node-based cluster).
     ReplicationGroup(String),
@@ -99,8 +100,9 @@ impl Engine {
 
 /// Settings of an [`ElastiCacheProvider`](crate::ElastiCacheProvider).
 ///
-/// Deserialises from a config file (see the crate README for the field names); build it in
-/// code with [`ElastiCacheConfig::new`] and the setters.
+/// Build it in code with [`ElastiCacheConfig::new`] and the setters, or deserialize it from one
+/// flat table of a config file: the AWS keys ([`AwsConfig::KEYS`]) and the keys of the crate
+/// README's "Configuration keys" table (unknown keys are refused, the result is validated).
 ///
 /// # Examples
 ///
@@ -114,8 +116,7 @@ impl Engine {
 ///     .ready_timeout(Duration::from_secs(120));
 /// config.validate().unwrap();
 /// ```
-#[derive(Clone, Deserialize)]
-#[serde(try_from = "RawConfig")]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ElastiCacheConfig {
     /// AWS credentials, region, endpoint.
@@ -602,13 +603,12 @@ fn check_redis_url(url: &str) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Deserialisation. `AwsConfig` has no serde support of its own, so its fields are read here.
+// Config files.
 
+/// The keys of the provider besides the AWS ones, as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    #[serde(default)]
-    aws: RawAws,
     replication_group_id: Option<String>,
     serverless_cache_name: Option<String>,
     user_group_id: String,
@@ -620,123 +620,66 @@ struct RawConfig {
     tags: BTreeMap<String, String>,
     readiness_endpoint: Option<String>,
     readiness_ca_pem: Option<PathBuf>,
-    ready_timeout: Option<String>,
+    ready_timeout: Option<DurationText>,
     #[serde(default)]
     allow_open_default_user: bool,
-    revoke_wait: Option<String>,
+    revoke_wait: Option<DurationText>,
 }
 
-/// AWS settings as they appear in a config file.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawAws {
-    region: Option<String>,
-    endpoint_url: Option<String>,
-    #[serde(default)]
-    credentials: RawCredentials,
-    max_attempts: Option<u32>,
-    attempt_timeout: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum RawCredentials {
-    #[default]
-    DefaultChain,
-    Static {
-        access_key_id: String,
-        secret_access_key: SecretString,
-        session_token: Option<SecretString>,
-    },
-    AssumeRole {
-        role_arn: String,
-        external_id: Option<String>,
-        session_name: Option<String>,
-        #[serde(default)]
-        source: Option<Box<RawCredentials>>,
-    },
-}
-
-impl RawCredentials {
-    fn into_credentials(self) -> AwsCredentials {
-        match self {
-            RawCredentials::DefaultChain => AwsCredentials::DefaultChain,
-            RawCredentials::Static {
-                access_key_id,
-                secret_access_key,
-                session_token,
-            } => AwsCredentials::Static {
-                access_key_id,
-                secret_access_key,
-                session_token,
-            },
-            RawCredentials::AssumeRole {
-                role_arn,
-                external_id,
-                session_name,
-                source,
-            } => AwsCredentials::AssumeRole {
-                role_arn,
-                external_id,
-                session_name,
-                source: Box::new(
-                    source
-                        .map(|s| s.into_credentials())
-                        .unwrap_or(AwsCredentials::DefaultChain),
-                ),
-            },
-        }
-    }
-}
-
-impl RawAws {
-    pub(crate) fn into_aws(self) -> Result<AwsConfig> {
-        let mut aws = AwsConfig::new().credentials(self.credentials.into_credentials());
-        aws.region = self.region;
-        aws.endpoint_url = self.endpoint_url;
-        aws.max_attempts = self.max_attempts;
-        aws.attempt_timeout = self
-            .attempt_timeout
-            .map(|t| parse_duration("aws.attempt_timeout", &t))
-            .transpose()?;
-        Ok(aws)
-    }
-}
-
-impl TryFrom<RawConfig> for ElastiCacheConfig {
-    type Error = Error;
-
-    fn try_from(raw: RawConfig) -> Result<Self> {
-        let target = match (raw.replication_group_id, raw.serverless_cache_name) {
+impl RawConfig {
+    fn into_config(self, aws: AwsConfig) -> Result<ElastiCacheConfig> {
+        let target = match (self.replication_group_id, self.serverless_cache_name) {
             (Some(id), None) => Target::ReplicationGroup(id),
             (None, Some(name)) => Target::ServerlessCache(name),
-            _ => {
+            (Some(_), Some(_)) => {
                 return Err(Error::invalid_config(
-                    "set exactly one of replication_group_id and serverless_cache_name",
+                    "serverless_cache_name: set either replication_group_id or serverless_cache_name, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(Error::invalid_config(
+                    "replication_group_id: missing (or set serverless_cache_name)",
                 ))
             }
         };
-        let mut c = ElastiCacheConfig::new(target, raw.user_group_id)
-            .aws(raw.aws.into_aws()?)
-            .engine(raw.engine)
-            .allow_open_default_user(raw.allow_open_default_user);
-        if let Some(s) = raw.creation_statement {
-            c.creation_statement = StatementTemplate::parse(&s)?;
+        let mut c = ElastiCacheConfig::new(target, self.user_group_id)
+            .aws(aws)
+            .engine(self.engine)
+            .allow_open_default_user(self.allow_open_default_user);
+        if let Some(s) = self.creation_statement {
+            c.creation_statement = parse_statement("creation_statement", &s)?;
         }
-        if let Some(s) = raw.revocation_statement {
-            c.revocation_statement = StatementTemplate::parse(&s)?;
+        if let Some(s) = self.revocation_statement {
+            c.revocation_statement = parse_statement("revocation_statement", &s)?;
         }
-        c.tags = raw.tags;
-        c.readiness_endpoint = raw.readiness_endpoint;
-        c.readiness_ca_pem = raw.readiness_ca_pem;
-        if let Some(t) = raw.ready_timeout {
-            c.ready_timeout = parse_duration("ready_timeout", &t)?;
+        c.tags = self.tags;
+        c.readiness_endpoint = self.readiness_endpoint;
+        c.readiness_ca_pem = self.readiness_ca_pem;
+        if let Some(t) = self.ready_timeout {
+            c.ready_timeout = t.parse_pause("ready_timeout", false)?;
         }
-        if let Some(t) = raw.revoke_wait {
-            c.revoke_wait = parse_duration("revoke_wait", &t)?;
+        if let Some(t) = self.revoke_wait {
+            c.revoke_wait = t.parse_pause("revoke_wait", true)?;
         }
         c.validate()?;
         Ok(c)
+    }
+}
+
+/// Parses a statement template; the error names the key.
+fn parse_statement(field: &str, text: &str) -> Result<StatementTemplate> {
+    StatementTemplate::parse(text)
+        .map_err(|e| Error::new(e.kind(), format!("{field}: {}", e.message())))
+}
+
+/// Reads one flat table: the AWS keys ([`AwsConfig::KEYS`]) and the keys listed in the crate
+/// README, unknown keys refused, durations as text. The result is validated
+/// ([`ElastiCacheConfig::validate`]) without a network call.
+impl<'de> Deserialize<'de> for ElastiCacheConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (aws, raw) = deserialize_flat::<D, RawConfig>(d)?;
+        raw.into_config(aws)
+            .map_err(|e| D::Error::custom(e.message()))
     }
 }
 
@@ -844,33 +787,155 @@ mod tests {
         .is_err());
     }
 
+    const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-secret-key";
+
+    fn load(v: serde_json::Value) -> std::result::Result<ElastiCacheConfig, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    fn minimal() -> serde_json::Value {
+        serde_json::json!({"replication_group_id": "orders", "user_group_id": "orders-users"})
+    }
+
+    fn with(key: &str, value: serde_json::Value) -> serde_json::Value {
+        let mut v = minimal();
+        v[key] = value;
+        v
+    }
+
     #[test]
-    fn deserialises_from_json() {
-        let c: ElastiCacheConfig = serde_json::from_value(serde_json::json!({
-            "aws": {"region": "eu-west-1", "credentials": {"type": "static", "access_key_id": "AKIDEXAMPLE", "secret_access_key": "wJalrXUtnFEMI-secret"}},
+    fn every_documented_key_deserializes() {
+        let creation = r#"{"UserId":"{{username}}","UserName":"{{username}}","Engine":"valkey","Passwords":["{{password}}"],"AccessString":"on ~orders:* +@read"}"#;
+        let c = load(serde_json::json!({
+            "region": "eu-west-1",
+            "endpoint_url": "http://127.0.0.1:5000",
+            "access_key_id": "AKIDEXAMPLE",
+            "secret_access_key": SECRET,
+            "session_token": "FwoGZXIvYXdzEXAMPLEtoken",
+            "assume_role_arn": "arn:aws:iam::123456789012:role/leasehold",
+            "assume_role_external_id": "orders",
+            "assume_role_session_name": "leasehold-orders",
+            "max_attempts": 4,
+            "attempt_timeout": "3s",
             "replication_group_id": "orders",
             "user_group_id": "orders-users",
-            "engine": "redis",
+            "engine": "valkey",
+            "creation_statement": creation,
+            "revocation_statement": "{\"UserId\":\"{{username}}\"}",
+            "tags": {"team": "payments"},
+            "readiness_endpoint": "rediss://orders.example:6379",
+            "readiness_ca_pem": "/etc/leasehold/ca.pem",
             "ready_timeout": "2m",
-            "tags": {"team": "payments"}
+            "allow_open_default_user": true,
+            "revoke_wait": "1500ms",
         }))
         .unwrap();
+        assert_eq!(c.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.aws.max_attempts, Some(4));
+        assert_eq!(c.aws.attempt_timeout, Some(Duration::from_secs(3)));
+        assert!(matches!(
+            c.aws.credentials,
+            leasehold_aws::AwsCredentials::AssumeRole { .. }
+        ));
         assert_eq!(c.target, Target::ReplicationGroup("orders".into()));
-        assert_eq!(c.engine, Engine::Redis);
+        assert_eq!(c.user_group_id, "orders-users");
+        assert_eq!(c.engine, Engine::Valkey);
+        assert!(format!("{:?}", c.creation_statement).contains("on ~orders:* +@read"));
+        assert!(format!("{:?}", c.revocation_statement).contains("UserId"));
+        assert_eq!(c.tags["team"], "payments");
+        assert_eq!(
+            c.readiness_endpoint.as_deref(),
+            Some("rediss://orders.example:6379")
+        );
+        assert_eq!(
+            c.readiness_ca_pem.as_deref(),
+            Some(std::path::Path::new("/etc/leasehold/ca.pem"))
+        );
         assert_eq!(c.ready_timeout, Duration::from_secs(120));
+        assert!(c.allow_open_default_user);
+        assert_eq!(c.revoke_wait, Duration::from_millis(1500));
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("wJalrXUtnFEMI-secret"), "{dbg}");
-        assert!(
-            serde_json::from_value::<ElastiCacheConfig>(serde_json::json!({
-                "replication_group_id": "a", "serverless_cache_name": "b", "user_group_id": "g"
-            }))
-            .is_err()
-        );
-        assert!(
-            serde_json::from_value::<ElastiCacheConfig>(serde_json::json!({
-                "replication_group_id": "a", "user_group_id": "g", "colour": "red"
-            }))
-            .is_err()
-        );
+        assert!(!dbg.contains(SECRET), "{dbg}");
+
+        let c = load(serde_json::json!({"serverless_cache_name": "orders", "user_group_id": "g", "revoke_wait": 0})).unwrap();
+        assert_eq!(c.target, Target::ServerlessCache("orders".into()));
+        assert_eq!(c.revoke_wait, Duration::ZERO);
+        assert_eq!(c.ready_timeout, Duration::from_secs(300));
+        assert_eq!(c.engine, Engine::Redis);
+    }
+
+    #[test]
+    fn refuses_an_unknown_key() {
+        let e = load(with("colour", "red".into())).unwrap_err();
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        // The nested schema of earlier versions is gone.
+        let e = load(with("aws", serde_json::json!({"region": "eu-west-1"}))).unwrap_err();
+        assert!(e.contains("unknown field `aws`"), "{e}");
+    }
+
+    #[test]
+    fn refuses_both_or_neither_target() {
+        let e = load(with("serverless_cache_name", "orders".into())).unwrap_err();
+        assert!(e.starts_with("serverless_cache_name: set either"), "{e}");
+        let e = load(serde_json::json!({"user_group_id": "g"})).unwrap_err();
+        assert!(e.starts_with("replication_group_id: missing"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_names_its_field() {
+        for key in ["ready_timeout", "revoke_wait", "attempt_timeout"] {
+            let e = load(with(key, "5 parsecs".into())).unwrap_err();
+            assert!(e.starts_with(&format!("{key}: ")), "{e}");
+        }
+        let e = load(with("ready_timeout", "0".into())).unwrap_err();
+        assert!(e.starts_with("ready_timeout: "), "{e}");
+        let e = load(with("ready_timeout", true.into())).unwrap_err();
+        assert!(e.starts_with("ready_timeout: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn other_values_are_checked_at_load_time() {
+        for (key, value, want) in [
+            (
+                "engine",
+                serde_json::json!("memcached"),
+                "engine: unknown variant",
+            ),
+            ("user_group_id", serde_json::json!("g--x"), "user_group_id:"),
+            (
+                "readiness_ca_pem",
+                serde_json::json!("/ca.pem"),
+                "readiness_ca_pem:",
+            ),
+            (
+                "creation_statement",
+                serde_json::json!("{\"UserId\":"),
+                "creation_statement:",
+            ),
+            (
+                "revocation_statement",
+                serde_json::json!("{\"UserId\":\"x\"}"),
+                "revocation_statement:",
+            ),
+            ("tags", serde_json::json!({"leasehold:x": "y"}), "tags:"),
+        ] {
+            let e = load(with(key, value)).unwrap_err();
+            assert!(e.starts_with(want), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_secret_is_never_in_error_text_or_debug() {
+        let mut v = with("secret_access_key", SECRET.into());
+        let e = load(v.clone()).unwrap_err();
+        assert!(e.starts_with("access_key_id: missing"), "{e}");
+        assert!(!e.contains(SECRET), "{e}");
+        v["access_key_id"] = "AKIDEXAMPLE".into();
+        v["region"] = "Mars Base".into();
+        let e = load(v.clone()).unwrap_err();
+        assert!(e.starts_with("region:") && !e.contains(SECRET), "{e}");
+        v["region"] = "eu-west-1".into();
+        let c = load(v).unwrap();
+        assert!(!format!("{c:?}").contains(SECRET));
     }
 }

@@ -1,15 +1,12 @@
 //! [`ElastiCacheIamTokenProvider`]: short-lived IAM authentication tokens for an IAM-enabled
 //! ElastiCache user, as leases.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_elasticache::types::AuthenticationType;
 use aws_sdk_elasticache::Client;
 use leasehold_aws::{
-    error_code, map_sdk_error, AuthTokenBuilder, AwsConfig, IamTokenProvider, IamTokenTarget,
-    AUTH_TOKEN_MAX_EXPIRY,
+    error_code, map_sdk_error, AuthTokenBuilder, IamTokenConfig, IamTokenProvider, IamTokenTarget,
 };
 use leasehold_core::{Error, Result};
 
@@ -21,115 +18,63 @@ pub const IAM_TOKEN_KIND: &str = "aws-elasticache-iam-token";
 /// `ExternalRef` attribute of a token lease: the cache's id.
 const ATTR_CACHE: &str = "cache";
 
-/// Settings of an [`ElastiCacheIamTokenProvider`].
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use leasehold_aws::AwsConfig;
-/// use leasehold_elasticache::{ElastiCacheIamTokenConfig, Target};
-///
-/// let config = ElastiCacheIamTokenConfig::new(
-///     Target::ServerlessCache("orders".into()),
-///     "orders-app",
-/// )
-/// .aws(AwsConfig::new().region("eu-west-1"))
-/// .token_expiry(Duration::from_secs(600));
-/// config.validate().unwrap();
-/// assert!(ElastiCacheIamTokenConfig::new(Target::ReplicationGroup("orders".into()), "A B")
-///     .validate()
-///     .is_err());
-/// ```
-#[derive(Debug, Clone)]
+/// The IAM-enabled ElastiCache user a token provider signs tokens for, and its cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct ElastiCacheIamTokenConfig {
-    /// AWS credentials (they sign the tokens and need `elasticache:Connect`), region, endpoint.
-    pub aws: AwsConfig,
+pub struct ElastiCacheIamUser {
     /// The replication group or serverless cache the tokens are for.
     pub target: Target,
     /// The IAM-enabled user's id (which AWS requires to equal its user name).
     pub user_id: String,
-    /// How long each token is accepted (default and at most 15 minutes). The lease ends then.
-    pub token_expiry: Duration,
 }
 
-impl ElastiCacheIamTokenConfig {
-    /// Tokens for `user_id` on `target`, valid 15 minutes, default AWS settings.
+impl ElastiCacheIamUser {
+    /// The user `user_id` of `target`.
     pub fn new(target: Target, user_id: impl Into<String>) -> Self {
-        ElastiCacheIamTokenConfig {
-            aws: AwsConfig::default(),
+        ElastiCacheIamUser {
             target,
             user_id: user_id.into(),
-            token_expiry: AUTH_TOKEN_MAX_EXPIRY,
         }
-    }
-
-    /// Sets the AWS settings.
-    #[must_use]
-    pub fn aws(mut self, aws: AwsConfig) -> Self {
-        self.aws = aws;
-        self
-    }
-
-    /// Sets the token validity (1 s to 15 min, whole seconds).
-    #[must_use]
-    pub fn token_expiry(mut self, d: Duration) -> Self {
-        self.token_expiry = d;
-        self
-    }
-
-    /// Checks every setting without a network call.
-    pub fn validate(&self) -> Result<()> {
-        self.validate_offline()
     }
 }
 
+/// Settings of an [`ElastiCacheIamTokenProvider`]: the [`ElastiCacheIamUser`], the AWS settings
+/// (their credentials sign the tokens and need `elasticache:Connect`) and the token expiry.
+pub type ElastiCacheIamTokenConfig = IamTokenConfig<ElastiCacheIamUser>;
+
 /// Issues IAM authentication tokens for one IAM-enabled ElastiCache user (kind
-/// `aws-elasticache-iam-token`).
-///
-/// Each lease's credential is the user id and, as password, a SigV4 presigned
-/// `GET http://<cache>/?Action=connect&User=<user-id>` (with `ResourceType=ServerlessCache` for
-/// a serverless cache) signed for service `elasticache` with the provider's AWS credentials
-/// (an assumed role's session token included). Nothing is created in AWS: the token expires
-/// by itself, so leases are neither renewable nor revocable and end when the token does; a
-/// [`CredentialWatch`](leasehold_core::CredentialWatch) issues a fresh token ahead of that.
+/// `aws-elasticache-iam-token`); see [`IamTokenProvider`] for what a lease holds. The token is
+/// signed for service `elasticache`, with `ResourceType=ServerlessCache` for a serverless cache.
 ///
 /// # Examples
 ///
 /// ```no_run
 /// # async fn f() -> leasehold_core::Result<()> {
-/// use std::sync::Arc;
 /// use std::time::Duration;
 /// use leasehold_aws::AwsConfig;
-/// use leasehold_core::DynamicSecret;
-/// use leasehold_elasticache::{ElastiCacheIamTokenConfig, ElastiCacheIamTokenProvider, Target};
+/// use leasehold_elasticache::{
+///     ElastiCacheIamTokenConfig, ElastiCacheIamTokenProvider, ElastiCacheIamUser, Target,
+/// };
 ///
-/// let provider = ElastiCacheIamTokenProvider::new(
-///     ElastiCacheIamTokenConfig::new(Target::ReplicationGroup("orders".into()), "orders-app")
-///         .aws(AwsConfig::new().region("eu-west-1")),
-/// )
-/// .await?;
-/// let secret = DynamicSecret::builder("orders-iam", Arc::new(provider))
-///     .default_ttl(Duration::from_secs(900))
-///     .max_ttl(Duration::from_secs(900))
-///     .build()?;
-/// # let _ = secret;
+/// let user = ElastiCacheIamUser::new(Target::ServerlessCache("orders".into()), "orders-app");
+/// let config = ElastiCacheIamTokenConfig::new(user)
+///     .aws(AwsConfig::new().region("eu-west-1"))
+///     .token_expiry(Duration::from_secs(600));
+/// config.validate()?; // offline: names, region, expiry
+/// let provider = ElastiCacheIamTokenProvider::new(config).await?;
+/// let token = provider.token().await?;
+/// # let _ = token;
 /// # Ok(()) }
 /// ```
-pub type ElastiCacheIamTokenProvider = IamTokenProvider<ElastiCacheIamTokenConfig>;
+pub type ElastiCacheIamTokenProvider = IamTokenProvider<ElastiCacheIamUser>;
 
 #[async_trait]
-impl IamTokenTarget for ElastiCacheIamTokenConfig {
+impl IamTokenTarget for ElastiCacheIamUser {
     type Client = Client;
     const KIND: &'static str = IAM_TOKEN_KIND;
 
     fn client(sdk: &SdkConfig) -> Client {
         Client::new(sdk)
-    }
-
-    fn aws(&self) -> &AwsConfig {
-        &self.aws
     }
 
     fn user(&self) -> &str {
@@ -139,7 +84,6 @@ impl IamTokenTarget for ElastiCacheIamTokenConfig {
     fn token_builder(&self, region: &str) -> AuthTokenBuilder {
         AuthTokenBuilder::elasticache(region, self.target.id(), &self.user_id)
             .serverless(matches!(self.target, Target::ServerlessCache(_)))
-            .expires_in(self.token_expiry)
     }
 
     fn attributes(&self) -> Vec<(&'static str, String)> {
@@ -160,7 +104,7 @@ impl IamTokenTarget for ElastiCacheIamTokenConfig {
 
 /// The service's checks, against the settings and a client.
 struct Checks<'a> {
-    config: &'a ElastiCacheIamTokenConfig,
+    config: &'a ElastiCacheIamUser,
     client: &'a Client,
 }
 
@@ -284,19 +228,21 @@ impl Checks<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leasehold_aws::AwsConfig;
     use leasehold_core::ErrorKind;
+    use std::time::Duration;
 
     #[test]
     fn config_is_checked_offline() {
         let rg = || Target::ReplicationGroup("orders".into());
-        assert!(ElastiCacheIamTokenConfig::new(rg(), "app")
-            .validate()
-            .is_ok());
+        let config =
+            |target, user| ElastiCacheIamTokenConfig::new(ElastiCacheIamUser::new(target, user));
+        assert!(config(rg(), "app").validate().is_ok());
         for bad in [
-            ElastiCacheIamTokenConfig::new(Target::ServerlessCache(String::new()), "app"),
-            ElastiCacheIamTokenConfig::new(rg(), "App"),
-            ElastiCacheIamTokenConfig::new(rg(), "app").token_expiry(Duration::from_secs(901)),
-            ElastiCacheIamTokenConfig::new(rg(), "app").aws(AwsConfig::new().region("nowhere 1")),
+            config(Target::ServerlessCache(String::new()), "app"),
+            config(rg(), "App"),
+            config(rg(), "app").token_expiry(Duration::from_secs(901)),
+            config(rg(), "app").aws(AwsConfig::new().region("nowhere 1")),
         ] {
             let e = bad.validate().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{bad:?}");

@@ -14,7 +14,9 @@ pub use config::{
     ElastiCacheConfig, Engine, Target, DEFAULT_CREATION_STATEMENT, DEFAULT_REVOCATION_STATEMENT,
     MAX_USERS_PER_GROUP,
 };
-pub use iam_token::{ElastiCacheIamTokenConfig, ElastiCacheIamTokenProvider, IAM_TOKEN_KIND};
+pub use iam_token::{
+    ElastiCacheIamTokenConfig, ElastiCacheIamTokenProvider, ElastiCacheIamUser, IAM_TOKEN_KIND,
+};
 pub use provider::{
     ElastiCacheProvider, ATTR_USER_GROUP, ATTR_USER_NAME, KIND, MANAGED_BY, TAG_USER_GROUP,
 };

@@ -20,7 +20,8 @@ use leasehold_core::{
     WatchOptions,
 };
 use leasehold_elasticache::{
-    ElastiCacheIamTokenConfig, ElastiCacheIamTokenProvider, Target, IAM_TOKEN_KIND,
+    ElastiCacheIamTokenConfig, ElastiCacheIamTokenProvider, ElastiCacheIamUser, Target,
+    IAM_TOKEN_KIND,
 };
 use leasehold_testkit::servers::{skip_or_panic, unique_name, AwsEmulator, TransitionKind};
 use secrecy::ExposeSecret;
@@ -120,7 +121,7 @@ fn elasticache_tokens_equal_botocore() {
         };
         // Through the provider's own builder, as leases get it.
         let provider = ElastiCacheIamTokenProvider::from_parts(
-            ElastiCacheIamTokenConfig::new(target, "orders-app")
+            ElastiCacheIamTokenConfig::new(ElastiCacheIamUser::new(target, "orders-app"))
                 .token_expiry(Duration::from_secs(expires_in)),
             Client::from_conf(
                 aws_sdk_elasticache::Config::builder()
@@ -300,7 +301,8 @@ impl Fixture {
         expiry: Duration,
     ) -> ElastiCacheIamTokenProvider {
         ElastiCacheIamTokenProvider::from_sdk_config(
-            ElastiCacheIamTokenConfig::new(target, user).token_expiry(expiry),
+            ElastiCacheIamTokenConfig::new(ElastiCacheIamUser::new(target, user))
+                .token_expiry(expiry),
             &self.sdk,
         )
         .expect("provider")

@@ -3,11 +3,13 @@
 #![deny(missing_docs)]
 
 mod checks;
+mod config;
 mod iam_user;
 mod readiness;
 mod sts;
 
 pub use checks::{check_policy_document, MAX_POLICY_CHARS};
+pub use config::{IamConfig, CREDENTIAL_TYPES};
 pub use iam_user::{
     IamUserConfig, IamUserProvider, ATTR_ACCESS_KEY_ID, ATTR_CREATED_AT, ATTR_USER_ARN, MANAGED_BY,
 };

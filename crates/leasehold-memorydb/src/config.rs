@@ -5,9 +5,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use leasehold_aws::config::deserialize_flat;
 use leasehold_aws::AwsConfig;
-use leasehold_core::{Error, ErrorKind, Result, StatementTemplate, StatementVars};
+use leasehold_core::{DurationText, Error, ErrorKind, Result, StatementTemplate, StatementVars};
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
 use crate::statement::{check_tag, delete_user_name, CreateUserInput};
 
@@ -30,6 +33,10 @@ const MAX_TAGS: usize = 50;
 pub(crate) const OWN_TAGS: usize = 5;
 
 /// Settings of a [`MemoryDbProvider`](crate::MemoryDbProvider).
+///
+/// Build it in code with [`MemoryDbConfig::new`] and the setters, or deserialize it from one
+/// flat table of a config file: the AWS keys ([`AwsConfig::KEYS`]) and the keys of the crate
+/// README's "Configuration keys" table (unknown keys are refused, the result is validated).
 ///
 /// # Examples
 ///
@@ -78,10 +85,12 @@ pub struct MemoryDbConfig {
     /// How long `create` waits, at most, for the user and the ACL to be `active` and for the
     /// `AUTH` check (default 5 min).
     pub ready_timeout: Duration,
-    /// How long `revoke` rides out a user that is `creating` or `modifying`
-    /// (`InvalidUserStateFault`) and waits for the deletion to show (default 60 s). After that
-    /// it fails with a temporary error and the manager retries later.
-    pub revoke_timeout: Duration,
+    /// How long `revoke` waits on the user's state: it rides out a user that is `creating` or
+    /// `modifying` (`InvalidUserStateFault`) and then waits for the deletion to show (default
+    /// 60 s). While the user is still busy after that, revoke fails with a temporary error and
+    /// the manager retries later. Keep it below the manager's `revoke_timeout` (the bound on one
+    /// whole revoke call).
+    pub user_state_wait: Duration,
     /// The first pause between polls of a user's or the ACL's status; later pauses grow up to
     /// eight times this (default 250 ms).
     pub poll_interval: Duration,
@@ -99,7 +108,7 @@ impl fmt::Debug for MemoryDbConfig {
             .field("readiness_endpoint", &self.readiness_endpoint)
             .field("readiness_ca_pem", &self.readiness_ca_pem)
             .field("ready_timeout", &self.ready_timeout)
-            .field("revoke_timeout", &self.revoke_timeout)
+            .field("user_state_wait", &self.user_state_wait)
             .field("poll_interval", &self.poll_interval)
             .finish_non_exhaustive()
     }
@@ -121,7 +130,7 @@ impl MemoryDbConfig {
             readiness_endpoint: None,
             readiness_ca_pem: None,
             ready_timeout: Duration::from_secs(300),
-            revoke_timeout: Duration::from_secs(60),
+            user_state_wait: Duration::from_secs(60),
             poll_interval: Duration::from_millis(250),
         }
     }
@@ -176,10 +185,10 @@ impl MemoryDbConfig {
         self
     }
 
-    /// Sets the revoke bound.
+    /// Sets how long revoke waits on a busy or deleting user.
     #[must_use]
-    pub fn revoke_timeout(mut self, d: Duration) -> Self {
-        self.revoke_timeout = d;
+    pub fn user_state_wait(mut self, d: Duration) -> Self {
+        self.user_state_wait = d;
         self
     }
 
@@ -205,7 +214,7 @@ impl MemoryDbConfig {
         }
         for (name, d) in [
             ("ready_timeout", self.ready_timeout),
-            ("revoke_timeout", self.revoke_timeout),
+            ("user_state_wait", self.user_state_wait),
             ("poll_interval", self.poll_interval),
         ] {
             if d.is_zero() {
@@ -363,6 +372,66 @@ fn shows_sample_password(text: &str, sample: &str) -> bool {
         .any(|w| text.contains(&w.iter().collect::<String>()))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Config files.
+
+/// The keys of the provider besides the AWS ones, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster_name: String,
+    acl_name: Option<String>,
+    creation_statement: Option<String>,
+    revocation_statement: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    readiness_endpoint: Option<String>,
+    readiness_ca_pem: Option<PathBuf>,
+    ready_timeout: Option<DurationText>,
+    user_state_wait: Option<DurationText>,
+}
+
+impl RawConfig {
+    fn into_config(self, aws: AwsConfig) -> Result<MemoryDbConfig> {
+        let mut c = MemoryDbConfig::new(self.cluster_name).aws(aws);
+        c.acl_name = self.acl_name;
+        if let Some(s) = self.creation_statement {
+            c.creation_statement = parse_statement("creation_statement", &s)?;
+        }
+        if let Some(s) = self.revocation_statement {
+            c.revocation_statement = parse_statement("revocation_statement", &s)?;
+        }
+        c.tags = self.tags;
+        c.readiness_endpoint = self.readiness_endpoint;
+        c.readiness_ca_pem = self.readiness_ca_pem;
+        if let Some(t) = self.ready_timeout {
+            c.ready_timeout = t.parse_pause("ready_timeout", false)?;
+        }
+        if let Some(t) = self.user_state_wait {
+            c.user_state_wait = t.parse_pause("user_state_wait", false)?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Parses a statement template; the error names the key.
+fn parse_statement(field: &str, text: &str) -> Result<StatementTemplate> {
+    StatementTemplate::parse(text)
+        .map_err(|e| Error::new(e.kind(), format!("{field}: {}", e.message())))
+}
+
+/// Reads one flat table: the AWS keys ([`AwsConfig::KEYS`]) and the keys listed in the crate
+/// README, unknown keys refused, durations as text. The result is validated
+/// ([`MemoryDbConfig::validate`]) without a network call.
+impl<'de> Deserialize<'de> for MemoryDbConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (aws, raw) = deserialize_flat::<D, RawConfig>(d)?;
+        raw.into_config(aws)
+            .map_err(|e| D::Error::custom(e.message()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,5 +551,144 @@ mod tests {
             s.contains("AKIDEXAMPLE") && !s.contains("wJalrXUtnFEMI"),
             "{s}"
         );
+    }
+
+    const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-secret-key";
+
+    fn load(v: serde_json::Value) -> std::result::Result<MemoryDbConfig, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    fn with(key: &str, value: serde_json::Value) -> serde_json::Value {
+        let mut v = serde_json::json!({"cluster_name": "orders"});
+        v[key] = value;
+        v
+    }
+
+    #[test]
+    fn every_documented_key_deserializes() {
+        let c = load(serde_json::json!({
+            "region": "eu-west-1",
+            "endpoint_url": "https://memory-db.eu-west-1.amazonaws.com",
+            "access_key_id": "AKIDEXAMPLE",
+            "secret_access_key": SECRET,
+            "session_token": "FwoGZXIvYXdzEXAMPLEtoken",
+            "assume_role_arn": "arn:aws:iam::123456789012:role/leasehold",
+            "assume_role_external_id": "orders",
+            "assume_role_session_name": "leasehold-orders",
+            "max_attempts": 2,
+            "attempt_timeout": 20,
+            "cluster_name": "orders",
+            "acl_name": "orders-acl",
+            "creation_statement": r#"{"UserName":"{{username}}","AccessString":"on ~orders:* +@read","AuthenticationMode":{"Type":"password","Passwords":["{{password}}"]}}"#,
+            "revocation_statement": r#"{"UserName":"{{username}}"}"#,
+            "tags": {"team": "payments"},
+            "readiness_endpoint": "rediss://clustercfg.orders.example:6379",
+            "readiness_ca_pem": "/etc/leasehold/ca.pem",
+            "ready_timeout": "90s",
+            "user_state_wait": "45s",
+        }))
+        .unwrap();
+        assert_eq!(c.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.aws.max_attempts, Some(2));
+        assert_eq!(c.aws.attempt_timeout, Some(Duration::from_secs(20)));
+        assert!(matches!(
+            c.aws.credentials,
+            leasehold_aws::AwsCredentials::AssumeRole { .. }
+        ));
+        assert_eq!(c.cluster_name, "orders");
+        assert_eq!(c.acl_name.as_deref(), Some("orders-acl"));
+        assert!(format!("{:?}", c.creation_statement).contains("on ~orders:* +@read"));
+        assert!(format!("{:?}", c.revocation_statement).contains("UserName"));
+        assert_eq!(c.tags["team"], "payments");
+        assert_eq!(
+            c.readiness_endpoint.as_deref(),
+            Some("rediss://clustercfg.orders.example:6379")
+        );
+        assert_eq!(
+            c.readiness_ca_pem.as_deref(),
+            Some(std::path::Path::new("/etc/leasehold/ca.pem"))
+        );
+        assert_eq!(c.ready_timeout, Duration::from_secs(90));
+        assert_eq!(c.user_state_wait, Duration::from_secs(45));
+        assert!(!format!("{c:?}").contains(SECRET));
+
+        let c = load(serde_json::json!({"cluster_name": "orders"})).unwrap();
+        assert_eq!(c.acl_name, None);
+        assert_eq!(c.ready_timeout, Duration::from_secs(300));
+        assert_eq!(c.user_state_wait, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn refuses_an_unknown_key() {
+        let e = load(with("colour", "red".into())).unwrap_err();
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        // The manager's revoke_timeout is not a provider key; poll_interval is set in code only.
+        for key in ["revoke_timeout", "poll_interval"] {
+            let e = load(with(key, "30s".into())).unwrap_err();
+            assert!(e.contains(&format!("unknown field `{key}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn refuses_a_missing_cluster() {
+        let e = load(serde_json::json!({"acl_name": "orders-acl"})).unwrap_err();
+        assert!(e.contains("missing field `cluster_name`"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_names_its_field() {
+        for key in ["ready_timeout", "user_state_wait", "attempt_timeout"] {
+            for bad in ["5 parsecs", "0"] {
+                let e = load(with(key, bad.into())).unwrap_err();
+                assert!(e.starts_with(&format!("{key}: ")), "{e}");
+            }
+        }
+        let e = load(with("user_state_wait", true.into())).unwrap_err();
+        assert!(e.starts_with("user_state_wait: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn other_values_are_checked_at_load_time() {
+        for (key, value, want) in [
+            ("acl_name", serde_json::json!("open-access"), "acl_name:"),
+            ("cluster_name", serde_json::json!("a--b"), "cluster_name:"),
+            (
+                "readiness_ca_pem",
+                serde_json::json!("/ca.pem"),
+                "readiness_ca_pem:",
+            ),
+            (
+                "creation_statement",
+                serde_json::json!("{\"UserName\":"),
+                "creation_statement:",
+            ),
+            (
+                "revocation_statement",
+                serde_json::json!("{\"UserName\":\"x\"}"),
+                "revocation_statement:",
+            ),
+            ("tags", serde_json::json!({"aws:x": "y"}), "tags:"),
+        ] {
+            let e = load(with(key, value)).unwrap_err();
+            assert!(e.starts_with(want), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_secret_is_never_in_error_text_or_debug() {
+        let mut v = with("secret_access_key", SECRET.into());
+        let e = load(v.clone()).unwrap_err();
+        assert!(
+            e.starts_with("access_key_id: missing") && !e.contains(SECRET),
+            "{e}"
+        );
+        v["access_key_id"] = "AKIDEXAMPLE".into();
+        v["acl_name"] = "open-access".into();
+        let e = load(v.clone()).unwrap_err();
+        assert!(e.starts_with("acl_name:") && !e.contains(SECRET), "{e}");
+        v["acl_name"] = "orders-acl".into();
+        let c = load(v).unwrap();
+        assert!(!format!("{c:?}").contains(SECRET));
     }
 }

@@ -1,15 +1,12 @@
 //! [`MemoryDbIamTokenProvider`]: short-lived IAM authentication tokens for an IAM-enabled
 //! MemoryDB user, as leases.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_memorydb::types::AuthenticationType;
 use aws_sdk_memorydb::Client;
 use leasehold_aws::{
-    error_code, map_sdk_error, AuthTokenBuilder, AwsConfig, IamTokenProvider, IamTokenTarget,
-    AUTH_TOKEN_MAX_EXPIRY,
+    error_code, map_sdk_error, AuthTokenBuilder, IamTokenConfig, IamTokenProvider, IamTokenTarget,
 };
 use leasehold_core::{Error, Result};
 
@@ -21,109 +18,58 @@ pub use leasehold_aws::ATTR_TOKEN_EXPIRES_AT;
 /// The token provider's [`kind`](DynamicSecretProvider::kind).
 pub const IAM_TOKEN_KIND: &str = "aws-memorydb-iam-token";
 
-/// Settings of a [`MemoryDbIamTokenProvider`].
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use leasehold_aws::AwsConfig;
-/// use leasehold_memorydb::MemoryDbIamTokenConfig;
-///
-/// let config = MemoryDbIamTokenConfig::new("orders", "orders-app")
-///     .aws(AwsConfig::new().region("eu-west-1"))
-///     .token_expiry(Duration::from_secs(600));
-/// config.validate().unwrap();
-/// assert!(MemoryDbIamTokenConfig::new("orders", "Not A Name").validate().is_err());
-/// ```
-#[derive(Debug, Clone)]
+/// The IAM-enabled MemoryDB user a token provider signs tokens for, and its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct MemoryDbIamTokenConfig {
-    /// AWS credentials (they sign the tokens and need `memorydb:Connect`), region, endpoint.
-    pub aws: AwsConfig,
+pub struct MemoryDbIamUser {
     /// The cluster's name.
     pub cluster_name: String,
     /// The IAM-enabled MemoryDB user's name (the name clients `AUTH` with).
     pub user_name: String,
-    /// How long each token is accepted (default and at most 15 minutes). The lease ends then.
-    pub token_expiry: Duration,
 }
 
-impl MemoryDbIamTokenConfig {
-    /// Tokens for `user_name` on `cluster_name`, valid 15 minutes, default AWS settings.
+impl MemoryDbIamUser {
+    /// The user `user_name` of cluster `cluster_name`.
     pub fn new(cluster_name: impl Into<String>, user_name: impl Into<String>) -> Self {
-        MemoryDbIamTokenConfig {
-            aws: AwsConfig::default(),
+        MemoryDbIamUser {
             cluster_name: cluster_name.into(),
             user_name: user_name.into(),
-            token_expiry: AUTH_TOKEN_MAX_EXPIRY,
         }
-    }
-
-    /// Sets the AWS settings.
-    #[must_use]
-    pub fn aws(mut self, aws: AwsConfig) -> Self {
-        self.aws = aws;
-        self
-    }
-
-    /// Sets the token validity (1 s to 15 min, whole seconds).
-    #[must_use]
-    pub fn token_expiry(mut self, d: Duration) -> Self {
-        self.token_expiry = d;
-        self
-    }
-
-    /// Checks every setting without a network call.
-    pub fn validate(&self) -> Result<()> {
-        self.validate_offline()
     }
 }
 
+/// Settings of a [`MemoryDbIamTokenProvider`]: the [`MemoryDbIamUser`], the AWS settings
+/// (their credentials sign the tokens and need `memorydb:Connect`) and the token expiry.
+pub type MemoryDbIamTokenConfig = IamTokenConfig<MemoryDbIamUser>;
+
 /// Issues IAM authentication tokens for one IAM-enabled MemoryDB user (kind
-/// `aws-memorydb-iam-token`).
-///
-/// Each lease's credential is the user name and, as password, a SigV4 presigned
-/// `GET http://<cluster>/?Action=connect&User=<user>` signed for service `memorydb` with the
-/// provider's AWS credentials (an assumed role's session token included). Nothing is created
-/// in AWS: the token expires by itself, so leases are neither renewable nor revocable and end
-/// when the token does; a [`CredentialWatch`](leasehold_core::CredentialWatch) issues a fresh
-/// token ahead of that.
-///
-/// # Examples
+/// `aws-memorydb-iam-token`), signed for service `memorydb`; see [`IamTokenProvider`] for what
+/// a lease holds.
 ///
 /// ```no_run
 /// # async fn f() -> leasehold_core::Result<()> {
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use leasehold_aws::AwsConfig;
 /// use leasehold_core::DynamicSecret;
-/// use leasehold_memorydb::{MemoryDbIamTokenConfig, MemoryDbIamTokenProvider};
+/// use leasehold_memorydb::{MemoryDbIamTokenConfig, MemoryDbIamTokenProvider, MemoryDbIamUser};
 ///
-/// let provider = MemoryDbIamTokenProvider::new(
-///     MemoryDbIamTokenConfig::new("orders", "orders-app").aws(AwsConfig::new().region("eu-west-1")),
-/// )
-/// .await?;
+/// let config = MemoryDbIamTokenConfig::new(MemoryDbIamUser::new("orders", "orders-app"));
+/// let provider = MemoryDbIamTokenProvider::new(config).await?;
 /// let secret = DynamicSecret::builder("orders-iam", Arc::new(provider))
-///     .default_ttl(Duration::from_secs(900))
 ///     .max_ttl(Duration::from_secs(900))
 ///     .build()?;
 /// # let _ = secret;
 /// # Ok(()) }
 /// ```
-pub type MemoryDbIamTokenProvider = IamTokenProvider<MemoryDbIamTokenConfig>;
+pub type MemoryDbIamTokenProvider = IamTokenProvider<MemoryDbIamUser>;
 
 #[async_trait]
-impl IamTokenTarget for MemoryDbIamTokenConfig {
+impl IamTokenTarget for MemoryDbIamUser {
     type Client = Client;
     const KIND: &'static str = IAM_TOKEN_KIND;
 
     fn client(sdk: &SdkConfig) -> Client {
         Client::new(sdk)
-    }
-
-    fn aws(&self) -> &AwsConfig {
-        &self.aws
     }
 
     fn user(&self) -> &str {
@@ -132,7 +78,6 @@ impl IamTokenTarget for MemoryDbIamTokenConfig {
 
     fn token_builder(&self, region: &str) -> AuthTokenBuilder {
         AuthTokenBuilder::memorydb(region, &self.cluster_name, &self.user_name)
-            .expires_in(self.token_expiry)
     }
 
     fn attributes(&self) -> Vec<(&'static str, String)> {
@@ -156,7 +101,7 @@ impl IamTokenTarget for MemoryDbIamTokenConfig {
 
 /// The service's checks, against the settings and a client.
 struct Checks<'a> {
-    config: &'a MemoryDbIamTokenConfig,
+    config: &'a MemoryDbIamUser,
     client: &'a Client,
 }
 
@@ -251,18 +196,20 @@ fn user_not_found(name: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leasehold_aws::AwsConfig;
     use leasehold_core::ErrorKind;
+    use std::time::Duration;
 
     #[test]
     fn config_is_checked_offline() {
-        assert!(MemoryDbIamTokenConfig::new("orders", "app")
-            .validate()
-            .is_ok());
+        let config =
+            |cluster, user| MemoryDbIamTokenConfig::new(MemoryDbIamUser::new(cluster, user));
+        assert!(config("orders", "app").validate().is_ok());
         for bad in [
-            MemoryDbIamTokenConfig::new("", "app"),
-            MemoryDbIamTokenConfig::new("orders", "App"),
-            MemoryDbIamTokenConfig::new("orders", "app").token_expiry(Duration::from_secs(3600)),
-            MemoryDbIamTokenConfig::new("orders", "app").aws(AwsConfig::new().region("Mars Base")),
+            config("", "app"),
+            config("orders", "App"),
+            config("orders", "app").token_expiry(Duration::from_secs(3600)),
+            config("orders", "app").aws(AwsConfig::new().region("Mars Base")),
         ] {
             let e = bad.validate().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{bad:?}");

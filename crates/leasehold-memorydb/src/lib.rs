@@ -17,7 +17,8 @@ pub use config::{
     OPEN_ACCESS_ACL,
 };
 pub use iam_token::{
-    MemoryDbIamTokenConfig, MemoryDbIamTokenProvider, ATTR_TOKEN_EXPIRES_AT, IAM_TOKEN_KIND,
+    MemoryDbIamTokenConfig, MemoryDbIamTokenProvider, MemoryDbIamUser, ATTR_TOKEN_EXPIRES_AT,
+    IAM_TOKEN_KIND,
 };
 pub use provider::{MemoryDbProvider, ATTR_ACL, ATTR_CLUSTER, KIND, MANAGED_BY, TAG_ACL};
 pub use static_role::MemoryDbUserTarget;

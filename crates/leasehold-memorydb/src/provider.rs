@@ -369,7 +369,7 @@ impl MemoryDbProvider {
         if let Err(e) = queue.withdraw(user).await {
             tracing::debug!(user, error = %e, "could not withdraw the queued ACL addition");
         }
-        let deadline = Instant::now() + self.config.revoke_timeout;
+        let deadline = Instant::now() + self.config.user_state_wait;
         match self.delete_user(user, deadline).await {
             Ok(_) => {
                 queue.forget(user);
@@ -576,7 +576,7 @@ impl DynamicSecretProvider for MemoryDbProvider {
         if let Some(q) = self.queue.get() {
             let _ = q.withdraw(&user).await;
         }
-        let deadline = Instant::now() + self.config.revoke_timeout;
+        let deadline = Instant::now() + self.config.user_state_wait;
         let deleted = self.delete_user(&user, deadline).await.map_err(ctx)?;
         if let Some(q) = self.queue.get() {
             q.forget(&user);

@@ -18,7 +18,9 @@ use leasehold_core::{
     IssueRequest, LeaseFilter, LeaseId, LeaseManager, MemoryStore, Readiness, WatchEvent,
     WatchOptions,
 };
-use leasehold_memorydb::{MemoryDbIamTokenConfig, MemoryDbIamTokenProvider, IAM_TOKEN_KIND};
+use leasehold_memorydb::{
+    MemoryDbIamTokenConfig, MemoryDbIamTokenProvider, MemoryDbIamUser, IAM_TOKEN_KIND,
+};
 use leasehold_testkit::servers::{skip_or_panic, unique_name, AwsEmulator, TransitionKind};
 use secrecy::ExposeSecret;
 
@@ -234,7 +236,8 @@ async fn fixture(test: &str) -> Option<Fixture> {
 impl Fixture {
     fn provider(&self, user: &str, expiry: Duration) -> MemoryDbIamTokenProvider {
         MemoryDbIamTokenProvider::from_sdk_config(
-            MemoryDbIamTokenConfig::new(&self.cluster, user).token_expiry(expiry),
+            MemoryDbIamTokenConfig::new(MemoryDbIamUser::new(&self.cluster, user))
+                .token_expiry(expiry),
             &self.sdk,
         )
         .expect("provider")
@@ -330,7 +333,7 @@ async fn validate_accepts_an_iam_user_in_the_acl_and_refuses_the_rest() {
     assert!(e.to_string().contains("not found"), "{e}");
 
     let other = MemoryDbIamTokenProvider::from_sdk_config(
-        MemoryDbIamTokenConfig::new(unique_name("no-cluster"), &f.iam_user),
+        MemoryDbIamTokenConfig::new(MemoryDbIamUser::new(unique_name("no-cluster"), &f.iam_user)),
         &f.sdk,
     )
     .unwrap();

@@ -68,7 +68,7 @@ fn config() -> MemoryDbConfig {
         .acl_name(ACL)
         .poll_interval(Duration::from_millis(5))
         .ready_timeout(Duration::from_secs(2))
-        .revoke_timeout(Duration::from_millis(300))
+        .user_state_wait(Duration::from_millis(300))
 }
 
 fn provider_with(config: MemoryDbConfig, rules: &[&Rule]) -> MemoryDbProvider {

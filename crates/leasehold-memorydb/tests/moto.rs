@@ -90,7 +90,7 @@ impl Fixture {
         MemoryDbConfig::new(&self.cluster)
             .readiness_endpoint(format!("redis://127.0.0.1:{}", self.port), None)
             .ready_timeout(Duration::from_secs(30))
-            .revoke_timeout(Duration::from_secs(10))
+            .user_state_wait(Duration::from_secs(10))
             .poll_interval(Duration::from_millis(50))
             .tag("team", "payments")
     }
@@ -532,7 +532,7 @@ async fn revoke_rides_out_a_busy_user_and_treats_a_missing_one_as_done() {
         .expect("never created");
 
     // A user that stays busy past the bound: a temporary error, the user is kept for a retry.
-    let p = f.provider(f.config().revoke_timeout(Duration::from_millis(300)));
+    let p = f.provider(f.config().user_state_wait(Duration::from_millis(300)));
     let created = p.create(&request(&username())).await.expect("create");
     let user = created.external.id.clone();
     f.aws

@@ -24,6 +24,7 @@ use aws_config::SdkConfig;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use leasehold_core::backoff::{Backoff, Jitter};
 use leasehold_core::{Error, ErrorKind, Result};
 
 use config::truncate;
@@ -224,8 +225,9 @@ pub mod tags {
 }
 
 /// Polls `check` until it returns `Ok(true)`, with jittered exponential backoff between
-/// `initial` and `max_delay`, for at most `budget`. Returns whether the check passed; a
-/// permanent error ends the wait early with that error, temporary errors are retried.
+/// `initial` and `max_delay` (doubling, [`Jitter::Equal`]), for at most `budget`. Returns
+/// whether the check passed; a permanent or [persistent](Error::persist) error ends the wait
+/// early with that error, temporary errors are retried.
 pub async fn wait_until<F, Fut>(
     budget: Duration,
     initial: Duration,
@@ -237,7 +239,9 @@ where
     Fut: std::future::Future<Output = Result<bool>>,
 {
     let deadline = tokio::time::Instant::now() + budget;
-    let mut delay = initial;
+    let mut delays = Backoff::new(initial, max_delay.max(initial))
+        .jitter(Jitter::Equal)
+        .iter();
     loop {
         match check().await {
             Ok(true) => return Ok(true),
@@ -251,19 +255,8 @@ where
         if now >= deadline {
             return Ok(false);
         }
-        let jittered = delay.mul_f64(0.5 + rand_fraction() / 2.0);
-        tokio::time::sleep(jittered.min(deadline - now)).await;
-        delay = (delay * 2).min(max_delay);
+        tokio::time::sleep(delays.next_delay().min(deadline - now)).await;
     }
-}
-
-fn rand_fraction() -> f64 {
-    // Jitter needs no cryptographic strength; the nanos of the clock spread replicas enough.
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(n % 1000) / 1000.0
 }
 
 #[cfg(test)]
@@ -365,5 +358,55 @@ mod tests {
         .unwrap();
         assert!(!ok);
         assert!(n >= 2);
+    }
+
+    #[tokio::test]
+    async fn wait_until_retries_temporary_errors_but_not_persistent_ones() {
+        // A temporary error is retried until the check passes.
+        let mut n = 0;
+        let ok = wait_until(
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+            || {
+                n += 1;
+                let r = if n < 3 {
+                    Err(Error::new(ErrorKind::Throttled, "slow down"))
+                } else {
+                    Ok(true)
+                };
+                async move { r }
+            },
+        )
+        .await
+        .unwrap();
+        assert!(ok);
+        assert_eq!(n, 3);
+        // A persistent one (the check's own retries are exhausted) ends the wait at once.
+        let mut n = 0;
+        let err = wait_until(
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+            || {
+                n += 1;
+                async { Err::<bool, _>(Error::new(ErrorKind::Throttled, "slow down").persist()) }
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(n, 1);
+        assert!(err.is_persistent());
+    }
+
+    #[test]
+    fn copied_errors_keep_their_retry_status() {
+        use crate::membership::copy_error;
+        let t = Error::new(ErrorKind::Throttled, "slow down");
+        assert!(copy_error(&t).is_temporary());
+        assert!(copy_error(&t.persist()).is_persistent());
+        let p = Error::new(ErrorKind::PermissionDenied, "no");
+        let c = copy_error(&p);
+        assert!(!c.is_temporary() && !c.is_persistent());
     }
 }

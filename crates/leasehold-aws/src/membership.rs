@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use leasehold_core::backoff::Backoff;
 use leasehold_core::chrono::{DateTime, Utc};
 use leasehold_core::{
     CoordinationStore, Error, ErrorKind, MemberEntry, MemberState, MemoryCoordination, Result,
@@ -194,10 +195,14 @@ impl Pacing {
         self
     }
 
+    /// The schedule of polls: from `poll`, growing by `growth` up to `poll_max`, unjittered.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.poll, self.poll_max.max(self.poll)).factor(self.growth.max(1.0))
+    }
+
     /// The poll interval of round `round`.
     pub fn delay(&self, round: u32) -> Duration {
-        let factor = self.growth.powi(i32::try_from(round.min(20)).unwrap_or(20));
-        self.poll.mul_f64(factor).min(self.poll_max)
+        self.backoff().delay(round)
     }
 }
 
@@ -209,6 +214,8 @@ pub fn copy_error(e: &Error) -> Error {
     }
     if e.is_temporary() {
         copy.temporary()
+    } else if e.is_persistent() {
+        copy.temporary().persist()
     } else {
         copy.permanent()
     }
@@ -541,8 +548,10 @@ impl<B: GroupBackend> MembershipQueue<B> {
             .await?;
         let waiting = lock(&self.waiting);
         let mut local = lock(&self.failures);
+        // The queue retried the batch up to `max_failures` already: a temporary error that
+        // ends it is persistent, so the waiting issue or revoke is not re-run at once.
         for m in failed.into_iter().filter(|m| waiting.contains(m)) {
-            local.insert(m, copy_error(e));
+            local.insert(m, copy_error(e).persist());
         }
         Ok(())
     }

@@ -1,8 +1,8 @@
 //! The one public error type of leasehold.
 //!
 //! Every crate maps its own failures into [`Error`], which carries an [`ErrorKind`] callers can
-//! branch on, a temporary/permanent flag the retry logic reads, a message that tells the user what
-//! to do, and context (secret, lease id, operation). No message or context value ever holds a
+//! branch on, a retry status (temporary, permanent or persistent) the retry logic reads, a
+//! message that tells the user what to do, and context (secret, lease id, operation). No message or context value ever holds a
 //! password or secret key.
 
 use std::fmt;
@@ -124,7 +124,30 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// Whether an error is worth retrying (after OpenDAL's `ErrorStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Retrying will not help.
+    Permanent,
+    /// Retrying may help.
+    Temporary,
+    /// Was temporary, but an inner retry loop has already retried it until its bound.
+    Persistent,
+}
+
 /// The error returned by every leasehold operation.
+///
+/// # Retry status
+///
+/// An error is *temporary* (retrying may succeed: throttling, a busy backend), *permanent*
+/// (it will not: a refused permission, bad input), or *persistent*: temporary, but an inner
+/// retry loop (a provider's own wait on a busy user, say) already retried it until its bound,
+/// see [`persist`](Self::persist). A persistent error is not [temporary](Self::is_temporary):
+/// no outer loop re-runs the operation at once, which would multiply the inner retries by its
+/// own. The lease manager records a persistent revocation failure as a failed attempt and
+/// retries it on its [`RetryPolicy`](crate::RetryPolicy) schedule, minutes later, like a
+/// temporary one, since the credential must go eventually; it is not made `Irrevocable` at
+/// once as a permanent failure is. See [`backoff`](crate::backoff) for the bound on calls.
 ///
 /// ```
 /// use leasehold_core::{Error, ErrorKind};
@@ -141,7 +164,7 @@ impl fmt::Display for ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
-    temporary: bool,
+    status: Status,
     context: Vec<(&'static str, String)>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -155,7 +178,11 @@ impl Error {
         Error {
             kind,
             message: message.into(),
-            temporary: kind.is_temporary_by_default(),
+            status: if kind.is_temporary_by_default() {
+                Status::Temporary
+            } else {
+                Status::Permanent
+            },
             context: Vec::new(),
             source: None,
         }
@@ -179,14 +206,25 @@ impl Error {
     /// Marks the error as worth retrying.
     #[must_use]
     pub fn temporary(mut self) -> Self {
-        self.temporary = true;
+        self.status = Status::Temporary;
         self
     }
 
     /// Marks the error as not worth retrying.
     #[must_use]
     pub fn permanent(mut self) -> Self {
-        self.temporary = false;
+        self.status = Status::Permanent;
+        self
+    }
+
+    /// Marks that the inner retries of a temporary error are exhausted: the error becomes
+    /// persistent, no longer [temporary](Self::is_temporary), so that an outer retry loop does
+    /// not re-run the operation at once. A permanent error stays permanent.
+    #[must_use]
+    pub fn persist(mut self) -> Self {
+        if self.status == Status::Temporary {
+            self.status = Status::Persistent;
+        }
         self
     }
 
@@ -221,7 +259,13 @@ impl Error {
 
     /// Whether retrying the same operation may succeed.
     pub fn is_temporary(&self) -> bool {
-        self.temporary
+        self.status == Status::Temporary
+    }
+
+    /// Whether the error was temporary and retried already until an inner loop's bound (see
+    /// [`persist`](Self::persist)): retry it later on a schedule, not at once.
+    pub fn is_persistent(&self) -> bool {
+        self.status == Status::Persistent
     }
 
     /// The message, without kind or context.
@@ -268,7 +312,10 @@ impl fmt::Debug for Error {
         let mut d = f.debug_struct("Error");
         d.field("kind", &self.kind)
             .field("message", &self.message)
-            .field("temporary", &self.temporary);
+            .field("temporary", &self.is_temporary());
+        if self.is_persistent() {
+            d.field("persistent", &true);
+        }
         if !self.context.is_empty() {
             d.field("context", &self.context);
         }
@@ -312,6 +359,21 @@ mod tests {
             .is_temporary());
         assert!(!Error::new(ErrorKind::Throttled, "x")
             .permanent()
+            .is_temporary());
+    }
+
+    #[test]
+    fn persist_ends_temporary_but_not_permanent() {
+        let e = Error::new(ErrorKind::Throttled, "slow down").persist();
+        assert!(e.is_persistent() && !e.is_temporary());
+        assert!(format!("{e:?}").contains("persistent: true"));
+        // A permanent error stays permanent: persisting it says nothing new.
+        let e = Error::new(ErrorKind::PermissionDenied, "no").persist();
+        assert!(!e.is_persistent() && !e.is_temporary());
+        // Marking it temporary again (a new, outer operation) lifts it.
+        assert!(Error::new(ErrorKind::Conflict, "busy")
+            .persist()
+            .temporary()
             .is_temporary());
     }
 

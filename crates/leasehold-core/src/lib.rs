@@ -4,6 +4,7 @@
 
 pub mod acl;
 pub mod audit;
+pub mod backoff;
 pub mod coordination;
 pub mod duration;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod template;
 pub mod watch;
 
 pub use audit::{Alert, AlertHook, AlertReason, Alerting, AuditAction, AuditEvent, AuditSink};
+pub use backoff::{Backoff, Jitter};
 pub use coordination::{
     CoordinationStore, GroupClaim, MemberEntry, MemberState, MemoryCoordination, SharedCoordination,
 };

@@ -22,10 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manager::{IssueRequest, IssuedLease, LeaseManager};
 use crate::model::LeaseId;
@@ -422,11 +422,7 @@ async fn run_watch(
         let now = Utc::now();
         let refresh_at = next_try.unwrap_or_else(|| {
             let window = to_std(current.expires_at - window_start);
-            let mut wait = window.mul_f64(options.refresh_at);
-            if options.jitter > 0.0 {
-                let j = rand::rng().random_range(-options.jitter..options.jitter);
-                wait = wait.mul_f64(1.0 + j);
-            }
+            let wait = Jitter::Spread(options.jitter).apply(window.mul_f64(options.refresh_at));
             let planned = window_start + chrono::Duration::from_std(wait).unwrap_or_default();
             // Never later than the lead before the max expiry: the old credential keeps its
             // whole grace after the rotation.
@@ -550,10 +546,14 @@ async fn run_watch(
                 failures += 1;
                 let current = tx.borrow().clone();
                 let remaining = to_std(current.expires_at - Utc::now());
-                let delay = options
-                    .retry_delay
-                    .saturating_mul(1 << failures.min(16).saturating_sub(1))
-                    .min((remaining / 4).max(Duration::from_millis(100)));
+                // Doubling from retry_delay (at most 2^15 times it), and never past a quarter of
+                // what is left of the credential's life.
+                let delay = Backoff::new(
+                    options.retry_delay,
+                    options.retry_delay.saturating_mul(1 << 15),
+                )
+                .base(failures.min(16).saturating_sub(1))
+                .min((remaining / 4).max(Duration::from_millis(100)));
                 let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 tracing::warn!(lease_id = %current.lease_id, error = %e, "refreshing a watched credential failed; retrying");
                 let _ = events.send(WatchEvent::RefreshFailed {

@@ -251,6 +251,82 @@ async fn a_permanent_revoke_error_is_irrevocable_at_once() {
     assert!(store.is_empty());
 }
 
+/// Revokes fail with a throttling error its own retries already exhausted (persistent).
+#[derive(Debug, Clone)]
+struct Exhausted {
+    inner: RecordingProvider,
+    revokes: Arc<std::sync::atomic::AtomicU32>,
+}
+
+#[leasehold_core::async_trait]
+impl DynamicSecretProvider for Exhausted {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn validate(&self) -> leasehold_core::Result<()> {
+        self.inner.validate().await
+    }
+    async fn create(
+        &self,
+        request: &leasehold_core::CreateRequest,
+    ) -> leasehold_core::Result<leasehold_core::Created> {
+        self.inner.create(request).await
+    }
+    async fn revoke(&self, _: &leasehold_core::ExternalRef) -> leasehold_core::Result<()> {
+        self.revokes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(
+            leasehold_core::Error::new(ErrorKind::Throttled, "still throttled after retries")
+                .persist(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_persistent_revoke_error_is_retried_later_not_at_once() {
+    let store = MemoryStore::new();
+    let p = Exhausted {
+        inner: RecordingProvider::new(),
+        revokes: Arc::default(),
+    };
+    let mut config = fast_config();
+    // Slow enough that the worker does not retry within the test.
+    config.retry = RetryPolicy::new(Duration::from_secs(60), 3);
+    let m = LeaseManager::builder(Arc::new(store.clone()))
+        .config(config)
+        .secret(secret("throttled", Arc::new(p.clone()), 60, 600))
+        .build()
+        .await
+        .unwrap();
+    let lease = m.issue("throttled", IssueRequest::new()).await.unwrap();
+    let before = Utc::now();
+    let err = m.revoke(&lease.lease_id).await.unwrap_err();
+    assert!(err.is_persistent(), "{err:?}");
+    // One provider call: the manager did not re-run it.
+    assert_eq!(p.revokes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let rec = m.lookup(&lease.lease_id).await.unwrap();
+    // Not irrevocable at once (as a permanent error is): scheduled on the retry policy.
+    assert_eq!(rec.state, LeaseState::Revoking);
+    assert_eq!(rec.revoke_attempts, 1);
+    assert!(
+        rec.due_at >= before + chrono::Duration::seconds(44),
+        "{}",
+        rec.due_at
+    );
+    assert!(rec.claimed_by.is_none());
+    // Once max_attempts persistent failures are recorded, the lease is irrevocable.
+    m.revoke(&lease.lease_id).await.unwrap_err();
+    m.revoke(&lease.lease_id).await.unwrap_err();
+    let rec = m.lookup(&lease.lease_id).await.unwrap();
+    assert_eq!(rec.state, LeaseState::Irrevocable);
+    assert_eq!(rec.revoke_attempts, 3);
+    assert_eq!(p.revokes.load(std::sync::atomic::Ordering::SeqCst), 3);
+    m.shutdown().await;
+}
+
 #[tokio::test]
 async fn renew_is_capped_at_max_ttl_and_typed_errors_follow() {
     let store = MemoryStore::new();

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use leasehold_aws::membership::{Joined, MembershipQueue, Pacing};
 use leasehold_aws::{caller_identity, error_code, map_sdk_error, tags, wait_until};
+use leasehold_core::backoff::Backoff;
 use leasehold_core::{
     Capabilities, CoordinationStore, CreateRequest, Created, Credentials, DynamicSecretProvider,
     Error, ErrorKind, ExternalRef, ManagedCredential, NameRule, PasswordPolicy, Readiness, Result,
@@ -262,7 +263,7 @@ impl ElastiCacheProvider {
     /// `deleting` is success.
     async fn delete_user(&self, user_id: &str, budget: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + budget;
-        let mut delay = self.poll_initial;
+        let mut delays = Backoff::new(self.poll_initial, Duration::from_secs(2)).iter();
         loop {
             match self.client.delete_user().user_id(user_id).send().await {
                 Ok(_) => {
@@ -293,11 +294,12 @@ impl ElastiCacheProvider {
                         _ if err.is_temporary() => {}
                         _ => return Err(err),
                     }
+                    let delay = delays.next_delay();
                     if tokio::time::Instant::now() + delay > deadline {
-                        return Err(err.temporary());
+                        // Retried until the budget: the manager retries later, not at once.
+                        return Err(err.temporary().persist());
                     }
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
         }

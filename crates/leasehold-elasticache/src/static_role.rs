@@ -8,6 +8,7 @@ use aws_config::SdkConfig;
 use aws_sdk_elasticache::types::AuthenticationType;
 use aws_sdk_elasticache::Client;
 use leasehold_aws::{error_code, map_sdk_error, wait_until};
+use leasehold_core::backoff::Backoff;
 use leasehold_core::static_role::{StaticRoleTarget, StaticUser};
 use leasehold_core::{Error, ErrorKind, NameRule, PasswordPolicy, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -126,7 +127,7 @@ impl ElastiCacheUserTarget {
     async fn modify_passwords(&self, passwords: &[&SecretString]) -> Result<()> {
         let budget = self.ready_timeout;
         let deadline = tokio::time::Instant::now() + budget;
-        let mut delay = self.poll;
+        let mut delays = Backoff::new(self.poll, Duration::from_secs(5).max(self.poll)).iter();
         loop {
             let mut call = self.client.modify_user().user_id(&self.user_id);
             for p in passwords {
@@ -137,13 +138,15 @@ impl ElastiCacheUserTarget {
                 Err(e) => {
                     let busy = error_code(&e) == Some("InvalidUserState");
                     let err = map_sdk_error("ModifyUser", e).with_context("user_id", &self.user_id);
-                    if !(busy || err.is_temporary())
-                        || tokio::time::Instant::now() + delay > deadline
-                    {
+                    if !(busy || err.is_temporary()) {
                         return Err(err);
                     }
+                    let delay = delays.next_delay();
+                    if tokio::time::Instant::now() + delay > deadline {
+                        // Retried until the deadline: no outer loop should re-run it at once.
+                        return Err(err.temporary().persist());
+                    }
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }

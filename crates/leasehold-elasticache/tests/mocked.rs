@@ -453,14 +453,15 @@ async fn revoke_treats_not_found_as_success_and_waits_out_a_busy_user() {
     p.revoke(&ExternalRef::new(USER)).await.expect("revoke");
     assert_eq!(delete.num_calls(), 1);
 
-    // Busy for longer than revoke's patience: a temporary error for the manager to retry.
+    // Busy for longer than revoke's patience: the loop retried it already, so the error is
+    // persistent (not temporary): the manager retries it on its schedule, not at once.
     let busy = mock!(aws_sdk_elasticache::Client::delete_user)
         .then_error(|| DeleteUserError::generic(meta("InvalidUserState")));
     let describe = mock!(aws_sdk_elasticache::Client::describe_users)
         .then_output(|| users_out(vec![ours("modifying")]));
     let p = provider(&[&busy, &describe]);
     let err = p.revoke(&ExternalRef::new(USER)).await.unwrap_err();
-    assert!(err.is_temporary(), "{err}");
+    assert!(err.is_persistent() && !err.is_temporary(), "{err}");
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
 
     // Permission problems are permanent.

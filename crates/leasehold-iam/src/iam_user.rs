@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use chrono::{DateTime, Utc};
 use leasehold_aws::{tags, AwsConfig};
+use leasehold_core::backoff::Backoff;
 use leasehold_core::{
     Capabilities, CreateRequest, Created, Credentials, DynamicSecretProvider, Error, ErrorKind,
     ExternalRef, ManagedCredential, NameRule, Readiness, Result,
@@ -774,7 +775,7 @@ impl IamUserProvider {
     /// reader yet. The access key is unknown here; if one was made after all, `DeleteUser`
     /// answers `DeleteConflict` and the sweep finds it.
     async fn compensate(&self, user: &str) {
-        let mut delay = Duration::from_millis(500);
+        let mut delays = Backoff::new(Duration::from_millis(500), Duration::from_secs(4)).iter();
         for attempt in 1..=4 {
             match self.remove(user, None).await {
                 Ok(Swept::Deleted) => return,
@@ -789,8 +790,7 @@ impl IamUserProvider {
                     return;
                 }
             }
-            tokio::time::sleep(delay).await;
-            delay *= 2;
+            tokio::time::sleep(delays.next_delay()).await;
         }
         tracing::warn!(
             user,
@@ -876,7 +876,7 @@ where
         + Sync
         + 'static,
 {
-    let mut delay = Duration::from_millis(250);
+    let mut delays = Backoff::new(Duration::from_millis(250), Duration::from_secs(2)).iter();
     let mut attempt = 1;
     loop {
         match call().await {
@@ -887,8 +887,7 @@ where
                     attempt,
                     "NoSuchEntity right after CreateUser, retrying"
                 );
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                tokio::time::sleep(delays.next_delay()).await;
                 attempt += 1;
             }
             Err(e) => return Err(iam_error(operation, e)),

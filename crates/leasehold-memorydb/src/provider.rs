@@ -340,6 +340,11 @@ impl MemoryDbProvider {
                         tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
                         round += 1;
                     }
+                    // Still busy at the deadline, after the rounds above: the manager retries
+                    // later, not at once.
+                    Some("InvalidUserStateFault") => {
+                        return Err(map_sdk_error("DeleteUser", e).temporary().persist())
+                    }
                     _ => return Err(map_sdk_error("DeleteUser", e)),
                 },
             }

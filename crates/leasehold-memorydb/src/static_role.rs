@@ -8,6 +8,7 @@ use aws_config::SdkConfig;
 use aws_sdk_memorydb::types::{AuthenticationMode, AuthenticationType, InputAuthenticationType};
 use aws_sdk_memorydb::Client;
 use leasehold_aws::{error_code, map_sdk_error, wait_until};
+use leasehold_core::backoff::Backoff;
 use leasehold_core::static_role::{StaticRoleTarget, StaticUser};
 use leasehold_core::{async_trait, Error, ErrorKind, NameRule, PasswordPolicy, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -130,7 +131,7 @@ impl MemoryDbUserTarget {
     async fn update_passwords(&self, passwords: &[&SecretString]) -> Result<()> {
         let budget = self.ready_timeout;
         let deadline = tokio::time::Instant::now() + budget;
-        let mut delay = self.poll;
+        let mut delays = Backoff::new(self.poll, Duration::from_secs(5).max(self.poll)).iter();
         loop {
             let mut mode = AuthenticationMode::builder().r#type(InputAuthenticationType::Password);
             for p in passwords {
@@ -148,13 +149,15 @@ impl MemoryDbUserTarget {
                 Err(e) => {
                     let busy = error_code(&e) == Some("InvalidUserStateFault");
                     let err = map_sdk_error("UpdateUser", e).with_context("user", &self.user_name);
-                    if !(busy || err.is_temporary())
-                        || tokio::time::Instant::now() + delay > deadline
-                    {
+                    if !(busy || err.is_temporary()) {
                         return Err(err);
                     }
+                    let delay = delays.next_delay();
+                    if tokio::time::Instant::now() + delay > deadline {
+                        // Retried until the deadline: no outer loop should re-run it at once.
+                        return Err(err.temporary().persist());
+                    }
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -545,7 +545,7 @@ async fn revoke_rides_out_a_busy_user_and_treats_a_missing_one_as_done() {
         .await;
     let e = p.revoke(&created.external).await.expect_err("still busy");
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
-    assert!(e.is_temporary());
+    assert!(e.is_persistent(), "{e}");
     f.aws.clear_faults(Some("DeleteUser"), Some(&user)).await;
     p.revoke(&created.external)
         .await

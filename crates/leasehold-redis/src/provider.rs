@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::future::join_all;
+use leasehold_core::backoff::Backoff;
 use leasehold_core::{
     Capabilities, CreateRequest, Created, Credentials, DynamicSecretProvider, Error, ErrorKind,
     ExternalRef, ManagedCredential, NameRule, PasswordPolicy, Readiness, Result,
@@ -469,7 +470,8 @@ impl RedisAclProvider {
         scrub: Option<&str>,
         skippable: bool,
     ) -> Result<std::result::Result<T, redis::RedisError>> {
-        let mut delay = self.retry_delay;
+        // Doubling from retry_delay; `attempts` bounds it, so the cap is never reached.
+        let mut delays = Backoff::new(self.retry_delay, Duration::MAX).iter();
         let mut attempt = 1;
         loop {
             let outcome = match self.connection(node).await {
@@ -508,8 +510,7 @@ impl RedisAclProvider {
                 return Err(outcome);
             }
             tracing::debug!(node = %node.addr.label, op, attempt, error = %outcome, "retrying");
-            tokio::time::sleep(delay).await;
-            delay = delay.saturating_mul(2);
+            tokio::time::sleep(delays.next_delay()).await;
             attempt += 1;
         }
     }

@@ -2,14 +2,18 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use crate::backoff::{Backoff, Jitter};
+use crate::error::Error;
 
 /// How failed revocations are retried.
 ///
 /// The defaults follow Vault's spirit: 6 attempts over about 10 minutes (10 s, 20 s, 40 s,
 /// 80 s, 160 s, 320 s, each with ±25 % jitter), then the lease is `Irrevocable` and retried
 /// once a day. A permanent error (say, `PermissionDenied`) makes the lease irrevocable at once:
-/// it will not fix itself in minutes, and an operator is told sooner.
+/// it will not fix itself in minutes, and an operator is told sooner. A
+/// [persistent](crate::Error::persist) error (a provider already retried it until its own
+/// bound) counts as one failed attempt and is retried on this schedule like a temporary one,
+/// never at once. The schedule is a [`Backoff`] ([`backoff`](Self::backoff)).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RetryPolicy {
@@ -58,14 +62,22 @@ impl RetryPolicy {
         self
     }
 
+    /// The schedule: from `initial_delay`, doubling up to `max_delay`, each delay ±25 %.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.initial_delay, self.max_delay).jitter(Jitter::Spread(0.25))
+    }
+
     /// The delay before attempt `attempt + 1`, after `attempt` failures (1-based), jittered.
     pub fn delay_after(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(30);
-        let base = self
-            .initial_delay
-            .saturating_mul(1u32 << exp)
-            .min(self.max_delay);
-        base.mul_f64(rand::rng().random_range(0.75..1.25))
+        self.backoff().delay(attempt.saturating_sub(1))
+    }
+
+    /// The decision after the `attempts`th failed revocation with `error`: the delay before the
+    /// next attempt, or `None` to give up (the lease becomes `Irrevocable`). A permanent error
+    /// gives up at once; a temporary or persistent one is retried until `max_attempts`.
+    pub(crate) fn next_attempt(&self, error: &Error, attempts: u32) -> Option<Duration> {
+        let retryable = error.is_temporary() || error.is_persistent();
+        (retryable && attempts < self.max_attempts).then(|| self.delay_after(attempts))
     }
 }
 
@@ -202,5 +214,18 @@ mod tests {
         // Total over the default six attempts is about ten minutes.
         let total: f64 = (1..=6).map(|a| p.delay_after(a).as_secs_f64()).sum();
         assert!((450.0..=800.0).contains(&total), "{total}");
+    }
+
+    #[test]
+    fn persistent_errors_wait_for_the_schedule_permanent_ones_give_up() {
+        use crate::error::ErrorKind;
+        let p = RetryPolicy::default();
+        let throttled = || Error::new(ErrorKind::Throttled, "slow down");
+        let later = p.next_attempt(&throttled().persist(), 1).unwrap();
+        assert!(later >= Duration::from_millis(7500), "{later:?}");
+        assert!(p.next_attempt(&throttled(), 1).is_some());
+        assert!(p.next_attempt(&throttled().persist(), 6).is_none());
+        let denied = Error::new(ErrorKind::PermissionDenied, "no");
+        assert!(p.next_attempt(&denied, 1).is_none());
     }
 }

@@ -325,11 +325,11 @@ impl Inner {
                 let t = now();
                 let attempts = lease.record_failed_revoke(e.to_string());
                 let retry = &self.config.retry;
-                let give_up = !e.is_temporary() || attempts >= retry.max_attempts;
-                if give_up || lease.state == LeaseState::Irrevocable {
-                    lease.make_irrevocable(add_duration(t, retry.irrevocable_retry));
-                } else {
-                    lease.schedule_retry(add_duration(t, retry.delay_after(attempts)));
+                match retry.next_attempt(&e, attempts) {
+                    Some(delay) if lease.state != LeaseState::Irrevocable => {
+                        lease.schedule_retry(add_duration(t, delay));
+                    }
+                    _ => lease.make_irrevocable(add_duration(t, retry.irrevocable_retry)),
                 }
                 let state = lease.state;
                 if let Err(se) = self.store.update(&lease).await {

@@ -14,6 +14,7 @@ use super::{
     PublishedVersion, RotationSchedule, Stage, StaticCredential, StaticRolePublisher,
     StaticRoleTarget,
 };
+use crate::backoff::{Backoff, Jitter};
 use crate::coordination::{CoordinationStore, MemberEntry, MemberState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::add_duration;
@@ -543,8 +544,9 @@ impl StaticRoleRotator {
 
     async fn test_until_accepted(&self, credential: &StaticCredential) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.options.test_timeout;
-        let mut delay = Duration::from_millis(200);
+        let mut delays = Backoff::new(Duration::from_millis(200), Duration::from_secs(5)).iter();
         loop {
+            let delay = delays.next_delay();
             match self
                 .target
                 .test(&credential.username, &credential.password)
@@ -554,7 +556,6 @@ impl StaticRoleRotator {
                 Err(e) if tokio::time::Instant::now() + delay < deadline => {
                     tracing::debug!(role = %self.name, error = %e, "new static role password not accepted yet");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(e.with_context("static_role", &self.name)),
             }
@@ -604,14 +605,13 @@ impl StaticRoleRotator {
                     }
                     Ok(_) => {
                         failures = 0;
-                        jittered(me.options.poll)
+                        POLL_JITTER.apply(me.options.poll)
                     }
                     Err(e) => {
                         failures += 1;
-                        let wait = (me.options.poll * 2u32.saturating_pow(failures.min(6)))
-                            .min(Duration::from_secs(300));
+                        let wait = failure_backoff(me.options.poll).base(failures.min(6));
                         tracing::warn!(role = %me.name, error = %e, retry_in = ?wait, "static role rotation failed");
-                        jittered(wait)
+                        POLL_JITTER.apply(wait)
                     }
                 };
                 tokio::time::sleep(wait).await;
@@ -624,8 +624,12 @@ impl StaticRoleRotator {
     }
 }
 
-fn jittered(d: Duration) -> Duration {
-    d.mul_f64(rand::rng().random_range(0.8..1.2))
+/// Polls and retries of the rotation task are spread by ±20 %.
+const POLL_JITTER: Jitter = Jitter::Spread(0.2);
+
+/// After `n` failed rotations in a row the task waits `poll × 2^min(n, 6)`, at most 5 min.
+fn failure_backoff(poll: Duration) -> Backoff {
+    Backoff::new(poll, Duration::from_secs(300))
 }
 
 /// A Secrets Manager style version id (a UUID v4, 36 characters).

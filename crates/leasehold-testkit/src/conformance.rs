@@ -320,9 +320,7 @@ async fn six_records(store: &dyn LeaseStore) {
 
 /// `list` returns the matching records ordered by id, filtered by secret and states, from
 /// after `after` and at most `limit` of them.
-pub async fn list_is_ordered_by_id_and_honours_the_filter_after_and_limit(
-    store: &dyn LeaseStore,
-) {
+pub async fn list_is_ordered_by_id_and_honours_the_filter_after_and_limit(store: &dyn LeaseStore) {
     assert_empty(store, "before a test").await;
     six_records(store).await;
     let all = store.list(&LeaseFilter::all()).await.unwrap();
@@ -353,7 +351,11 @@ pub async fn list_is_ordered_by_id_and_honours_the_filter_after_and_limit(
         .list(&LeaseFilter::all().after(Some(page1[3].id.clone())).limit(4))
         .await
         .unwrap();
-    assert_eq!(ids(&page2), ids(&all[4..]), "after starts past the given id");
+    assert_eq!(
+        ids(&page2),
+        ids(&all[4..]),
+        "after starts past the given id"
+    );
     clear(store).await;
 }
 
@@ -373,7 +375,11 @@ pub async fn count_counts_every_match_ignoring_limit(store: &dyn LeaseStore) {
         count(LeaseFilter::secret("conf-odd").state(LeaseState::Active)).await,
         1
     );
-    assert_eq!(count(LeaseFilter::all().limit(1)).await, 6, "count ignores limit");
+    assert_eq!(
+        count(LeaseFilter::all().limit(1)).await,
+        6,
+        "count ignores limit"
+    );
     clear(store).await;
 }
 
@@ -454,7 +460,10 @@ pub async fn claim_due_frees_ended_claims_for_any_owner(store: &dyn LeaseStore) 
     got.sort();
     let mut expect = vec![d1.id.clone(), d2.id.clone(), elsewhere.id.clone()];
     expect.sort();
-    assert_eq!(got, expect, "ended claims are claimable by anyone; revoked never");
+    assert_eq!(
+        got, expect,
+        "ended claims are claimable by anyone; revoked never"
+    );
     assert!(third
         .iter()
         .all(|l| l.claimed_by.as_deref() == Some("owner-3")
@@ -497,7 +506,11 @@ pub async fn concurrent_claim_due_callers_never_get_the_same_record(store: &dyn 
     let total = all_claimed.len();
     all_claimed.sort();
     all_claimed.dedup();
-    assert_eq!(total, all_claimed.len(), "a lease was claimed by two owners");
+    assert_eq!(
+        total,
+        all_claimed.len(),
+        "a lease was claimed by two owners"
+    );
     due_ids.sort();
     assert_eq!(all_claimed, due_ids, "every due lease was claimed");
     clear(store).await;
@@ -610,7 +623,10 @@ pub async fn release_claims_ends_the_owners_claims_and_makes_them_due(store: &dy
     let mine_ended = insert(store, &claimed(LeaseState::Active, 600, "me", -1)).await;
 
     assert_eq!(
-        store.release_claims("me", now).await.expect("release_claims"),
+        store
+            .release_claims("me", now)
+            .await
+            .expect("release_claims"),
         2,
         "the two live claims of the owner are released"
     );
@@ -623,8 +639,16 @@ pub async fn release_claims_ends_the_owners_claims_and_makes_them_due(store: &dy
     assert_eq!((l.claimed_by.as_deref(), l.claim_until), (None, None));
     assert_eq!(l.due_at, mine_early.due_at, "an earlier due time is kept");
     assert_eq!(l.state, LeaseState::Revoking, "the state is kept");
-    assert_eq!(get(theirs.id.clone()).await, theirs, "another owner's claim is kept");
-    assert_eq!(get(mine_ended.id.clone()).await, mine_ended, "an ended claim is left alone");
+    assert_eq!(
+        get(theirs.id.clone()).await,
+        theirs,
+        "another owner's claim is kept"
+    );
+    assert_eq!(
+        get(mine_ended.id.clone()).await,
+        mine_ended,
+        "an ended claim is left alone"
+    );
     let due = store
         .claim_due(now, "next", Duration::from_secs(60), 10)
         .await
@@ -1309,7 +1333,11 @@ pub async fn create_refuses_an_existing_username(
     probe: Option<&dyn CredentialProbe>,
 ) {
     if !p.capabilities().revocable {
-        skipped(p, "create_refuses_an_existing_username", "its credentials are not revocable: it speaks for one fixed user");
+        skipped(
+            p,
+            "create_refuses_an_existing_username",
+            "its credentials are not revocable: it speaks for one fixed user",
+        );
         return;
     }
     let username = fresh_username(p);
@@ -1338,7 +1366,11 @@ pub async fn create_refuses_an_existing_username(
 /// revoke the manager then sends by the name written ahead succeeds.
 pub async fn failed_create_leaves_nothing_behind(p: &dyn DynamicSecretProvider) {
     if !p.capabilities().needs_password {
-        skipped(p, "failed_create_leaves_nothing_behind", "it needs no password, so the suite has no request it must refuse");
+        skipped(
+            p,
+            "failed_create_leaves_nothing_behind",
+            "it needs no password, so the suite has no request it must refuse",
+        );
         return;
     }
     let username = fresh_username(p);
@@ -1360,7 +1392,11 @@ pub async fn failed_create_leaves_nothing_behind(p: &dyn DynamicSecretProvider) 
 /// `renew` extends a live credential (renewable providers).
 pub async fn renew_extends_a_live_credential(p: &dyn DynamicSecretProvider) {
     if !p.capabilities().renewable {
-        skipped(p, "renew_extends_a_live_credential", "its leases are not renewable");
+        skipped(
+            p,
+            "renew_extends_a_live_credential",
+            "its leases are not renewable",
+        );
         return;
     }
     let username = fresh_username(p);

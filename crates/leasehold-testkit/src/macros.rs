@@ -261,7 +261,12 @@ mod tests {
                 None,
                 "coordination_conformance",
             ),
-            ("provider", "&dyn DynamicSecretProvider", None, "provider_conformance"),
+            (
+                "provider",
+                "&dyn DynamicSecretProvider",
+                None,
+                "provider_conformance",
+            ),
             (
                 "provider",
                 "&dyn DynamicSecretProvider",

@@ -9,6 +9,7 @@ use leasehold_core::{
     ErrorKind, IssueRequest, LeaseFilter, LeaseManager, LeaseState, LeaseStore, ManagerConfig,
     MemoryStore, RetryPolicy, TtlOverMax,
 };
+use leasehold_testkit::conformance::Fixture;
 use leasehold_testkit::{Fault, FaultyProvider, Operation, RecordingProvider};
 
 fn fast_config() -> ManagerConfig {
@@ -57,23 +58,39 @@ async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-#[tokio::test]
-async fn memory_store_passes_the_store_suite_directly_and_through_arc_dyn() {
-    let store = MemoryStore::new();
-    leasehold_testkit::store_conformance(&store).await;
-    let shared: Arc<dyn LeaseStore> = Arc::new(MemoryStore::new());
-    leasehold_testkit::store_conformance(shared.as_ref()).await;
-}
+// The conformance suites, one test per behaviour: `memory_store::insert_refuses_an_existing_id`,
+// `recording_provider::revoke_is_idempotent`, ...
+leasehold_testkit::store_conformance_tests!(memory_store, |_test| async {
+    Fixture::store(MemoryStore::new())
+});
+leasehold_testkit::store_conformance_tests!(memory_store_through_arc_dyn, |_test| async {
+    let store: Arc<dyn LeaseStore> = Arc::new(MemoryStore::new());
+    Fixture::shared_store(store)
+});
+leasehold_testkit::coordination_conformance_tests!(memory_coordination, |_test| async {
+    Fixture::coordination_of(MemoryStore::new())
+});
+leasehold_testkit::provider_conformance_tests!(recording_provider, |_test| async {
+    Fixture::provider(RecordingProvider::new())
+});
+leasehold_testkit::provider_conformance_tests!(faulty_provider_without_faults, |_test| async {
+    Fixture::provider(FaultyProvider::new(Arc::new(RecordingProvider::new())))
+});
 
+/// The one provider sentence the generated tests cannot provoke by themselves: a backend that
+/// is down.
 #[tokio::test]
-async fn recording_provider_passes_the_provider_suite() {
-    leasehold_testkit::provider_conformance(Arc::new(RecordingProvider::new()), None).await;
-    let faulty = FaultyProvider::new(Arc::new(RecordingProvider::new()));
-    leasehold_testkit::provider_conformance(Arc::new(faulty), None).await;
-    // The one sentence the suite cannot provoke by itself: a backend that is down.
+async fn revoke_failure_while_unreachable_is_temporary() {
     let down = FaultyProvider::new(Arc::new(RecordingProvider::new()));
     down.fail_always(Operation::Revoke, Fault::unavailable());
     leasehold_testkit::conformance::revoke_failure_while_unreachable_is_temporary(&down).await;
+}
+
+/// The one-call suites still run every function, in one test.
+#[tokio::test]
+async fn the_one_call_suites_pass_on_the_memory_store_and_the_recording_provider() {
+    leasehold_testkit::store_conformance(&MemoryStore::new()).await;
+    leasehold_testkit::provider_conformance(Arc::new(RecordingProvider::new()), None).await;
 }
 
 #[tokio::test]

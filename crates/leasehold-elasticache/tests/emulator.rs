@@ -12,6 +12,7 @@ use leasehold_core::{
     IssueRequest, LeaseId, LeaseManager, MemoryStore, PasswordPolicy, Readiness,
 };
 use leasehold_elasticache::{ElastiCacheConfig, Target, ATTR_USER_GROUP, MAX_USERS_PER_GROUP};
+use leasehold_testkit::conformance::Fixture;
 use leasehold_testkit::servers::{unique_name, FaultSpec, TransitionKind};
 use secrecy::ExposeSecret;
 
@@ -467,18 +468,19 @@ async fn throttled_calls_are_retried_and_late_failures_delete_the_user() {
     cache.cleanup().await;
 }
 
-#[tokio::test]
-async fn provider_passes_the_conformance_suite() {
-    let test = "provider_passes_the_conformance_suite";
-    let Some(aws) = common::emulator(test).await else {
-        return;
-    };
-    let cache = Cache::new(aws.clone(), "ec-conf", Duration::from_millis(300)).await;
-    let provider = Arc::new(cache.provider().await);
-    leasehold_testkit::provider_conformance(provider, Some(&MirrorProbe { port: cache.port }))
-        .await;
-    cache.cleanup().await;
-}
+// The provider suite, one test per behaviour, each on its own user group and serverless cache
+// (the emulator is shared by the process): credentials must AUTH on the cache's mirror.
+leasehold_testkit::provider_conformance_tests!(serverless_cache, |test| async move {
+    let aws = common::emulator(test).await?;
+    let cache = Cache::new(aws, "ec-conf", Duration::from_millis(300)).await;
+    let provider = cache.provider().await;
+    let probe = MirrorProbe { port: cache.port };
+    Some(
+        Fixture::provider(provider)
+            .with_probe(probe)
+            .after(move || cache.cleanup()),
+    )
+});
 
 #[tokio::test]
 async fn reconcile_removes_users_of_the_group_without_a_lease() {

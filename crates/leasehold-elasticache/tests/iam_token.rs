@@ -601,12 +601,26 @@ async fn a_watch_keeps_handing_out_valid_tokens() {
     f.cleanup().await;
 }
 
-#[tokio::test]
-async fn token_provider_passes_the_conformance_suite() {
-    let Some(f) = fixture("token_provider_passes_the_conformance_suite").await else {
-        return;
-    };
-    let provider = f.provider(f.serverless(), &f.iam_user, Duration::from_secs(900));
-    leasehold_testkit::provider_conformance(std::sync::Arc::new(provider), None).await;
-    f.cleanup().await;
-}
+/// The serverless cache and IAM user the conformance tests share: made once per process (the
+/// token provider only signs tokens and changes nothing), left to the emulator's end.
+static CONFORMANCE_FIXTURE: tokio::sync::OnceCell<(String, String)> =
+    tokio::sync::OnceCell::const_new();
+
+// The provider suite, one test per behaviour.
+leasehold_testkit::provider_conformance_tests!(serverless_cache_token, |test| async move {
+    let aws = AwsEmulator::shared(test).await?;
+    let (cache, user) = CONFORMANCE_FIXTURE
+        .get_or_init(|| async {
+            let f = fixture(test).await.expect("the emulator answered");
+            (f.cache.clone(), f.iam_user.clone())
+        })
+        .await
+        .clone();
+    let provider = ElastiCacheIamTokenProvider::from_sdk_config(
+        ElastiCacheIamTokenConfig::new(Target::ServerlessCache(cache), &user)
+            .token_expiry(Duration::from_secs(900)),
+        &aws.sdk_config().await,
+    )
+    .expect("provider");
+    Some(leasehold_testkit::conformance::Fixture::provider(provider))
+});

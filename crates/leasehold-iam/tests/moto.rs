@@ -18,6 +18,7 @@ use leasehold_iam::{
     AssumedRole, FederationToken, IamUserConfig, IamUserProvider, StsConfig, StsCredentialType,
     StsProvider, ATTR_ACCESS_KEY_ID,
 };
+use leasehold_testkit::conformance::Fixture;
 use leasehold_testkit::servers::{AwsEmulator, FaultSpec};
 use secrecy::ExposeSecret;
 
@@ -608,11 +609,10 @@ impl leasehold_testkit::CredentialProbe for IamProbe {
     }
 }
 
-#[tokio::test]
-async fn iam_user_provider_passes_the_conformance_suite() {
-    let Some((_emu, sdk)) = emulator("iam_user_provider_passes_the_conformance_suite").await else {
-        return;
-    };
+// The provider suites, one test per behaviour: a credential works when STS names the user
+// (or the assumed role) it belongs to.
+leasehold_testkit::provider_conformance_tests!(iam_user, |test| async move {
+    let (_emu, sdk) = emulator(test).await?;
     let p = IamUserProvider::from_sdk_config(
         moto_config()
             .inline_policy(POLICY)
@@ -620,14 +620,11 @@ async fn iam_user_provider_passes_the_conformance_suite() {
         &sdk,
     )
     .unwrap();
-    leasehold_testkit::provider_conformance(Arc::new(p), Some(&IamProbe(sdk.clone()))).await;
-}
+    Some(Fixture::provider(p).with_probe(IamProbe(sdk)))
+});
 
-#[tokio::test]
-async fn sts_provider_passes_the_conformance_suite() {
-    let Some((_emu, sdk)) = emulator("sts_provider_passes_the_conformance_suite").await else {
-        return;
-    };
+leasehold_testkit::provider_conformance_tests!(sts_assumed_role, |test| async move {
+    let (_emu, sdk) = emulator(test).await?;
     let iam = aws_sdk_iam::Client::new(&sdk);
     let (role_name, role_arn) = role(&iam).await;
     let p = StsProvider::from_sdk_config(
@@ -635,9 +632,14 @@ async fn sts_provider_passes_the_conformance_suite() {
         &sdk,
     )
     .unwrap();
-    leasehold_testkit::provider_conformance(Arc::new(p), Some(&IamProbe(sdk.clone()))).await;
-    let _ = iam.delete_role().role_name(&role_name).send().await;
-}
+    Some(
+        Fixture::provider(p)
+            .with_probe(IamProbe(sdk))
+            .after(move || async move {
+                let _ = iam.delete_role().role_name(&role_name).send().await;
+            }),
+    )
+});
 
 #[tokio::test]
 async fn secrets_stay_out_of_debug_errors_and_tracing() {

@@ -409,15 +409,18 @@ impl leasehold_testkit::CredentialProbe for MirrorProbe {
     }
 }
 
-#[tokio::test]
-async fn provider_passes_the_conformance_suite() {
-    let Some(f) = fixture("provider_passes_the_conformance_suite").await else {
-        return;
-    };
-    let p = Arc::new(f.provider(f.config()));
-    leasehold_testkit::provider_conformance(p, Some(&MirrorProbe(f.port))).await;
-    f.cleanup().await;
-}
+// The provider suite, one test per behaviour, each on its own ACL and cluster (the emulator
+// is shared by the process): credentials must AUTH on the cluster's mirror.
+leasehold_testkit::provider_conformance_tests!(cluster, |test| async move {
+    let f = fixture(test).await?;
+    let provider = f.provider(f.config());
+    let probe = MirrorProbe(f.port);
+    Some(
+        leasehold_testkit::conformance::Fixture::provider(provider)
+            .with_probe(probe)
+            .after(move || async move { f.cleanup().await }),
+    )
+});
 
 #[tokio::test]
 async fn secrets_stay_out_of_debug_errors_and_tracing() {

@@ -400,17 +400,13 @@ async fn existing_users_are_never_overwritten_or_deleted() {
     assert!(auths(&s, &theirs).await, "the existing user still works");
 }
 
-#[tokio::test]
-async fn conformance_suite_passes_with_an_auth_probe() {
-    let Some((primary, replica)) = primary_and_replica("conformance_suite_passes").await else {
-        return;
-    };
-    let provider = Arc::new(provider_for(&[&primary, &replica]));
-    let probe = AuthProbe(vec![&primary, &replica]);
-    leasehold_testkit::provider_conformance(provider, Some(&probe)).await;
-    assert!(leasehold_users(&primary).await.is_empty());
-    assert!(leasehold_users(&replica).await.is_empty());
-}
+// The provider suite, one test per behaviour, on a primary with a replica: every credential
+// must AUTH on both, and nothing is left on either after each test.
+leasehold_testkit::provider_conformance_tests!(primary_and_replica, |test| async move {
+    let (primary, replica) = super::primary_and_replica(test).await?;
+    let provider = provider_for(&[&primary, &replica]);
+    Some(Servers::new(vec![primary, replica]).fixture(provider))
+});
 
 #[tokio::test]
 async fn reconcile_removes_prefixed_users_without_a_lease() {

@@ -146,19 +146,16 @@ async fn a_cluster_seeded_by_one_node_gets_users_on_every_node() {
     }
 }
 
-#[tokio::test]
-async fn conformance_suite_passes_on_a_replicated_set_seeded_by_the_primary() {
-    let test = "conformance_replicated";
-    let Some(set) = RedisServer::start_replicated(test, 2).await else {
-        return;
-    };
-    let provider = Arc::new(RedisAclProvider::new(RedisConfig::new(set[0].url())).unwrap());
-    let probe = AuthProbe(set.iter().collect());
-    leasehold_testkit::provider_conformance(provider, Some(&probe)).await;
-    for s in &set {
-        assert!(leasehold_users(s).await.is_empty());
+// The provider suite, one test per behaviour, on a primary with two replicas where only the
+// primary is configured: every credential must AUTH on all three.
+leasehold_testkit::provider_conformance_tests!(
+    replicated_set_seeded_by_the_primary,
+    |test| async move {
+        let set = RedisServer::start_replicated(test, 2).await?;
+        let provider = RedisAclProvider::new(RedisConfig::new(set[0].url())).unwrap();
+        Some(Servers::new(set).fixture(provider))
     }
-}
+);
 
 #[tokio::test]
 async fn a_replaced_replica_gets_every_leased_user_back_with_its_password() {

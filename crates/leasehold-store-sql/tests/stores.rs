@@ -1,5 +1,7 @@
 //! Both SQL stores against the store suite, the raw tables, and managers sharing them.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +10,8 @@ use leasehold_core::{
     DynamicSecret, IssueRequest, LeaseFilter, LeaseManager, LeaseStore, ManagerConfig, RetryPolicy,
 };
 use leasehold_store_sql::{PostgresStore, SqliteStore};
-use leasehold_testkit::servers::PostgresDb;
+use leasehold_testkit::conformance::Fixture;
+use leasehold_testkit::servers::{unique_name, PostgresDb};
 use leasehold_testkit::RecordingProvider;
 use sqlx::Row;
 
@@ -16,33 +19,102 @@ fn sqlite_url(dir: &tempfile::TempDir, name: &str) -> String {
     format!("sqlite://{}", dir.path().join(name).display())
 }
 
-#[tokio::test]
-async fn sqlite_passes_the_store_suite() {
+// The store and coordination suites, one test per behaviour and backend:
+// `sqlite::claim_due_frees_ended_claims_for_any_owner`, `postgres::...`, ...
+leasehold_testkit::store_conformance_tests!(sqlite, |_test| async {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&sqlite_url(&dir, "suite.db"))
         .await
         .unwrap();
-    leasehold_testkit::store_conformance(&store).await;
-    let shared: Arc<dyn LeaseStore> = Arc::new(store);
-    leasehold_testkit::store_conformance(shared.as_ref()).await;
+    Fixture::store(store).keep(dir)
+});
+leasehold_testkit::store_conformance_tests!(sqlite_in_memory, |_test| async {
+    Fixture::store(SqliteStore::open("sqlite::memory:").await.unwrap())
+});
+leasehold_testkit::store_conformance_tests!(postgres, |test| async move {
+    let (store, db) = postgres_store(test).await?;
+    Some(Fixture::store(store).keep(db))
+});
+leasehold_testkit::coordination_conformance_tests!(sqlite_coordination, |_test| async {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&sqlite_url(&dir, "coordination.db"))
+        .await
+        .unwrap();
+    Fixture::coordination_of(store).keep(dir)
+});
+leasehold_testkit::coordination_conformance_tests!(sqlite_in_memory_coordination, |_test| async {
+    Fixture::coordination_of(SqliteStore::open("sqlite::memory:").await.unwrap())
+});
+leasehold_testkit::coordination_conformance_tests!(postgres_coordination, |test| async move {
+    let (store, db) = postgres_store(test).await?;
+    Some(Fixture::coordination_of(store).keep(db))
+});
+
+/// A PostgreSQL store on its own schema of a database shared by the tests running at the same
+/// time (creating a database per test costs more than the test): the database is dropped when
+/// the last test holding it ends.
+async fn postgres_store(test: &str) -> Option<(PostgresStore, Arc<PostgresDb>)> {
+    static SHARED: tokio::sync::Mutex<std::sync::Weak<PostgresDb>> =
+        tokio::sync::Mutex::const_new(std::sync::Weak::new());
+    let db = {
+        let mut shared = SHARED.lock().await;
+        match shared.upgrade() {
+            Some(db) => db,
+            None => {
+                let db = Arc::new(PostgresDb::create(test).await?);
+                *shared = Arc::downgrade(&db);
+                db
+            }
+        }
+    };
+    let schema = format!("s_{}", unique_name(test).replace('-', "_"));
+    let store = PostgresStore::builder(db.url())
+        .schema(&schema)
+        .connect()
+        .await
+        .unwrap();
+    Some((store, db))
 }
 
+/// Another store on the same data (another instance, a restarted process) sees the same
+/// records and the same installation id.
 #[tokio::test]
-async fn sqlite_in_memory_passes_the_store_suite() {
-    let store = SqliteStore::open("sqlite::memory:").await.unwrap();
-    leasehold_testkit::store_conformance(&store).await;
+async fn a_second_sqlite_store_on_one_file_shares_records_and_installation_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir, "again.db");
+    let first = SqliteStore::open(&url).await.unwrap();
+    let again = SqliteStore::open(&url).await.unwrap();
+    same_data(&first, &again).await;
 }
 
+/// As for SQLite: a second PostgreSQL store on one database sees the same table.
 #[tokio::test]
-async fn postgres_passes_the_store_suite() {
-    let Some(db) = PostgresDb::create("postgres_passes_the_store_suite").await else {
+async fn a_second_postgres_store_on_one_database_shares_records_and_installation_id() {
+    let Some(db) = PostgresDb::create("a_second_postgres_store_on_one_database").await else {
         return;
     };
-    let store = PostgresStore::connect(&db.url()).await.unwrap();
-    leasehold_testkit::store_conformance(&store).await;
-    // A second store on the same database (another instance) sees the same table.
+    let first = PostgresStore::connect(&db.url()).await.unwrap();
     let again = PostgresStore::connect(&db.url()).await.unwrap();
-    leasehold_testkit::store_conformance(&again).await;
+    same_data(&first, &again).await;
+}
+
+async fn same_data(first: &dyn LeaseStore, again: &dyn LeaseStore) {
+    let id = first.installation_id().await.unwrap();
+    assert_eq!(again.installation_id().await.unwrap(), id);
+    let lease = common::lease(
+        "shared",
+        leasehold_core::LeaseState::Active,
+        chrono::Utc::now() + chrono::Duration::seconds(600),
+    );
+    first.insert(&lease).await.unwrap();
+    let seen = again
+        .get(&lease.id)
+        .await
+        .unwrap()
+        .expect("seen by the other store");
+    assert_eq!(seen.version, 1);
+    again.delete(&lease.id, 1).await.unwrap();
+    assert!(first.get(&lease.id).await.unwrap().is_none());
 }
 
 #[tokio::test]

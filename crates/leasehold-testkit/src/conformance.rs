@@ -11,6 +11,8 @@ use leasehold_core::{
     MemberState,
 };
 
+pub use crate::fixture::{CoordinationFixture, Fixture, ProviderFixture, StoreFixture};
+
 /// Checks whether a credential works against the real backend (AUTH on Redis, an STS call
 /// with an AWS key). Used by [`provider_conformance`].
 #[async_trait]
@@ -58,10 +60,36 @@ async fn insert(store: &dyn LeaseStore, r: &LeaseRecord) -> LeaseRecord {
     r
 }
 
-/// Runs the store suite against `store`, which must be empty; it is empty again afterwards.
+/// Fails unless `store` holds no record: every store function below starts from an empty
+/// store and leaves it empty.
+async fn assert_empty(store: &dyn LeaseStore, when: &str) {
+    assert_eq!(
+        store.count(&LeaseFilter::all()).await.expect("count"),
+        0,
+        "the store must be empty {when}"
+    );
+}
+
+/// Deletes every record of the store (at their current versions).
+async fn clear(store: &dyn LeaseStore) {
+    for l in store.list(&LeaseFilter::all()).await.expect("list") {
+        store.delete(&l.id, l.version).await.expect("delete");
+    }
+    assert_empty(store, "after a test").await;
+}
+
+fn ids(records: &[LeaseRecord]) -> Vec<LeaseId> {
+    records.iter().map(|l| l.id.clone()).collect()
+}
+
+/// Runs every store function against `store`, which must be empty; it is empty again
+/// afterwards. A store that offers [`LeaseStore::coordination`] also runs
+/// [`coordination_conformance`] on it.
 ///
 /// Stores must keep timestamps to at least millisecond precision; the suite uses
-/// millisecond-truncated times.
+/// millisecond-truncated times. To see each behaviour as its own test, use
+/// [`store_conformance_tests!`](crate::store_conformance_tests) instead. Not run here:
+/// [`installation_ids_differ_between_stores`], which needs two stores.
 ///
 /// ```no_run
 /// # async fn f() {
@@ -70,79 +98,215 @@ async fn insert(store: &dyn LeaseStore, r: &LeaseRecord) -> LeaseRecord {
 /// # }
 /// ```
 pub async fn store_conformance(store: &dyn LeaseStore) {
-    assert_eq!(
-        store.count(&LeaseFilter::all()).await.expect("count"),
-        0,
-        "store_conformance needs an empty store"
-    );
+    an_empty_store_has_nothing_due(store).await;
+    insert_stores_version_1_and_get_returns_every_field(store).await;
+    insert_refuses_an_existing_id(store).await;
+    get_of_an_unknown_id_is_none(store).await;
+    update_is_a_compare_and_set_that_bumps_the_version(store).await;
+    update_of_a_missing_record_is_lease_not_found(store).await;
+    delete_is_a_compare_and_set_and_a_missing_record_is_lease_not_found(store).await;
+    list_is_ordered_by_id_and_honours_the_filter_after_and_limit(store).await;
+    count_counts_every_match_ignoring_limit(store).await;
+    count_ignores_after(store).await;
+    claim_due_takes_due_unclaimed_records_earliest_first_up_to_limit(store).await;
+    claim_due_frees_ended_claims_for_any_owner(store).await;
+    claim_due_takes_leases_due_exactly_now_and_claims_ending_now(store).await;
+    concurrent_claim_due_callers_never_get_the_same_record(store).await;
+    next_due_is_the_latest_of_due_at_and_claim_end_ignoring_revoked(store).await;
+    installation_id_is_stable_and_not_empty(store).await;
+    damaged_is_empty_and_remove_damaged_leaves_typed_records_alone(store).await;
+    release_claims_ends_the_owners_claims_and_makes_them_due(store).await;
+    insert_within_checks_the_secret_count_and_inserts(store).await;
+    claim_for_revoke_claims_unless_someone_is_at_work(store).await;
+
+    // A store that offers group coordination passes its suite too.
+    if let Some(coordination) = store.coordination() {
+        coordination_conformance(coordination.as_ref()).await;
+    }
+}
+
+/// An empty store counts and lists nothing and has no `next_due`.
+pub async fn an_empty_store_has_nothing_due(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
+    assert!(store.list(&LeaseFilter::all()).await.unwrap().is_empty());
     assert_eq!(
         store.next_due().await.expect("next_due"),
         None,
-        "empty store has no next_due"
+        "an empty store has no next_due"
     );
+    assert!(store
+        .claim_due(ms_now(), "nobody", Duration::from_secs(60), 10)
+        .await
+        .expect("claim_due")
+        .is_empty());
+}
 
-    // insert stores with version 1 and refuses duplicates; get round-trips every field.
+/// `insert` stores a new record with version 1 (the version passed in is ignored) and `get`
+/// returns every field as stored.
+pub async fn insert_stores_version_1_and_get_returns_every_field(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
     let far = ms_now() + chrono::Duration::seconds(3600);
-    let a = record("conf-a", LeaseState::Active, far);
+    let mut a = record("conf-a", LeaseState::Active, far);
+    a.claimed_by = Some("someone".into());
+    a.claim_until = Some(far);
+    a.revoke_attempts = 3;
+    a.last_error = Some("ProviderUnavailable: injected".into());
+    assert_eq!(a.version, 7, "the version passed in is not 1");
     let a = insert(store, &a).await;
     let got = store
         .get(&a.id)
         .await
         .expect("get")
-        .expect("inserted lease is found");
+        .expect("an inserted lease is found");
     assert_eq!(got, a, "get returns what insert stored, with version 1");
+    let b = insert(store, &record("conf-a", LeaseState::Pending, far)).await;
+    assert_eq!(store.get(&b.id).await.unwrap().as_ref(), Some(&b));
+    clear(store).await;
+}
+
+/// `insert` of an id that exists fails with `AlreadyExists` and changes nothing.
+pub async fn insert_refuses_an_existing_id(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
+    let far = ms_now() + chrono::Duration::seconds(3600);
+    let a = insert(store, &record("conf-dup", LeaseState::Active, far)).await;
+    let mut again = record("conf-dup", LeaseState::Revoking, far);
+    again.id = a.id.clone();
     let dup = store
-        .insert(&a)
+        .insert(&again)
         .await
-        .expect_err("duplicate insert must fail");
-    assert_eq!(dup.kind(), ErrorKind::AlreadyExists);
+        .expect_err("a duplicate insert must fail");
+    assert_eq!(dup.kind(), ErrorKind::AlreadyExists, "{dup}");
+    assert_eq!(
+        store.get(&a.id).await.unwrap().as_ref(),
+        Some(&a),
+        "a refused insert changes nothing"
+    );
+    assert_eq!(store.count(&LeaseFilter::all()).await.unwrap(), 1);
+    clear(store).await;
+}
+
+/// `get` returns `None` for an unknown id.
+pub async fn get_of_an_unknown_id_is_none(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
     assert!(store
-        .get(&LeaseId::generate("conf-a"))
+        .get(&LeaseId::generate("conf-unknown"))
         .await
         .expect("get")
         .is_none());
+    let far = ms_now() + chrono::Duration::seconds(3600);
+    let a = insert(store, &record("conf-unknown", LeaseState::Active, far)).await;
+    assert!(
+        store
+            .get(&LeaseId::generate("conf-unknown"))
+            .await
+            .expect("get")
+            .is_none(),
+        "another id of the same secret is unknown"
+    );
+    store.delete(&a.id, 1).await.unwrap();
+}
 
-    // update is compare-and-set.
+/// `update` succeeds only at the stored version, stores the record with `version + 1` and
+/// returns that version; another version is `Conflict` and changes nothing.
+pub async fn update_is_a_compare_and_set_that_bumps_the_version(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
+    let far = ms_now() + chrono::Duration::seconds(3600);
+    let a = insert(store, &record("conf-cas", LeaseState::Active, far)).await;
     let mut a2 = a.clone();
     a2.state = LeaseState::Revoking;
     a2.revoke_attempts = 2;
     a2.last_error = Some("ProviderUnavailable: injected".into());
     a2.identity = None;
+    a2.claimed_by = Some("me".into());
+    a2.claim_until = Some(far);
     let v = store
         .update(&a2)
         .await
-        .expect("update with current version");
-    assert_eq!(v, 2);
+        .expect("update with the current version");
+    assert_eq!(v, 2, "update returns the new version");
     a2.version = 2;
-    assert_eq!(store.get(&a.id).await.unwrap().unwrap(), a2);
-    let stale = store.update(&a).await.expect_err("stale update must fail");
-    assert_eq!(stale.kind(), ErrorKind::Conflict);
-    let ghost = record("conf-a", LeaseState::Active, far);
+    assert_eq!(
+        store.get(&a.id).await.unwrap().unwrap(),
+        a2,
+        "every field is updated"
+    );
+    let stale = store
+        .update(&a)
+        .await
+        .expect_err("an update at a stale version must fail");
+    assert_eq!(stale.kind(), ErrorKind::Conflict, "{stale}");
+    let mut ahead = a2.clone();
+    ahead.version = 5;
+    let e = store
+        .update(&ahead)
+        .await
+        .expect_err("an update at a version ahead of the stored one must fail");
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert_eq!(
+        store.get(&a.id).await.unwrap().unwrap(),
+        a2,
+        "a refused update changes nothing"
+    );
+    store.delete(&a.id, 2).await.unwrap();
+}
+
+/// `update` of a record that does not exist is `LeaseNotFound`, and stores nothing.
+pub async fn update_of_a_missing_record_is_lease_not_found(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
+    let far = ms_now() + chrono::Duration::seconds(3600);
+    let mut ghost = record("conf-ghost", LeaseState::Active, far);
+    ghost.version = 1;
     let missing = store
         .update(&ghost)
         .await
-        .expect_err("update of a missing lease fails");
-    assert_eq!(missing.kind(), ErrorKind::LeaseNotFound);
+        .expect_err("an update of a missing lease fails");
+    assert_eq!(missing.kind(), ErrorKind::LeaseNotFound, "{missing}");
+    assert!(store.get(&ghost.id).await.unwrap().is_none());
+    assert_empty(store, "after a test").await;
+}
 
-    // delete is compare-and-set too.
+/// `delete` removes the record only at its stored version (else `Conflict`), and a record that
+/// is gone is `LeaseNotFound`.
+pub async fn delete_is_a_compare_and_set_and_a_missing_record_is_lease_not_found(
+    store: &dyn LeaseStore,
+) {
+    assert_empty(store, "before a test").await;
+    let far = ms_now() + chrono::Duration::seconds(3600);
+    let a = insert(store, &record("conf-del", LeaseState::Active, far)).await;
+    let mut a2 = a.clone();
+    a2.state = LeaseState::Revoking;
+    store.update(&a2).await.unwrap();
     let e = store
         .delete(&a.id, 1)
         .await
-        .expect_err("stale delete must fail");
-    assert_eq!(e.kind(), ErrorKind::Conflict);
+        .expect_err("a stale delete must fail");
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(
+        store.get(&a.id).await.unwrap().is_some(),
+        "a refused delete removes nothing"
+    );
     store
         .delete(&a.id, 2)
         .await
-        .expect("delete with current version");
+        .expect("delete with the current version");
+    assert!(store.get(&a.id).await.unwrap().is_none());
     let e = store
         .delete(&a.id, 2)
         .await
-        .expect_err("second delete must fail");
-    assert_eq!(e.kind(), ErrorKind::LeaseNotFound);
-    assert!(store.get(&a.id).await.unwrap().is_none());
+        .expect_err("a second delete must fail");
+    assert_eq!(e.kind(), ErrorKind::LeaseNotFound, "{e}");
+    let e = store
+        .delete(&LeaseId::generate("conf-del"), 1)
+        .await
+        .expect_err("deleting an unknown id fails");
+    assert_eq!(e.kind(), ErrorKind::LeaseNotFound, "{e}");
+    assert_empty(store, "after a test").await;
+}
 
-    // list and count: ordered by id, filters, paging.
-    let mut ids = Vec::new();
+/// Six records: secrets `conf-even` / `conf-odd` alternating, the first three `Active`, the
+/// rest `Irrevocable`.
+async fn six_records(store: &dyn LeaseStore) {
+    let far = ms_now() + chrono::Duration::seconds(3600);
     for i in 0..6 {
         let secret = if i % 2 == 0 { "conf-even" } else { "conf-odd" };
         let state = if i < 3 {
@@ -150,22 +314,24 @@ pub async fn store_conformance(store: &dyn LeaseStore) {
         } else {
             LeaseState::Irrevocable
         };
-        let r = insert(store, &record(secret, state, far)).await;
-        ids.push(r.id);
+        insert(store, &record(secret, state, far)).await;
     }
+}
+
+/// `list` returns the matching records ordered by id, filtered by secret and states, from
+/// after `after` and at most `limit` of them.
+pub async fn list_is_ordered_by_id_and_honours_the_filter_after_and_limit(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
+    six_records(store).await;
     let all = store.list(&LeaseFilter::all()).await.unwrap();
     assert_eq!(all.len(), 6);
     assert!(
         all.windows(2).all(|w| w[0].id < w[1].id),
         "list is ordered by id"
     );
-    assert_eq!(
-        store
-            .count(&LeaseFilter::secret("conf-even"))
-            .await
-            .unwrap(),
-        3
-    );
+    let even = store.list(&LeaseFilter::secret("conf-even")).await.unwrap();
+    assert_eq!(even.len(), 3);
+    assert!(even.iter().all(|l| &*l.secret == "conf-even"));
     let irrevocable = store
         .list(&LeaseFilter::all().state(LeaseState::Irrevocable))
         .await
@@ -174,62 +340,77 @@ pub async fn store_conformance(store: &dyn LeaseStore) {
     assert!(irrevocable
         .iter()
         .all(|l| l.state == LeaseState::Irrevocable));
-    let two_states = LeaseFilter::all().states([LeaseState::Active, LeaseState::Irrevocable]);
-    assert_eq!(store.count(&two_states).await.unwrap(), 6);
-    assert_eq!(
-        store
-            .count(&LeaseFilter::secret("conf-odd").state(LeaseState::Active))
-            .await
-            .unwrap(),
-        1
-    );
+    let odd_active = store
+        .list(&LeaseFilter::secret("conf-odd").state(LeaseState::Active))
+        .await
+        .unwrap();
+    assert_eq!(odd_active.len(), 1, "secret and state filters combine");
     let page1 = store.list(&LeaseFilter::all().limit(4)).await.unwrap();
-    assert_eq!(page1.len(), 4);
+    assert_eq!(ids(&page1), ids(&all[..4]), "limit takes the first ids");
     let page2 = store
         .list(&LeaseFilter::all().after(Some(page1[3].id.clone())).limit(4))
         .await
         .unwrap();
-    assert_eq!(page2.len(), 2);
-    assert!(page2[0].id > page1[3].id);
     assert_eq!(
-        store.count(&LeaseFilter::all().limit(1)).await.unwrap(),
+        ids(&page2),
+        ids(&all[4..]),
+        "after starts past the given id"
+    );
+    clear(store).await;
+}
+
+/// `count` counts the records the secret and state filters match, ignoring `limit`.
+pub async fn count_counts_every_match_ignoring_limit(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
+    six_records(store).await;
+    let count = |f: LeaseFilter| async move { store.count(&f).await.expect("count") };
+    assert_eq!(count(LeaseFilter::all()).await, 6);
+    assert_eq!(count(LeaseFilter::secret("conf-even")).await, 3);
+    assert_eq!(count(LeaseFilter::secret("conf-none")).await, 0);
+    assert_eq!(
+        count(LeaseFilter::all().states([LeaseState::Active, LeaseState::Irrevocable])).await,
+        6
+    );
+    assert_eq!(
+        count(LeaseFilter::secret("conf-odd").state(LeaseState::Active)).await,
+        1
+    );
+    assert_eq!(
+        count(LeaseFilter::all().limit(1)).await,
         6,
         "count ignores limit"
     );
-    for l in store.list(&LeaseFilter::all()).await.unwrap() {
-        store.delete(&l.id, l.version).await.unwrap();
-    }
+    clear(store).await;
+}
 
-    // claim_due: due and unclaimed only, earliest first, limit, claims expire.
+/// `claim_due` takes up to `limit` records that are due, not `Revoked` and not claimed, earliest
+/// due first; it sets the owner and `claim_until = now + hold`, bumps the version and stores the
+/// claim.
+pub async fn claim_due_takes_due_unclaimed_records_earliest_first_up_to_limit(
+    store: &dyn LeaseStore,
+) {
+    assert_empty(store, "before a test").await;
     let now = ms_now();
     let past = |s: i64| now - chrono::Duration::seconds(s);
     let d1 = insert(store, &record("conf-due", LeaseState::Active, past(30))).await;
     let d2 = insert(store, &record("conf-due", LeaseState::Revoking, past(20))).await;
     let d3 = insert(store, &record("conf-due", LeaseState::Pending, past(10))).await;
-    let future = insert(
-        store,
-        &record(
-            "conf-due",
-            LeaseState::Active,
-            now + chrono::Duration::seconds(600),
-        ),
-    )
-    .await;
-    let revoked = insert(store, &record("conf-due", LeaseState::Revoked, past(40))).await;
+    let future = record(
+        "conf-due",
+        LeaseState::Active,
+        now + chrono::Duration::seconds(600),
+    );
+    insert(store, &future).await;
+    insert(store, &record("conf-due", LeaseState::Revoked, past(40))).await;
     let mut claimed_elsewhere = record("conf-due", LeaseState::Active, past(50));
     claimed_elsewhere.claimed_by = Some("other".into());
     claimed_elsewhere.claim_until = Some(now + chrono::Duration::seconds(300));
-    let claimed_elsewhere = insert(store, &claimed_elsewhere).await;
+    insert(store, &claimed_elsewhere).await;
 
-    assert_eq!(
-        store.next_due().await.unwrap(),
-        Some(d1.due_at),
-        "next_due is the earliest claimable time, ignoring revoked and claimed leases"
-    );
     let hold = Duration::from_secs(60);
     let first = store.claim_due(now, "owner-1", hold, 2).await.unwrap();
     assert_eq!(
-        first.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        ids(&first),
         vec![d1.id.clone(), d2.id.clone()],
         "claim_due returns the earliest due first and honours limit"
     );
@@ -240,12 +421,12 @@ pub async fn store_conformance(store: &dyn LeaseStore) {
         assert_eq!(
             store.get(&l.id).await.unwrap().as_ref(),
             Some(l),
-            "claim is stored"
+            "the claim is stored"
         );
     }
     let second = store.claim_due(now, "owner-2", hold, 10).await.unwrap();
     assert_eq!(
-        second.iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        ids(&second),
         vec![d3.id.clone()],
         "claimed, future, revoked and elsewhere-claimed leases are not claimed again"
     );
@@ -254,42 +435,53 @@ pub async fn store_conformance(store: &dyn LeaseStore) {
         .await
         .unwrap()
         .is_empty());
-    // After the hold, claims come free: the other owner's lease too.
+    clear(store).await;
+}
+
+/// Once a claim ended (`claim_until <= now`), `claim_due` hands the record to any owner,
+/// whoever held it.
+pub async fn claim_due_frees_ended_claims_for_any_owner(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
+    let now = ms_now();
+    let past = |s: i64| now - chrono::Duration::seconds(s);
+    let d1 = insert(store, &record("conf-free", LeaseState::Active, past(30))).await;
+    let d2 = insert(store, &record("conf-free", LeaseState::Revoking, past(20))).await;
+    let mut elsewhere = record("conf-free", LeaseState::Active, past(50));
+    elsewhere.claimed_by = Some("other".into());
+    elsewhere.claim_until = Some(now + chrono::Duration::seconds(300));
+    let elsewhere = insert(store, &elsewhere).await;
+    insert(store, &record("conf-free", LeaseState::Revoked, past(40))).await;
+    let hold = Duration::from_secs(60);
+    let first = store.claim_due(now, "owner-1", hold, 10).await.unwrap();
+    assert_eq!(ids(&first), vec![d1.id.clone(), d2.id.clone()]);
     let later = now + chrono::Duration::seconds(301);
     let third = store.claim_due(later, "owner-3", hold, 10).await.unwrap();
-    let mut third_ids: Vec<_> = third.iter().map(|l| l.id.clone()).collect();
-    third_ids.sort();
-    let mut expect = vec![
-        d1.id.clone(),
-        d2.id.clone(),
-        d3.id.clone(),
-        claimed_elsewhere.id.clone(),
-    ];
+    let mut got = ids(&third);
+    got.sort();
+    let mut expect = vec![d1.id.clone(), d2.id.clone(), elsewhere.id.clone()];
     expect.sort();
-    assert_eq!(third_ids, expect, "expired claims are claimable by anyone");
+    assert_eq!(
+        got, expect,
+        "ended claims are claimable by anyone; revoked never"
+    );
     assert!(third
         .iter()
-        .all(|l| l.claimed_by.as_deref() == Some("owner-3")));
-    let _ = (future, revoked);
-    for l in store.list(&LeaseFilter::all()).await.unwrap() {
-        store.delete(&l.id, l.version).await.unwrap();
-    }
+        .all(|l| l.claimed_by.as_deref() == Some("owner-3")
+            && l.claim_until == Some(later + chrono::Duration::seconds(60))));
+    clear(store).await;
+}
 
-    // Concurrent claimers never get the same lease.
+/// Among concurrent `claim_due` callers a record is returned to exactly one.
+pub async fn concurrent_claim_due_callers_never_get_the_same_record(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
     let now = ms_now();
     let mut due_ids = Vec::new();
     for _ in 0..60 {
+        let due = now - chrono::Duration::seconds(1);
         due_ids.push(
-            insert(
-                store,
-                &record(
-                    "conf-race",
-                    LeaseState::Active,
-                    now - chrono::Duration::seconds(1),
-                ),
-            )
-            .await
-            .id,
+            insert(store, &record("conf-race", LeaseState::Active, due))
+                .await
+                .id,
         );
     }
     let claimers = (0..6).map(|i| {
@@ -321,25 +513,158 @@ pub async fn store_conformance(store: &dyn LeaseStore) {
     );
     due_ids.sort();
     assert_eq!(all_claimed, due_ids, "every due lease was claimed");
-    for l in store.list(&LeaseFilter::all()).await.unwrap() {
-        store.delete(&l.id, l.version).await.unwrap();
-    }
-    assert_eq!(store.count(&LeaseFilter::all()).await.unwrap(), 0);
+    clear(store).await;
+}
+
+/// `next_due` is the minimum over non-`Revoked` records of `max(due_at, claim_until)`, and
+/// `None` again once the store is empty.
+pub async fn next_due_is_the_latest_of_due_at_and_claim_end_ignoring_revoked(
+    store: &dyn LeaseStore,
+) {
+    assert_empty(store, "before a test").await;
     assert_eq!(store.next_due().await.unwrap(), None);
+    let now = ms_now();
+    let at = |s: i64| now + chrono::Duration::seconds(s);
+    insert(store, &record("conf-next", LeaseState::Revoked, at(-100))).await;
+    assert_eq!(
+        store.next_due().await.unwrap(),
+        None,
+        "revoked records are never due"
+    );
+    let late = insert(store, &record("conf-next", LeaseState::Active, at(50))).await;
+    assert_eq!(store.next_due().await.unwrap(), Some(late.due_at));
+    // Due earlier, but claimed until later than `late` is due: `late` is still first.
+    let mut claimed = record("conf-next", LeaseState::Active, at(-30));
+    claimed.claimed_by = Some("other".into());
+    claimed.claim_until = Some(at(80));
+    insert(store, &claimed).await;
+    assert_eq!(
+        store.next_due().await.unwrap(),
+        Some(late.due_at),
+        "a claimed record is due when its claim ends"
+    );
+    // Claimed until before `late` is due: the claim end is the earliest.
+    let mut short = record("conf-next", LeaseState::Revoking, at(-30));
+    short.claimed_by = Some("other".into());
+    short.claim_until = Some(at(20));
+    insert(store, &short).await;
+    assert_eq!(store.next_due().await.unwrap(), Some(at(20)));
+    // An ended claim does not delay its record.
+    let mut ended = record("conf-next", LeaseState::Active, at(10));
+    ended.claimed_by = Some("dead".into());
+    ended.claim_until = Some(at(-5));
+    insert(store, &ended).await;
+    assert_eq!(store.next_due().await.unwrap(), Some(at(10)));
+    clear(store).await;
+    assert_eq!(store.next_due().await.unwrap(), None);
+}
 
-    insert_within_checks_the_secret_count_and_inserts(store).await;
-    claim_for_revoke_claims_unless_someone_is_at_work(store).await;
-    count_ignores_after(store).await;
-    claim_due_takes_leases_due_exactly_now_and_claims_ending_now(store).await;
+/// `installation_id` is not empty and returns the same id on every call, records or none.
+pub async fn installation_id_is_stable_and_not_empty(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
+    let first = store.installation_id().await.expect("installation_id");
+    assert!(!first.is_empty(), "the installation id is not empty");
+    let far = ms_now() + chrono::Duration::seconds(3600);
+    let a = insert(store, &record("conf-inst", LeaseState::Active, far)).await;
+    assert_eq!(store.installation_id().await.unwrap(), first);
+    store.delete(&a.id, 1).await.unwrap();
+    assert_eq!(
+        store.installation_id().await.unwrap(),
+        first,
+        "the installation id does not change with the records"
+    );
+}
 
-    // A store that offers group coordination passes its suite too.
-    if let Some(coordination) = store.coordination() {
-        coordination_conformance(coordination.as_ref()).await;
-    }
+/// Two stores with their own data never share an installation id. `a` and `b` must be
+/// separate stores (another database or file), not two handles on one.
+pub async fn installation_ids_differ_between_stores(a: &dyn LeaseStore, b: &dyn LeaseStore) {
+    let ia = a.installation_id().await.expect("installation_id");
+    let ib = b.installation_id().await.expect("installation_id");
+    assert_ne!(ia, ib, "two stores share an installation id");
+}
+
+/// A store of typed records reports no damaged row, and `remove_damaged` removes only damaged
+/// rows: for the id of a typed record it returns false and leaves the record.
+pub async fn damaged_is_empty_and_remove_damaged_leaves_typed_records_alone(
+    store: &dyn LeaseStore,
+) {
+    assert_empty(store, "before a test").await;
+    let far = ms_now() + chrono::Duration::seconds(3600);
+    let a = insert(store, &record("conf-dmg", LeaseState::Active, far)).await;
+    assert!(store.damaged(10).await.expect("damaged").is_empty());
+    assert!(
+        !store
+            .remove_damaged(a.id.as_str())
+            .await
+            .expect("remove_damaged"),
+        "remove_damaged does not remove a typed record"
+    );
+    assert_eq!(store.get(&a.id).await.unwrap().as_ref(), Some(&a));
+    assert!(!store.remove_damaged("no-such-row").await.unwrap());
+    clear(store).await;
+}
+
+/// `release_claims(owner, now)` ends every claim `owner` holds at `now`, makes each record due
+/// at once (`due_at = min(due_at, now)`), returns how many it released, and leaves others'
+/// claims and ended claims alone.
+pub async fn release_claims_ends_the_owners_claims_and_makes_them_due(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
+    let now = ms_now();
+    let at = |s: i64| now + chrono::Duration::seconds(s);
+    let claimed = |state: LeaseState, due: i64, owner: &str, until: i64| {
+        let mut r = record("conf-release", state, at(due));
+        r.claimed_by = Some(owner.into());
+        r.claim_until = Some(at(until));
+        r
+    };
+    let mine_late = insert(store, &claimed(LeaseState::Active, 600, "me", 60)).await;
+    let mine_early = insert(store, &claimed(LeaseState::Revoking, -30, "me", 60)).await;
+    let theirs = insert(store, &claimed(LeaseState::Active, 600, "other", 60)).await;
+    let mine_ended = insert(store, &claimed(LeaseState::Active, 600, "me", -1)).await;
+
+    assert_eq!(
+        store
+            .release_claims("me", now)
+            .await
+            .expect("release_claims"),
+        2,
+        "the two live claims of the owner are released"
+    );
+    let get = |id: LeaseId| async move { store.get(&id).await.unwrap().unwrap() };
+    let l = get(mine_late.id.clone()).await;
+    assert_eq!((l.claimed_by.as_deref(), l.claim_until), (None, None));
+    assert_eq!(l.due_at, now, "a released record is due at once");
+    assert!(l.version > mine_late.version, "a release bumps the version");
+    let l = get(mine_early.id.clone()).await;
+    assert_eq!((l.claimed_by.as_deref(), l.claim_until), (None, None));
+    assert_eq!(l.due_at, mine_early.due_at, "an earlier due time is kept");
+    assert_eq!(l.state, LeaseState::Revoking, "the state is kept");
+    assert_eq!(
+        get(theirs.id.clone()).await,
+        theirs,
+        "another owner's claim is kept"
+    );
+    assert_eq!(
+        get(mine_ended.id.clone()).await,
+        mine_ended,
+        "an ended claim is left alone"
+    );
+    let due = store
+        .claim_due(now, "next", Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    let mut got = ids(&due);
+    got.sort();
+    let mut expect = vec![mine_late.id.clone(), mine_early.id.clone()];
+    expect.sort();
+    assert_eq!(got, expect, "released records are claimable at once");
+    assert_eq!(store.release_claims("nobody", now).await.unwrap(), 0);
+    clear(store).await;
 }
 
 /// `count` ignores `after` (and `limit`): it counts every lease the filter matches.
 pub async fn count_ignores_after(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
     let far = ms_now() + chrono::Duration::seconds(3600);
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -365,6 +690,7 @@ pub async fn count_ignores_after(store: &dyn LeaseStore) {
 /// The `<=` edges of `claim_due`: a lease due exactly at `now` is claimed, one due a
 /// millisecond later is not, and a claim whose hold ends exactly at `now` is free again.
 pub async fn claim_due_takes_leases_due_exactly_now_and_claims_ending_now(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
     let now = ms_now();
     let ms = chrono::Duration::milliseconds(1);
     let at_now = insert(store, &record("conf-edge", LeaseState::Active, now)).await;
@@ -399,6 +725,7 @@ pub async fn claim_due_takes_leases_due_exactly_now_and_claims_ending_now(store:
 /// `insert_within(lease, limit)` inserts only while the secret has fewer than `limit` records,
 /// and writes nothing when it is full.
 pub async fn insert_within_checks_the_secret_count_and_inserts(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
     let secret = format!(
         "conf-quota-{}",
         leasehold_core::template::random_lowercase(6)
@@ -436,6 +763,7 @@ pub async fn insert_within_checks_the_secret_count_and_inserts(store: &dyn Lease
 /// `claim_for_revoke` claims a record nobody is at work on, and leaves alone a record being
 /// issued, being revoked by another instance, or already claimed by the caller.
 pub async fn claim_for_revoke_claims_unless_someone_is_at_work(store: &dyn LeaseStore) {
+    assert_empty(store, "before a test").await;
     use leasehold_core::store::RevokeClaim;
     let now = ms_now();
     let until = now + chrono::Duration::seconds(60);
@@ -541,6 +869,7 @@ pub async fn coordination_conformance(store: &dyn CoordinationStore) {
     claim_group_is_renewed_by_its_holder(store).await;
     concurrent_claims_elect_one_holder(store).await;
     release_group_ends_only_the_holders_claim(store).await;
+    group_claim_returns_the_holder_and_end_or_none(store).await;
     changed_returns_within_its_bound(store).await;
 }
 
@@ -782,6 +1111,33 @@ pub async fn release_group_ends_only_the_holders_claim(store: &dyn CoordinationS
     assert!(!store.release_group(&g, "b").await.unwrap());
 }
 
+/// `group_claim` returns `None` for a group nobody claimed, the holder and the end of its
+/// claim while it is held, and `None` again once the holder released it.
+pub async fn group_claim_returns_the_holder_and_end_or_none(store: &dyn CoordinationStore) {
+    let g = fresh_group();
+    assert_eq!(store.group_claim(&g).await.expect("group_claim"), None);
+    let now = ms_now();
+    assert!(store
+        .claim_group(&g, "holder", now, Duration::from_secs(45))
+        .await
+        .unwrap());
+    let claim = store
+        .group_claim(&g)
+        .await
+        .expect("group_claim")
+        .expect("a claimed group has a claim");
+    assert_eq!(claim.owner, "holder");
+    assert_eq!(claim.until, now + chrono::Duration::seconds(45));
+    let other = fresh_group();
+    assert_eq!(
+        store.group_claim(&other).await.unwrap(),
+        None,
+        "another group's claim is not this one's"
+    );
+    assert!(store.release_group(&g, "holder").await.unwrap());
+    assert_eq!(store.group_claim(&g).await.unwrap(), None);
+}
+
 /// `changed` returns after at most `within`.
 pub async fn changed_returns_within_its_bound(store: &dyn CoordinationStore) {
     let g = fresh_group();
@@ -854,6 +1210,11 @@ pub async fn provider_conformance(
     revoke_removes_the_credential(p, probe).await;
     revoke_by_the_reference_written_ahead_removes_the_credential(p, probe).await;
     revoke_is_idempotent(p).await;
+}
+
+/// Says on stderr that `test` does not apply to `p` and why (a capability it lacks).
+fn skipped(p: &dyn DynamicSecretProvider, test: &str, why: &str) {
+    eprintln!("{test}: not checked for provider {:?}: {why}", p.kind());
 }
 
 /// Whether `list_managed` (when supported) lists `username`; `None` when unsupported.
@@ -972,6 +1333,11 @@ pub async fn create_refuses_an_existing_username(
     probe: Option<&dyn CredentialProbe>,
 ) {
     if !p.capabilities().revocable {
+        skipped(
+            p,
+            "create_refuses_an_existing_username",
+            "its credentials are not revocable: it speaks for one fixed user",
+        );
         return;
     }
     let username = fresh_username(p);
@@ -1000,6 +1366,11 @@ pub async fn create_refuses_an_existing_username(
 /// revoke the manager then sends by the name written ahead succeeds.
 pub async fn failed_create_leaves_nothing_behind(p: &dyn DynamicSecretProvider) {
     if !p.capabilities().needs_password {
+        skipped(
+            p,
+            "failed_create_leaves_nothing_behind",
+            "it needs no password, so the suite has no request it must refuse",
+        );
         return;
     }
     let username = fresh_username(p);
@@ -1021,6 +1392,11 @@ pub async fn failed_create_leaves_nothing_behind(p: &dyn DynamicSecretProvider) 
 /// `renew` extends a live credential (renewable providers).
 pub async fn renew_extends_a_live_credential(p: &dyn DynamicSecretProvider) {
     if !p.capabilities().renewable {
+        skipped(
+            p,
+            "renew_extends_a_live_credential",
+            "its leases are not renewable",
+        );
         return;
     }
     let username = fresh_username(p);

@@ -4,7 +4,9 @@
 
 pub mod conformance;
 mod faulty;
+mod fixture;
 mod logs;
+mod macros;
 mod recording;
 #[cfg(feature = "servers")]
 pub mod servers;

@@ -110,6 +110,47 @@ impl leasehold_testkit::CredentialProbe for AuthProbe<'_> {
     }
 }
 
+/// Servers owned by a conformance fixture: its probe AUTHs on every one, and [`Servers::clean`]
+/// checks that nothing leasehold made is left on them.
+#[derive(Clone)]
+pub struct Servers(pub Arc<Vec<RedisServer>>);
+
+impl Servers {
+    pub fn new(servers: Vec<RedisServer>) -> Self {
+        Servers(Arc::new(servers))
+    }
+
+    /// A conformance fixture of `provider` on these servers: AUTH on every server is the probe,
+    /// and after each test no `lh-` user is left on any of them.
+    pub fn fixture(
+        &self,
+        provider: impl DynamicSecretProvider,
+    ) -> leasehold_testkit::conformance::ProviderFixture {
+        let after = self.clone();
+        leasehold_testkit::conformance::Fixture::provider(provider)
+            .with_probe(self.clone())
+            .after(move || async move {
+                for s in after.0.iter() {
+                    assert_eq!(
+                        leasehold_users(s).await,
+                        Vec::<String>::new(),
+                        "users left on {}",
+                        s.url()
+                    );
+                }
+            })
+    }
+}
+
+#[async_trait]
+impl leasehold_testkit::CredentialProbe for Servers {
+    async fn authenticates(&self, credentials: &Credentials) -> bool {
+        AuthProbe(self.0.iter().collect())
+            .authenticates(credentials)
+            .await
+    }
+}
+
 /// A manager on a `MemoryStore` with one secret `name` backed by `provider`.
 pub async fn manager(
     name: &str,

@@ -126,7 +126,7 @@ pub struct StoreConfig {
 impl StoreConfig {
     /// Opens the store the URL names.
     pub async fn open(&self) -> Result<Arc<dyn LeaseStore>> {
-        let url = self.url.trim();
+        let url = self.url.as_str();
         if url == "memory" {
             return Ok(Arc::new(MemoryStore::new()));
         }

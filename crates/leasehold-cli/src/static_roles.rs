@@ -17,7 +17,9 @@ use leasehold_core::{format_duration, CoordinationStore, Error, ErrorKind, Resul
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::config::{from_table, take_keys, AwsSection, DurationText, ManagerSettings, AWS_KEYS};
+use crate::config::{from_map, take_keys, to_map, ManagerSettings};
+use leasehold_aws::AwsConfig;
+use leasehold_core::DurationText;
 
 /// The target types, as spelled in `type = "..."`.
 pub const STATIC_TYPES: &[&str] = &["aws-elasticache", "aws-memorydb", "redis"];
@@ -130,7 +132,7 @@ pub struct StaticRoleConfig {
     /// The user.
     pub target: StaticTarget,
     /// The AWS settings (AWS targets and the Secrets Manager publisher).
-    pub aws: AwsSection,
+    pub aws: AwsConfig,
     /// The publisher.
     pub publisher: PublisherConfig,
     /// Schedule and grace.
@@ -202,11 +204,9 @@ fn cron_expression(text: &str) -> Result<String, String> {
 }
 
 /// Parses one `[[static_roles]]` table. `manager` supplies the claim hold.
-pub fn parse(
-    mut table: toml::Table,
-    manager: &ManagerSettings,
-) -> Result<StaticRoleConfig, String> {
-    let common: CommonSection = from_table(take_keys(&mut table, COMMON_KEYS))?;
+pub fn parse(table: toml::Table, manager: &ManagerSettings) -> Result<StaticRoleConfig, String> {
+    let mut table = to_map(table)?;
+    let common: CommonSection = from_map(take_keys(&mut table, COMMON_KEYS))?;
     if common.name.is_empty()
         || common.name.len() > 128
         || !common
@@ -218,11 +218,11 @@ pub fn parse(
             "name: must be 1 to 128 characters from letters, digits, '-', '_' and '.'".into(),
         );
     }
-    let aws: AwsSection = from_table(take_keys(&mut table, AWS_KEYS))?;
+    let aws: AwsConfig = from_map(take_keys(&mut table, AwsConfig::KEYS))?;
     let target = match common.kind.as_str() {
-        "aws-elasticache" => StaticTarget::ElastiCache(from_table(table)?),
-        "aws-memorydb" => StaticTarget::MemoryDb(from_table(table)?),
-        "redis" => StaticTarget::Redis(from_table(table)?),
+        "aws-elasticache" => StaticTarget::ElastiCache(from_map(table)?),
+        "aws-memorydb" => StaticTarget::MemoryDb(from_map(table)?),
+        "redis" => StaticTarget::Redis(from_map(table)?),
         other => {
             return Err(format!(
                 "type: unknown type {other:?}; expected one of {}",
@@ -269,7 +269,7 @@ pub fn parse(
     let window = common
         .window
         .as_ref()
-        .map(|w| w.parse("window"))
+        .map(|w| w.parse("window").map_err(|e| e.message().to_string()))
         .transpose()?;
     let schedule = match (&common.period, &common.schedule) {
         (Some(_), Some(_)) => {
@@ -279,7 +279,7 @@ pub fn parse(
             if window.is_some() {
                 return Err("window: only used with schedule = \"cron(...)\"".into());
             }
-            RotationSchedule::every(p.parse("period")?)
+            RotationSchedule::every(p.parse("period").map_err(|e| e.message().to_string())?)
         }
         (None, Some(s)) => RotationSchedule::cron(&cron_expression(s)?, window).map_err(|e| {
             format!(
@@ -291,14 +291,16 @@ pub fn parse(
     };
     let mut options = StaticRoleOptions::new(schedule);
     if let Some(g) = &common.grace {
-        options = options.grace(g.parse("grace")?);
+        options = options.grace(g.parse("grace").map_err(|e| e.message().to_string())?);
     }
     // A short schedule (tests, demos) needs quicker looks than the default 5 s.
     if let Some(every) = options.schedule.min_interval(chrono::Utc::now()) {
         let poll = (every / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
         options = options.poll(poll);
     }
-    if let Some(hold) = manager.claim_hold {
+    if let Some(hold) = DurationText::parse_opt(&manager.claim_hold, "claim_hold")
+        .map_err(|e| e.message().to_string())?
+    {
         let poll = options.poll;
         options = options.claim_hold(hold.max(poll * 3));
     }
@@ -318,10 +320,7 @@ pub fn parse(
 }
 
 fn opt_duration(field: &str, d: &Option<DurationText>) -> Result<Option<Duration>> {
-    d.as_ref()
-        .map(|d| d.parse(field))
-        .transpose()
-        .map_err(Error::invalid_config)
+    DurationText::parse_opt(d, field)
 }
 
 /// The role's user.
@@ -329,7 +328,7 @@ pub async fn target(role: &StaticRoleConfig) -> Result<Arc<dyn StaticRoleTarget>
     Ok(match &role.target {
         StaticTarget::ElastiCache(u) => {
             let mut t = leasehold_elasticache::ElastiCacheUserTarget::new(
-                &crate::build::aws_config(&role.aws)?.load().await?,
+                &role.aws.load().await?,
                 &u.user_id,
             )?;
             if let Some(url) = &u.readiness_endpoint {
@@ -341,10 +340,8 @@ pub async fn target(role: &StaticRoleConfig) -> Result<Arc<dyn StaticRoleTarget>
             Arc::new(t)
         }
         StaticTarget::MemoryDb(u) => {
-            let mut t = leasehold_memorydb::MemoryDbUserTarget::new(
-                &crate::build::aws_config(&role.aws)?.load().await?,
-                &u.user_name,
-            )?;
+            let mut t =
+                leasehold_memorydb::MemoryDbUserTarget::new(&role.aws.load().await?, &u.user_name)?;
             if let Some(url) = &u.readiness_endpoint {
                 t = t.readiness_endpoint(url, u.readiness_ca_pem.as_deref())?;
             }
@@ -373,12 +370,9 @@ pub async fn target(role: &StaticRoleConfig) -> Result<Arc<dyn StaticRoleTarget>
 /// Where the role's password is published.
 pub async fn publisher(role: &StaticRoleConfig) -> Result<Arc<dyn StaticRolePublisher>> {
     Ok(match &role.publisher {
-        PublisherConfig::SecretsManager(id) => {
-            Arc::new(leasehold_aws::SecretsManagerPublisher::new(
-                &crate::build::aws_config(&role.aws)?.load().await?,
-                id.clone(),
-            ))
-        }
+        PublisherConfig::SecretsManager(id) => Arc::new(
+            leasehold_aws::SecretsManagerPublisher::new(&role.aws.load().await?, id.clone()),
+        ),
         PublisherConfig::File(p) => Arc::new(FilePublisher::new(p.clone())),
     })
 }

@@ -237,8 +237,8 @@ name = "orders-cache"
 type = "redis"
 urls = ["redis://10.0.0.5:6379", "redis://10.0.0.6:6379"]
 acl_rules = "~orders:* +@read +@write"
-username = "leasehold-admin"
-password = "admin-password-1"
+admin_username = "leasehold-admin"
+admin_password = "admin-password-1"
 
 [[secrets]]
 name = "sessions"

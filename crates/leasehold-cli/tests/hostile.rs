@@ -439,11 +439,20 @@ fn hostile_redis_settings() {
         ));
     }
     for (line, needle) in [
-        ("username = \"ad min\"\npassword = \"pw\"", "username"),
-        ("username = \"admin\\n\"\npassword = \"pw\"", "username"),
-        ("username = \"admin\"\npassword = \"\"", "password"),
-        ("username = \"admin\"", "password"),
-        ("ca_cert = \"/nonexistent/ca.pem\"", "tls"),
+        (
+            "admin_username = \"ad min\"\nadmin_password = \"pw\"",
+            "admin_username",
+        ),
+        (
+            "admin_username = \"admin\\n\"\nadmin_password = \"pw\"",
+            "admin_username",
+        ),
+        (
+            "admin_username = \"admin\"\nadmin_password = \"\"",
+            "admin_password",
+        ),
+        ("admin_username = \"admin\"", "admin_password"),
+        ("ca_cert = \"/nonexistent/ca.pem\"", "ca_cert"),
         ("command_timeout = \"0s\"", "command_timeout"),
         ("retry_delay = \"-1s\"", "retry_delay"),
         ("acl_save = \"yes\"", "acl_save"),
@@ -704,7 +713,7 @@ fn hostile_aws_settings() {
             r#"revocation_statement = '{"UserName":"other"}'"#,
             "revocation_statement",
         ),
-        ("revoke_timeout = \"0s\"", "revoke_timeout"),
+        ("user_state_wait = \"0s\"", "user_state_wait"),
     ] {
         cases.push((
             format!("memorydb {}", short(line)),

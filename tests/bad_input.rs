@@ -1662,7 +1662,10 @@ async fn hostile_memorydb_configs_are_refused_offline() {
     }
     for (what, c) in [
         ("zero ready_timeout", base().ready_timeout(Duration::ZERO)),
-        ("zero user_state_wait", base().user_state_wait(Duration::ZERO)),
+        (
+            "zero user_state_wait",
+            base().user_state_wait(Duration::ZERO),
+        ),
         ("zero poll_interval", base().poll_interval(Duration::ZERO)),
     ] {
         cases.push((what.into(), Ok(c)));

@@ -14,6 +14,10 @@
 //! nothing and adds nothing twice — the next holder finds the users listed, pending, or missing
 //! and acts on that. A whole-request refusal because one listed user is gone is split: the
 //! missing users fail, the rest go again.
+//!
+//! Over 700 lines because the queue's buffering, claimed application and adoption of a dead
+//! applier's batch share one state machine over the coordination store; split, each part
+//! would need the others' invariants restated.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -1,4 +1,6 @@
 //! Settings of an [`ElastiCacheProvider`](crate::ElastiCacheProvider), checked offline.
+//!
+//! Over 700 lines: about 250 are its unit tests (every documented key, every refusal).
 
 use std::collections::BTreeMap;
 use std::fmt;

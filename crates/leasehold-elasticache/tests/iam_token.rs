@@ -617,8 +617,11 @@ leasehold_testkit::provider_conformance_tests!(serverless_cache_token, |test| as
         .await
         .clone();
     let provider = ElastiCacheIamTokenProvider::from_sdk_config(
-        ElastiCacheIamTokenConfig::new(Target::ServerlessCache(cache), &user)
-            .token_expiry(Duration::from_secs(900)),
+        ElastiCacheIamTokenConfig::new(ElastiCacheIamUser::new(
+            Target::ServerlessCache(cache),
+            &user,
+        ))
+        .token_expiry(Duration::from_secs(900)),
         &aws.sdk_config().await,
     )
     .expect("provider");

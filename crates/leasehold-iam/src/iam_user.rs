@@ -1,4 +1,7 @@
 //! `iam_user`: an IAM user with an access key per lease.
+//!
+//! Over 700 lines because revoke's clean-up (keys, policies, groups, login profile, certificates,
+//! service-specific credentials) must list everything create and others may attach, in one place.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

@@ -558,7 +558,8 @@ leasehold_testkit::provider_conformance_tests!(cluster_token, |test| async move 
         .await
         .clone();
     let provider = MemoryDbIamTokenProvider::from_sdk_config(
-        MemoryDbIamTokenConfig::new(&cluster, &user).token_expiry(Duration::from_secs(900)),
+        MemoryDbIamTokenConfig::new(MemoryDbIamUser::new(&cluster, &user))
+            .token_expiry(Duration::from_secs(900)),
         &aws.sdk_config().await,
     )
     .expect("provider");

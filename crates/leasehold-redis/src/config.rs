@@ -1,4 +1,6 @@
 //! [`RedisConfig`]: the nodes, the admin credential, TLS files and the rules of issued users.
+//!
+//! Over 700 lines: about 370 are its unit tests (every documented key, every refusal, TLS files).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,7 @@
 //! The conformance suites: every sentence of the traits' `# Behavior` sections, as code.
+//!
+//! Over 700 lines: one function per contract sentence, and a test checks that each is listed in
+//! its macro and its one-call suite, which reads this file.
 
 use std::sync::Arc;
 use std::time::Duration;

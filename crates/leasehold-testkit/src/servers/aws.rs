@@ -1,5 +1,8 @@
 //! The AWS emulator (moto + the leasehold extension in `tests/aws-emulator/`), one per test
 //! process, and typed access to its control endpoint.
+//!
+//! Over 700 lines because it is one typed client per emulator extension operation, next to the
+//! process it talks to; splitting by service would separate each call from its lifecycle.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

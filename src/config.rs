@@ -576,64 +576,7 @@ impl<'de> Deserialize<'de> for SecretConfig {
     }
 }
 
-/// Removes `keys` from `table` and returns them as a table of their own.
-pub fn take_keys(table: &mut Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
-    let mut out = Map::new();
-    for k in keys {
-        if let Some(v) = table.remove(*k) {
-            out.insert((*k).to_string(), v);
-        }
-    }
-    out
-}
-
-/// Deserializes `table` into `T`, naming the key in every error.
-///
-/// serde names the key in "unknown field" and "missing field" errors but not in type errors
-/// ("invalid type: boolean `true`, expected a string"); for those, the key whose removal
-/// changes the error is the culprit, and the message is prefixed with it.
-pub fn from_map<T: de::DeserializeOwned>(
-    table: Map<String, Value>,
-) -> std::result::Result<T, String> {
-    let attempt = |t: Map<String, Value>| {
-        serde_json::from_value::<T>(Value::Object(t)).map_err(|e| e.to_string())
-    };
-    let msg = match attempt(table.clone()) {
-        Ok(v) => return Ok(v),
-        Err(m) => redact(m, &table),
-    };
-    if msg.contains("field `") || table.len() > 64 {
-        return Err(msg);
-    }
-    for key in table.keys() {
-        let mut without = table.clone();
-        without.remove(key);
-        match attempt(without).map_err(|m| redact(m, &table)) {
-            Err(m) if m == msg => continue,
-            _ => return Err(format!("{key}: {msg}")),
-        }
-    }
-    Err(msg)
-}
-
-/// serde quotes the offending value in type errors ("invalid type: integer `1234`, expected a
-/// string"); the values of keys that hold secrets never reach a message.
-fn redact(mut msg: String, table: &Map<String, Value>) -> String {
-    for (k, v) in table {
-        if !(k.contains("password") || k.contains("secret") || k.contains("token")) {
-            continue;
-        }
-        let text = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => continue,
-        };
-        if !text.is_empty() {
-            msg = msg.replace(&text, "[REDACTED]");
-        }
-    }
-    msg
-}
+pub use leasehold_core::settings::{from_map, take_keys};
 
 fn short(s: &str) -> String {
     if s.chars().count() > 64 {

@@ -4,7 +4,6 @@
 //! provider's own keys; [`deserialize_flat`] splits one such table into the two parts and
 //! refuses keys that belong to neither.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -485,58 +484,41 @@ where
     D: Deserializer<'de>,
     T: DeserializeOwned,
 {
-    let mut own = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
-    let mut aws = BTreeMap::new();
-    for key in AwsConfig::KEYS {
-        if let Some(v) = own.remove(*key) {
-            aws.insert((*key).to_string(), v);
-        }
-    }
+    use leasehold_core::settings::{from_map, take_keys};
+    let mut own = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+    let aws = take_keys(&mut own, AwsConfig::KEYS);
     let aws: AwsConfig = from_map(aws).map_err(D::Error::custom)?;
     let own: T = from_map(own).map_err(D::Error::custom)?;
     Ok((aws, own))
 }
 
-/// Deserializes `map` into `T`. serde names the key in "unknown field" and "missing field"
-/// errors but not in type errors ("invalid type: boolean `true`, expected a string"); for
-/// those, the key whose removal clears the error (or turns it into another one that is not
-/// about a missing key) is named in front of the message.
-fn from_map<T: DeserializeOwned>(
-    map: BTreeMap<String, serde_json::Value>,
-) -> std::result::Result<T, String> {
-    let attempt = |m: &BTreeMap<String, serde_json::Value>| {
-        T::deserialize(serde_json::Value::Object(m.clone().into_iter().collect()))
-            .map_err(|e| e.to_string())
-    };
-    let msg = match attempt(&map) {
-        Ok(v) => return Ok(v),
-        Err(m) => m,
-    };
-    // Messages of the configs' own checks already start with their key (`region: ...`).
-    let names_a_key = msg.split_once(": ").is_some_and(|(head, _)| {
-        !head.is_empty() && head.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    });
-    if msg.contains("field `") || names_a_key {
-        return Err(msg);
-    }
-    for key in map.keys() {
-        let mut without = map.clone();
-        without.remove(key);
-        match attempt(&without) {
-            Ok(_) => return Err(format!("{key}: {msg}")),
-            Err(m) if m != msg && !m.contains("missing field") => {
-                return Err(format!("{key}: {msg}"))
-            }
-            Err(_) => {}
-        }
-    }
-    Err(msg)
+/// The file form of an AWS provider's config: its own keys, read beside the AWS keys by
+/// [`deserialize_config`], and turned into the checked config.
+pub trait FlatConfig: DeserializeOwned {
+    /// The provider's config type.
+    type Config;
+
+    /// Checks the keys (names in errors are the keys) and builds the config, validated.
+    fn into_config(self, aws: AwsConfig) -> Result<Self::Config>;
+}
+
+/// Reads an AWS provider's config from one flat table: [`deserialize_flat`], then
+/// [`FlatConfig::into_config`]; errors carry the key and never a secret value.
+pub fn deserialize_config<'de, D, R>(d: D) -> std::result::Result<R::Config, D::Error>
+where
+    D: Deserializer<'de>,
+    R: FlatConfig,
+{
+    let (aws, raw) = deserialize_flat::<D, R>(d)?;
+    raw.into_config(aws)
+        .map_err(|e| D::Error::custom(e.message()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYsecret";
     const TOKEN: &str = "FwoGZXIvYXdzEXAMPLEtokenvalue";

@@ -24,16 +24,42 @@ pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// assert!(parse_duration("ttl", "0s").is_err());
 /// ```
 pub fn parse_duration(field: &str, input: &str) -> Result<Duration> {
-    let bad = |why: &str| {
-        Error::new(
-            ErrorKind::InvalidConfig,
-            format!(
-                "{field}: {:?} is not a valid duration ({why}); use e.g. 30s, 15m, 1h30m, 2d or a number of seconds",
-                truncate_for_message(input)
-            ),
-        )
-        .with_context("field", field)
-    };
+    let d = parse_text(field, input, "30s, 15m, 1h30m, 2d")?;
+    if d.is_zero() {
+        return Err(bad_duration(
+            field,
+            input,
+            "it is zero",
+            "30s, 15m, 1h30m, 2d",
+        ));
+    }
+    // Leases are kept in whole seconds; `500ms` would round to a zero TTL.
+    if d.as_secs() == 0 {
+        return Err(bad_duration(
+            field,
+            input,
+            "it is shorter than one second",
+            "30s, 15m, 1h30m, 2d",
+        ));
+    }
+    Ok(d)
+}
+
+fn bad_duration(field: &str, input: &str, why: &str, examples: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidConfig,
+        format!(
+            "{field}: {:?} is not a valid duration ({why}); use e.g. {examples} or a number of seconds",
+            truncate_for_message(input)
+        ),
+    )
+    .with_context("field", field)
+}
+
+/// The syntax both parsers share: humantime units or a plain number of seconds, at most
+/// [`MAX_DURATION`].
+fn parse_text(field: &str, input: &str, examples: &str) -> Result<Duration> {
+    let bad = |why: &str| bad_duration(field, input, why, examples);
     let s = input.trim();
     if s.is_empty() {
         return Err(bad("it is empty"));
@@ -45,8 +71,7 @@ pub fn parse_duration(field: &str, input: &str) -> Result<Duration> {
         return Err(bad("it is negative"));
     }
     let d = if s.bytes().all(|b| b.is_ascii_digit()) {
-        let secs: u64 = s.parse().map_err(|_| bad("it overflows"))?;
-        Duration::from_secs(secs)
+        Duration::from_secs(s.parse().map_err(|_| bad("it overflows"))?)
     } else if !s.ends_with(|c: char| c.is_ascii_alphabetic()) {
         // humantime reads the `30` of `1h30` as minutes; a bare trailing number is ambiguous.
         return Err(bad("the last number has no unit"));
@@ -56,13 +81,6 @@ pub fn parse_duration(field: &str, input: &str) -> Result<Duration> {
             _ => bad("unknown unit or syntax"),
         })?
     };
-    if d.is_zero() {
-        return Err(bad("it is zero"));
-    }
-    // Leases are kept in whole seconds; `500ms` would round to a zero TTL.
-    if d.as_secs() == 0 {
-        return Err(bad("it is shorter than one second"));
-    }
     if d > MAX_DURATION {
         return Err(bad("it is longer than 100 years"));
     }
@@ -141,41 +159,9 @@ pub fn format_duration(d: Duration) -> String {
 /// assert!(parse_pause("command_timeout", "0", false).is_err());
 /// ```
 pub fn parse_pause(field: &str, input: &str, allow_zero: bool) -> Result<Duration> {
-    let bad = |why: &str| {
-        Error::new(
-            ErrorKind::InvalidConfig,
-            format!(
-                "{field}: {:?} is not a valid duration ({why}); use e.g. 250ms, 5s, 2m or a number of seconds",
-                truncate_for_message(input)
-            ),
-        )
-        .with_context("field", field)
-    };
-    let s = input.trim();
-    if s.is_empty() {
-        return Err(bad("it is empty"));
-    }
-    if s.len() > 64 {
-        return Err(bad("it is too long"));
-    }
-    if s.starts_with('-') {
-        return Err(bad("it is negative"));
-    }
-    let d = if s.bytes().all(|b| b.is_ascii_digit()) {
-        Duration::from_secs(s.parse().map_err(|_| bad("it overflows"))?)
-    } else if !s.ends_with(|c: char| c.is_ascii_alphabetic()) {
-        return Err(bad("the last number has no unit"));
-    } else {
-        humantime::parse_duration(s).map_err(|e| match e {
-            humantime::DurationError::NumberOverflow => bad("it overflows"),
-            _ => bad("unknown unit or syntax"),
-        })?
-    };
+    let d = parse_text(field, input, "250ms, 5s, 2m")?;
     if d.is_zero() && !allow_zero {
-        return Err(bad("it is zero"));
-    }
-    if d > MAX_DURATION {
-        return Err(bad("it is longer than 100 years"));
+        return Err(bad_duration(field, input, "it is zero", "250ms, 5s, 2m"));
     }
     Ok(d)
 }

@@ -15,6 +15,7 @@ pub mod names;
 pub mod password;
 pub mod provider;
 pub mod secret;
+pub mod settings;
 pub mod static_role;
 pub mod store;
 pub mod telemetry;

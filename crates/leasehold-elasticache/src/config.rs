@@ -7,11 +7,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use leasehold_aws::config::deserialize_flat;
+use leasehold_aws::config::{deserialize_config, FlatConfig};
 use leasehold_aws::AwsConfig;
 use leasehold_core::{DurationText, Error, NameRule, Result, StatementTemplate};
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::acl::parse_access_string;
@@ -628,7 +627,9 @@ struct RawConfig {
     revoke_wait: Option<DurationText>,
 }
 
-impl RawConfig {
+impl FlatConfig for RawConfig {
+    type Config = ElastiCacheConfig;
+
     fn into_config(self, aws: AwsConfig) -> Result<ElastiCacheConfig> {
         let target = match (self.replication_group_id, self.serverless_cache_name) {
             (Some(id), None) => Target::ReplicationGroup(id),
@@ -649,10 +650,10 @@ impl RawConfig {
             .engine(self.engine)
             .allow_open_default_user(self.allow_open_default_user);
         if let Some(s) = self.creation_statement {
-            c.creation_statement = parse_statement("creation_statement", &s)?;
+            c.creation_statement = StatementTemplate::parse_setting("creation_statement", &s)?;
         }
         if let Some(s) = self.revocation_statement {
-            c.revocation_statement = parse_statement("revocation_statement", &s)?;
+            c.revocation_statement = StatementTemplate::parse_setting("revocation_statement", &s)?;
         }
         c.tags = self.tags;
         c.readiness_endpoint = self.readiness_endpoint;
@@ -668,20 +669,12 @@ impl RawConfig {
     }
 }
 
-/// Parses a statement template; the error names the key.
-fn parse_statement(field: &str, text: &str) -> Result<StatementTemplate> {
-    StatementTemplate::parse(text)
-        .map_err(|e| Error::new(e.kind(), format!("{field}: {}", e.message())))
-}
-
 /// Reads one flat table: the AWS keys ([`AwsConfig::KEYS`]) and the keys listed in the crate
 /// README, unknown keys refused, durations as text. The result is validated
 /// ([`ElastiCacheConfig::validate`]) without a network call.
 impl<'de> Deserialize<'de> for ElastiCacheConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (aws, raw) = deserialize_flat::<D, RawConfig>(d)?;
-        raw.into_config(aws)
-            .map_err(|e| D::Error::custom(e.message()))
+        deserialize_config::<D, RawConfig>(d)
     }
 }
 

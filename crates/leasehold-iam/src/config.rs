@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use leasehold_aws::config::deserialize_flat;
+use leasehold_aws::config::{deserialize_config, FlatConfig};
 use leasehold_aws::AwsConfig;
 use leasehold_core::{DurationText, DynamicSecretProvider, Error, Result};
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::{
@@ -163,6 +162,10 @@ impl RawConfig {
             ("policy_arns", self.policy_arns.is_some()),
         ]
     }
+}
+
+impl FlatConfig for RawConfig {
+    type Config = IamConfig;
 
     fn into_config(self, aws: AwsConfig) -> Result<IamConfig> {
         let ct = self.credential_type.as_str();
@@ -250,9 +253,7 @@ impl RawConfig {
 /// Reads one flat table (see [`IamConfig`]) and validates it without a network call.
 impl<'de> Deserialize<'de> for IamConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (aws, raw) = deserialize_flat::<D, RawConfig>(d)?;
-        raw.into_config(aws)
-            .map_err(|e| D::Error::custom(e.message()))
+        deserialize_config::<D, RawConfig>(d)
     }
 }
 

@@ -5,11 +5,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use leasehold_aws::config::deserialize_flat;
+use leasehold_aws::config::{deserialize_config, FlatConfig};
 use leasehold_aws::AwsConfig;
 use leasehold_core::{DurationText, Error, ErrorKind, Result, StatementTemplate, StatementVars};
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::statement::{check_tag, delete_user_name, CreateUserInput};
@@ -391,15 +390,17 @@ struct RawConfig {
     user_state_wait: Option<DurationText>,
 }
 
-impl RawConfig {
+impl FlatConfig for RawConfig {
+    type Config = MemoryDbConfig;
+
     fn into_config(self, aws: AwsConfig) -> Result<MemoryDbConfig> {
         let mut c = MemoryDbConfig::new(self.cluster_name).aws(aws);
         c.acl_name = self.acl_name;
         if let Some(s) = self.creation_statement {
-            c.creation_statement = parse_statement("creation_statement", &s)?;
+            c.creation_statement = StatementTemplate::parse_setting("creation_statement", &s)?;
         }
         if let Some(s) = self.revocation_statement {
-            c.revocation_statement = parse_statement("revocation_statement", &s)?;
+            c.revocation_statement = StatementTemplate::parse_setting("revocation_statement", &s)?;
         }
         c.tags = self.tags;
         c.readiness_endpoint = self.readiness_endpoint;
@@ -415,20 +416,12 @@ impl RawConfig {
     }
 }
 
-/// Parses a statement template; the error names the key.
-fn parse_statement(field: &str, text: &str) -> Result<StatementTemplate> {
-    StatementTemplate::parse(text)
-        .map_err(|e| Error::new(e.kind(), format!("{field}: {}", e.message())))
-}
-
 /// Reads one flat table: the AWS keys ([`AwsConfig::KEYS`]) and the keys listed in the crate
 /// README, unknown keys refused, durations as text. The result is validated
 /// ([`MemoryDbConfig::validate`]) without a network call.
 impl<'de> Deserialize<'de> for MemoryDbConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (aws, raw) = deserialize_flat::<D, RawConfig>(d)?;
-        raw.into_config(aws)
-            .map_err(|e| D::Error::custom(e.message()))
+        deserialize_config::<D, RawConfig>(d)
     }
 }
 

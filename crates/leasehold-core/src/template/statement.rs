@@ -74,6 +74,11 @@ pub struct StatementTemplate {
 const SAMPLE_PASSWORD: &str = "sample\"pass\\word";
 
 impl StatementTemplate {
+    /// [`parse`](Self::parse) for the config key `field`: the error starts with the key.
+    pub fn parse_setting(field: &str, source: &str) -> Result<Self> {
+        Self::parse(source).map_err(|e| Error::new(e.kind(), format!("{field}: {}", e.message())))
+    }
+
     /// Compiles `source` and checks that a sample render is a JSON object.
     pub fn parse(source: &str) -> Result<Self> {
         let (template, _) = compile(Kind::Statement, source)?;

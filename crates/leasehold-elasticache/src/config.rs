@@ -117,7 +117,7 @@ impl Engine {
 ///     .ready_timeout(Duration::from_secs(120));
 /// config.validate().unwrap();
 /// ```
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ElastiCacheConfig {
     /// AWS credentials, region, endpoint.
@@ -151,24 +151,7 @@ pub struct ElastiCacheConfig {
     pub revoke_wait: Duration,
 }
 
-impl fmt::Debug for ElastiCacheConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ElastiCacheConfig")
-            .field("aws", &self.aws)
-            .field("target", &self.target)
-            .field("user_group_id", &self.user_group_id)
-            .field("engine", &self.engine)
-            .field("creation_statement", &self.creation_statement)
-            .field("revocation_statement", &self.revocation_statement)
-            .field("tags", &self.tags)
-            .field("readiness_endpoint", &self.readiness_endpoint)
-            .field("readiness_ca_pem", &self.readiness_ca_pem)
-            .field("ready_timeout", &self.ready_timeout)
-            .field("allow_open_default_user", &self.allow_open_default_user)
-            .field("revoke_wait", &self.revoke_wait)
-            .finish_non_exhaustive()
-    }
-}
+leasehold_aws::user_config_setters!(ElastiCacheConfig);
 
 impl ElastiCacheConfig {
     /// Defaults for `target` and its `user_group_id`: engine `redis`, the default statements,
@@ -192,53 +175,10 @@ impl ElastiCacheConfig {
         }
     }
 
-    /// Sets the AWS settings.
-    #[must_use]
-    pub fn aws(mut self, aws: AwsConfig) -> Self {
-        self.aws = aws;
-        self
-    }
-
     /// Sets the engine.
     #[must_use]
     pub fn engine(mut self, engine: Engine) -> Self {
         self.engine = engine;
-        self
-    }
-
-    /// Sets the creation statement.
-    #[must_use]
-    pub fn creation_statement(mut self, t: StatementTemplate) -> Self {
-        self.creation_statement = t;
-        self
-    }
-
-    /// Sets the revocation statement.
-    #[must_use]
-    pub fn revocation_statement(mut self, t: StatementTemplate) -> Self {
-        self.revocation_statement = t;
-        self
-    }
-
-    /// Adds a tag.
-    #[must_use]
-    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.tags.insert(key.into(), value.into());
-        self
-    }
-
-    /// Sets the `AUTH` check endpoint (and optionally its CA).
-    #[must_use]
-    pub fn readiness_endpoint(mut self, url: impl Into<String>, ca_pem: Option<PathBuf>) -> Self {
-        self.readiness_endpoint = Some(url.into());
-        self.readiness_ca_pem = ca_pem;
-        self
-    }
-
-    /// Sets the readiness bound.
-    #[must_use]
-    pub fn ready_timeout(mut self, d: Duration) -> Self {
-        self.ready_timeout = d;
         self
     }
 

@@ -1,7 +1,6 @@
 //! Settings of a [`MemoryDbProvider`](crate::MemoryDbProvider), checked offline.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -60,7 +59,7 @@ pub(crate) const OWN_TAGS: usize = 5;
 /// let e = MemoryDbConfig::new("orders").acl_name("open-access").validate().unwrap_err();
 /// assert_eq!(e.kind(), leasehold_core::ErrorKind::InvalidConfig);
 /// ```
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MemoryDbConfig {
     /// AWS credentials, region and endpoint.
@@ -95,23 +94,7 @@ pub struct MemoryDbConfig {
     pub poll_interval: Duration,
 }
 
-impl fmt::Debug for MemoryDbConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryDbConfig")
-            .field("aws", &self.aws)
-            .field("cluster_name", &self.cluster_name)
-            .field("acl_name", &self.acl_name)
-            .field("creation_statement", &self.creation_statement)
-            .field("revocation_statement", &self.revocation_statement)
-            .field("tags", &self.tags)
-            .field("readiness_endpoint", &self.readiness_endpoint)
-            .field("readiness_ca_pem", &self.readiness_ca_pem)
-            .field("ready_timeout", &self.ready_timeout)
-            .field("user_state_wait", &self.user_state_wait)
-            .field("poll_interval", &self.poll_interval)
-            .finish_non_exhaustive()
-    }
-}
+leasehold_aws::user_config_setters!(MemoryDbConfig);
 
 impl MemoryDbConfig {
     /// Defaults for `cluster_name`: its own ACL, the default statements, no `AUTH` check, a
@@ -134,53 +117,10 @@ impl MemoryDbConfig {
         }
     }
 
-    /// Sets the AWS settings.
-    #[must_use]
-    pub fn aws(mut self, aws: AwsConfig) -> Self {
-        self.aws = aws;
-        self
-    }
-
     /// Sets the ACL explicitly.
     #[must_use]
     pub fn acl_name(mut self, name: impl Into<String>) -> Self {
         self.acl_name = Some(name.into());
-        self
-    }
-
-    /// Sets the creation statement.
-    #[must_use]
-    pub fn creation_statement(mut self, t: StatementTemplate) -> Self {
-        self.creation_statement = t;
-        self
-    }
-
-    /// Sets the revocation statement.
-    #[must_use]
-    pub fn revocation_statement(mut self, t: StatementTemplate) -> Self {
-        self.revocation_statement = t;
-        self
-    }
-
-    /// Adds a tag.
-    #[must_use]
-    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.tags.insert(key.into(), value.into());
-        self
-    }
-
-    /// Sets the `AUTH` check endpoint and, optionally, its CA.
-    #[must_use]
-    pub fn readiness_endpoint(mut self, url: impl Into<String>, ca_pem: Option<PathBuf>) -> Self {
-        self.readiness_endpoint = Some(url.into());
-        self.readiness_ca_pem = ca_pem;
-        self
-    }
-
-    /// Sets the readiness bound.
-    #[must_use]
-    pub fn ready_timeout(mut self, d: Duration) -> Self {
-        self.ready_timeout = d;
         self
     }
 

@@ -12,7 +12,7 @@ use leasehold_core::{Error, Result};
 
 use crate::config::Target;
 
-/// The token provider's [`kind`](DynamicSecretProvider::kind).
+/// The token provider's [`kind`](leasehold_core::DynamicSecretProvider::kind).
 pub const IAM_TOKEN_KIND: &str = "aws-elasticache-iam-token";
 
 /// `ExternalRef` attribute of a token lease: the cache's id.

@@ -15,7 +15,7 @@ use crate::provider::{ATTR_ACL, ATTR_CLUSTER};
 
 pub use leasehold_aws::ATTR_TOKEN_EXPIRES_AT;
 
-/// The token provider's [`kind`](DynamicSecretProvider::kind).
+/// The token provider's [`kind`](leasehold_core::DynamicSecretProvider::kind).
 pub const IAM_TOKEN_KIND: &str = "aws-memorydb-iam-token";
 
 /// The IAM-enabled MemoryDB user a token provider signs tokens for, and its cluster.

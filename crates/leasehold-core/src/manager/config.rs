@@ -81,7 +81,7 @@ impl RetryPolicy {
     }
 }
 
-/// Settings of a [`LeaseManager`].
+/// Settings of a [`LeaseManager`](crate::LeaseManager).
 ///
 /// ```
 /// use std::time::Duration;

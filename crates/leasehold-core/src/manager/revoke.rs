@@ -183,7 +183,7 @@ impl LeaseManager {
         )
     }
 
-    /// Removes a damaged row (one the store cannot decode, see [`LeaseStore::damaged`]) by its
+    /// Removes a damaged row (one the store cannot decode, see [`LeaseStore::damaged`](crate::LeaseStore::damaged)) by its
     /// id as stored, without revoking anything: the operator's way out of a row edited by hand.
     /// Audited and logged at WARN with what could be read of the row. `false` when the store
     /// has no damaged row with that id.
@@ -215,7 +215,7 @@ impl LeaseManager {
         Ok(true)
     }
 
-    /// Rows the store cannot decode (see [`LeaseStore::damaged`]).
+    /// Rows the store cannot decode (see [`LeaseStore::damaged`](crate::LeaseStore::damaged)).
     pub async fn damaged(&self) -> Result<Vec<crate::store::DamagedLease>> {
         self.inner.store.damaged(usize::MAX).await
     }

@@ -11,7 +11,7 @@
 //!
 //! A template is checked when it is parsed, not when it first renders: an unknown variable or
 //! helper, a wrong number of arguments, a block (`{{#if}}`), a partial, a decorator, or a
-//! `random` length outside its range is an [`ErrorKind::InvalidTemplate`]. Username output is
+//! `random` length outside its range is an [`ErrorKind::InvalidTemplate`](crate::ErrorKind::InvalidTemplate). Username output is
 //! never HTML-escaped. Statement output is JSON-escaped, helper results included, and the raw
 //! `{{{ }}}` form is refused there, so no password can break out of its JSON string.
 //!

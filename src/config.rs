@@ -496,17 +496,7 @@ impl SecretConfig {
     /// caller knows where the table came from.
     pub fn from_map(mut table: Map<String, Value>) -> std::result::Result<Self, String> {
         let common: CommonKeys = from_map(take_keys(&mut table, COMMON_KEYS))?;
-        if common.name.is_empty()
-            || common.name.len() > 128
-            || !common
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(
-                "name: must be 1 to 128 characters from letters, digits, '-', '_' and '.'".into(),
-            );
-        }
+        check_name(&common.name)?;
         let msg = |e: Error| e.message().to_string();
         let default_ttl = DurationText::parse_opt(&common.default_ttl, "default_ttl")
             .map_err(msg)?
@@ -577,6 +567,22 @@ impl<'de> Deserialize<'de> for SecretConfig {
 }
 
 pub use leasehold_core::settings::{from_map, take_keys};
+
+/// Checks a secret's (or a static role's) `name`: 1 to 128 characters from letters, digits,
+/// `-`, `_` and `.`, since it starts every lease id and labels metrics.
+pub fn check_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(
+            "name: must be 1 to 128 characters from letters, digits, '-', '_' and '.'".into(),
+        );
+    }
+    Ok(())
+}
 
 fn short(s: &str) -> String {
     if s.chars().count() > 64 {

@@ -207,17 +207,7 @@ fn cron_expression(text: &str) -> Result<String, String> {
 pub fn parse(table: toml::Table, manager: &ManagerSettings) -> Result<StaticRoleConfig, String> {
     let mut table = to_map(table)?;
     let common: CommonSection = from_map(take_keys(&mut table, COMMON_KEYS))?;
-    if common.name.is_empty()
-        || common.name.len() > 128
-        || !common
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(
-            "name: must be 1 to 128 characters from letters, digits, '-', '_' and '.'".into(),
-        );
-    }
+    leasehold::config::check_name(&common.name)?;
     let aws: AwsConfig = from_map(take_keys(&mut table, AwsConfig::KEYS))?;
     let target = match common.kind.as_str() {
         "aws-elasticache" => StaticTarget::ElastiCache(from_map(table)?),

@@ -66,7 +66,7 @@ async fn static_role_emulator_child() {
         _ => Arc::new(
             ElastiCacheUserTarget::new(&sdk, &var("LEASEHOLD_SR_USER"))
                 .unwrap()
-                .readiness_endpoint(&var("LEASEHOLD_SR_MIRROR"))
+                .readiness_endpoint(&var("LEASEHOLD_SR_MIRROR"), None)
                 .unwrap(),
         ),
     };

@@ -8,6 +8,7 @@ pub mod config;
 mod iam_token;
 pub mod membership;
 mod static_role;
+mod static_user;
 
 pub use auth_probe::{AuthOutcome, AuthProbe, DEFAULT_PROBE_TIMEOUT};
 pub use auth_token::{
@@ -17,6 +18,7 @@ pub use auth_token::{
 pub use config::{AwsConfig, AwsCredentials};
 pub use iam_token::{IamTokenConfig, IamTokenProvider, IamTokenTarget, ATTR_TOKEN_EXPIRES_AT};
 pub use static_role::{check_password_policy, check_rotatable, SecretsManagerPublisher, UserAuth};
+pub use static_user::{DescribedUser, StaticUserTarget, UserService};
 
 use std::time::Duration;
 

@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::config::{from_map, take_keys, to_map, ManagerSettings};
-use leasehold_aws::AwsConfig;
+use leasehold_aws::{AwsConfig, StaticUserTarget, UserService};
 use leasehold_core::DurationText;
 
 /// The target types, as spelled in `type = "..."`.
@@ -60,6 +60,8 @@ pub struct ElastiCacheUser {
     pub user_id: String,
     /// `rediss://host:port` to test new passwords with `AUTH`.
     pub readiness_endpoint: Option<String>,
+    /// The CA (PEM file) of the readiness endpoint.
+    pub readiness_ca_pem: Option<PathBuf>,
     /// How long a change may take to settle.
     pub ready_timeout: Option<DurationText>,
 }
@@ -313,32 +315,33 @@ fn opt_duration(field: &str, d: &Option<DurationText>) -> Result<Option<Duration
     DurationText::parse_opt(d, field)
 }
 
+/// An ElastiCache or MemoryDB user: the name and the readiness keys
+/// (`readiness_endpoint`, `readiness_ca_pem`, `ready_timeout`).
+async fn aws_user<S: UserService>(
+    role: &StaticRoleConfig,
+    user: &str,
+    (endpoint, ca_pem, ready_timeout): (&Option<String>, &Option<PathBuf>, &Option<DurationText>),
+) -> Result<Arc<dyn StaticRoleTarget>> {
+    let mut t = StaticUserTarget::<S>::new(&role.aws.load().await?, user)?;
+    if let Some(url) = endpoint {
+        t = t.readiness_endpoint(url, ca_pem.as_deref())?;
+    }
+    if let Some(d) = opt_duration("ready_timeout", ready_timeout)? {
+        t = t.ready_timeout(d);
+    }
+    Ok(Arc::new(t))
+}
+
 /// The role's user.
 pub async fn target(role: &StaticRoleConfig) -> Result<Arc<dyn StaticRoleTarget>> {
     Ok(match &role.target {
         StaticTarget::ElastiCache(u) => {
-            let mut t = leasehold_elasticache::ElastiCacheUserTarget::new(
-                &role.aws.load().await?,
-                &u.user_id,
-            )?;
-            if let Some(url) = &u.readiness_endpoint {
-                t = t.readiness_endpoint(url)?;
-            }
-            if let Some(d) = opt_duration("ready_timeout", &u.ready_timeout)? {
-                t = t.ready_timeout(d);
-            }
-            Arc::new(t)
+            let keys = (&u.readiness_endpoint, &u.readiness_ca_pem, &u.ready_timeout);
+            aws_user::<leasehold_elasticache::ElastiCacheUsers>(role, &u.user_id, keys).await?
         }
         StaticTarget::MemoryDb(u) => {
-            let mut t =
-                leasehold_memorydb::MemoryDbUserTarget::new(&role.aws.load().await?, &u.user_name)?;
-            if let Some(url) = &u.readiness_endpoint {
-                t = t.readiness_endpoint(url, u.readiness_ca_pem.as_deref())?;
-            }
-            if let Some(d) = opt_duration("ready_timeout", &u.ready_timeout)? {
-                t = t.ready_timeout(d);
-            }
-            Arc::new(t)
+            let keys = (&u.readiness_endpoint, &u.readiness_ca_pem, &u.ready_timeout);
+            aws_user::<leasehold_memorydb::MemoryDbUsers>(role, &u.user_name, keys).await?
         }
         StaticTarget::Redis(u) => {
             let mut t = leasehold_redis::RedisUserTarget::new(&u.username, u.urls.iter().cloned());
@@ -523,5 +526,34 @@ mod tests {
         assert!(cron_expression("cron(0 3 * * ? 2030)").is_err());
         assert!(cron_expression("cron(0 3 * *").is_err());
         assert!(cron_expression("daily").is_err());
+    }
+
+    #[test]
+    fn both_aws_types_take_the_same_readiness_keys() {
+        for (kind, user_key) in [
+            ("aws-elasticache", "user_id"),
+            ("aws-memorydb", "user_name"),
+        ] {
+            let table: toml::Table = toml::from_str(&format!(
+                r#"name = "writer"
+type = "{kind}"
+secret_id = "prod/writer"
+period = "30d"
+{user_key} = "app-writer"
+readiness_endpoint = "rediss://cache.example:6379"
+readiness_ca_pem = "/etc/ssl/cache-ca.pem"
+ready_timeout = "2m"
+region = "eu-west-1"
+"#
+            ))
+            .unwrap();
+            let role = parse(table, &ManagerSettings::default()).unwrap();
+            let ca = match &role.target {
+                StaticTarget::ElastiCache(u) => u.readiness_ca_pem.clone(),
+                StaticTarget::MemoryDb(u) => u.readiness_ca_pem.clone(),
+                StaticTarget::Redis(_) => unreachable!(),
+            };
+            assert_eq!(ca, Some(PathBuf::from("/etc/ssl/cache-ca.pem")), "{kind}");
+        }
     }
 }

@@ -3,7 +3,6 @@
 #![deny(missing_docs)]
 
 pub mod acl;
-mod auth_check;
 mod config;
 mod iam_token;
 mod membership;
@@ -20,4 +19,4 @@ pub use iam_token::{
 pub use provider::{
     ElastiCacheProvider, ATTR_USER_GROUP, ATTR_USER_NAME, KIND, MANAGED_BY, TAG_USER_GROUP,
 };
-pub use static_role::ElastiCacheUserTarget;
+pub use static_role::{ElastiCacheUserTarget, ElastiCacheUsers};

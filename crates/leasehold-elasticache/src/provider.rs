@@ -23,9 +23,9 @@ use leasehold_core::{
 };
 
 use crate::acl::summarize_existing;
-use crate::auth_check::{AuthChecker, AuthOutcome};
 use crate::config::{CreateUserStatement, ElastiCacheConfig, Target};
 use crate::membership::UserGroup;
+use leasehold_aws::{AuthOutcome, AuthProbe};
 
 /// The provider's [`kind`](DynamicSecretProvider::kind).
 pub const KIND: &str = "aws-elasticache";
@@ -80,7 +80,7 @@ pub struct ElastiCacheProvider {
     client: Client,
     sdk: Option<SdkConfig>,
     queue: MembershipQueue<UserGroup>,
-    auth: Option<AuthChecker>,
+    auth: Option<AuthProbe>,
     poll_initial: Duration,
 }
 
@@ -122,7 +122,7 @@ impl ElastiCacheProvider {
         let auth = config
             .readiness_endpoint
             .as_deref()
-            .map(|url| AuthChecker::new(url, config.readiness_ca_pem.as_deref()))
+            .map(|url| AuthProbe::new(url, config.readiness_ca_pem.as_deref()))
             .transpose()?;
         let queue = MembershipQueue::new(
             UserGroup::new(client.clone(), &config.user_group_id),
@@ -363,7 +363,7 @@ impl ElastiCacheProvider {
 
     async fn confirm_auth(
         &self,
-        checker: &AuthChecker,
+        checker: &AuthProbe,
         user_name: &str,
         password: &secrecy::SecretString,
         budget: Duration,

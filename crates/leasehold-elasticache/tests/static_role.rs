@@ -65,7 +65,7 @@ async fn old_password_keeps_working_until_the_grace_period_ends() {
     let sdk = aws.sdk_config().await;
     let target = ElastiCacheUserTarget::new(&sdk, &user)
         .unwrap()
-        .readiness_endpoint(&format!("redis://127.0.0.1:{}", cache.port))
+        .readiness_endpoint(&format!("redis://127.0.0.1:{}", cache.port), None)
         .unwrap()
         .ready_timeout(Duration::from_secs(30));
     // The published secret starts with the password the user has now, so the first rotation

@@ -3,7 +3,6 @@
 #![deny(missing_docs)]
 
 mod access;
-mod auth;
 mod config;
 mod iam_token;
 mod membership;
@@ -21,4 +20,4 @@ pub use iam_token::{
     IAM_TOKEN_KIND,
 };
 pub use provider::{MemoryDbProvider, ATTR_ACL, ATTR_CLUSTER, KIND, MANAGED_BY, TAG_ACL};
-pub use static_role::MemoryDbUserTarget;
+pub use static_role::{MemoryDbUserTarget, MemoryDbUsers};

@@ -19,10 +19,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use crate::auth::AuthProbe;
 use crate::config::{MemoryDbConfig, OPEN_ACCESS_ACL};
 use crate::membership::AclGroup;
 use crate::statement::{delete_user_name, CreateUserInput};
+use leasehold_aws::AuthProbe;
 
 /// The provider's [`kind`](DynamicSecretProvider::kind).
 pub const KIND: &str = "aws-memorydb";

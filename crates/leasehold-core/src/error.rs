@@ -268,6 +268,13 @@ impl Error {
         self.status == Status::Persistent
     }
 
+    /// Whether the condition may pass with time: [temporary](Self::is_temporary) or
+    /// [persistent](Self::is_persistent). The manager retries such a revocation on its schedule,
+    /// and a provider may skip an optional node (a replica) that fails so.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.status, Status::Temporary | Status::Persistent)
+    }
+
     /// The message, without kind or context.
     pub fn message(&self) -> &str {
         &self.message
@@ -366,10 +373,11 @@ mod tests {
     fn persist_ends_temporary_but_not_permanent() {
         let e = Error::new(ErrorKind::Throttled, "slow down").persist();
         assert!(e.is_persistent() && !e.is_temporary());
+        assert!(e.is_retryable(), "persistent: retried later, on a schedule");
         assert!(format!("{e:?}").contains("persistent: true"));
         // A permanent error stays permanent: persisting it says nothing new.
         let e = Error::new(ErrorKind::PermissionDenied, "no").persist();
-        assert!(!e.is_persistent() && !e.is_temporary());
+        assert!(!e.is_persistent() && !e.is_temporary() && !e.is_retryable());
         // Marking it temporary again (a new, outer operation) lifts it.
         assert!(Error::new(ErrorKind::Conflict, "busy")
             .persist()

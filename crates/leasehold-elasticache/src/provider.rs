@@ -417,11 +417,8 @@ impl DynamicSecretProvider for ElastiCacheProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new()
-            .renewable(true)
-            .revocable(true)
-            .needs_password(true)
-            .lists_managed(true)
+        // Renewable, revocable, with a password the manager makes (the defaults).
+        Capabilities::new().lists_managed(true)
     }
 
     fn name_rule(&self) -> NameRule {

@@ -420,12 +420,9 @@ impl DynamicSecretProvider for MemoryDbProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // Renewal is lease-only: a MemoryDB user has no expiry of its own.
-        Capabilities::new()
-            .renewable(true)
-            .revocable(true)
-            .needs_password(true)
-            .lists_managed(true)
+        // Renewable (lease-only: a MemoryDB user has no expiry of its own), revocable, with a
+        // password the manager makes: the defaults.
+        Capabilities::new().lists_managed(true)
     }
 
     fn name_rule(&self) -> NameRule {

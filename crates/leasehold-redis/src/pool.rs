@@ -304,7 +304,7 @@ impl Manager {
     /// A refused `AUTH` says which leased user was refused, not the admin hint of the provider.
     fn connect_error(&self, e: Error, lease: &IssuedLease, username: &str) -> Error {
         let node = self.addr.label.as_str();
-        let temporary = e.is_temporary();
+        let (temporary, persistent) = (e.is_temporary(), e.is_persistent());
         let e = if e.kind() == ErrorKind::PermissionDenied {
             Error::new(
                 ErrorKind::PermissionDenied,
@@ -325,10 +325,10 @@ impl Manager {
             e
         };
         let e = e.with_context("lease_id", &lease.lease_id);
-        if temporary {
-            e.temporary()
-        } else {
-            e
+        match (temporary, persistent) {
+            (true, _) => e.temporary(),
+            (_, true) => e.temporary().persist(),
+            _ => e,
         }
     }
 }

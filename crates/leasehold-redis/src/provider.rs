@@ -392,7 +392,7 @@ impl RedisAclProvider {
         for (m, r) in members.iter().zip(results) {
             match r {
                 Ok(ok) => all &= ok,
-                Err(e) if !m.required && e.is_temporary() => {
+                Err(e) if !m.required && e.is_retryable() => {
                     self.mark_dirty();
                     tracing::debug!(node = %m.node.addr.label, error = %e, "replica skipped");
                 }
@@ -509,8 +509,12 @@ impl RedisAclProvider {
                 }
                 Err(e) => e,
             };
-            if !outcome.is_temporary() || attempt >= self.attempts {
+            if !outcome.is_temporary() {
                 return Err(outcome);
+            }
+            if attempt >= self.attempts {
+                // Tried `attempts` times: no outer loop should re-run it at once.
+                return Err(outcome.persist());
             }
             tracing::debug!(node = %node.addr.label, op, attempt, error = %outcome, "retrying");
             tokio::time::sleep(delays.next_delay()).await;
@@ -811,12 +815,8 @@ impl DynamicSecretProvider for RedisAclProvider {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new()
-            .renewable(true)
-            .revocable(true)
-            .needs_password(true)
-            .lists_managed(true)
-            .repairs_drift(true)
+        // Renewable, revocable, with a password the manager makes (the defaults).
+        Capabilities::new().lists_managed(true).repairs_drift(true)
     }
 
     fn name_rule(&self) -> NameRule {
@@ -836,7 +836,7 @@ impl DynamicSecretProvider for RedisAclProvider {
         for (m, r) in topo.members.iter().zip(results) {
             match r {
                 Ok(()) => {}
-                Err(e) if !m.required && e.is_temporary() => {
+                Err(e) if !m.required && e.is_retryable() => {
                     tracing::warn!(node = %m.node.addr.label, error = %e,
                         "a discovered replica could not be checked");
                 }
@@ -879,7 +879,7 @@ impl DynamicSecretProvider for RedisAclProvider {
                     .with_context("node", &m.node.addr.label));
                 }
                 Ok(false) => targets.push(m.clone()),
-                Err(e) if !m.required && e.is_temporary() => {
+                Err(e) if !m.required && e.is_retryable() => {
                     self.mark_dirty();
                     tracing::warn!(node = %m.node.addr.label, user = name, error = %e,
                         "a replica is unreachable: the user is created without it, repair adds it later");
@@ -898,7 +898,7 @@ impl DynamicSecretProvider for RedisAclProvider {
         for (m, r) in targets.iter().zip(results) {
             match r {
                 Ok(()) => done.push(m),
-                Err(e) if !m.required && e.is_temporary() => {
+                Err(e) if !m.required && e.is_retryable() => {
                     self.mark_dirty();
                     tracing::warn!(node = %m.node.addr.label, user = name, error = %e,
                         "a replica failed during create: repair adds the user later");
@@ -978,7 +978,7 @@ impl DynamicSecretProvider for RedisAclProvider {
             for (m, r) in pending.iter().zip(results) {
                 match r {
                     Ok(()) => {}
-                    Err(e) if !m.required && e.is_temporary() && round == 0 => {
+                    Err(e) if !m.required && e.is_retryable() && round == 0 => {
                         self.mark_dirty();
                         failed.push(m.clone());
                     }
@@ -1037,7 +1037,7 @@ impl DynamicSecretProvider for RedisAclProvider {
         for (m, r) in topo.members.iter().zip(results) {
             let users = match r {
                 Ok(u) => u,
-                Err(e) if !m.required && e.is_temporary() => {
+                Err(e) if !m.required && e.is_retryable() => {
                     self.mark_dirty();
                     continue;
                 }

@@ -76,8 +76,7 @@ impl RetryPolicy {
     /// next attempt, or `None` to give up (the lease becomes `Irrevocable`). A permanent error
     /// gives up at once; a temporary or persistent one is retried until `max_attempts`.
     pub(crate) fn next_attempt(&self, error: &Error, attempts: u32) -> Option<Duration> {
-        let retryable = error.is_temporary() || error.is_persistent();
-        (retryable && attempts < self.max_attempts).then(|| self.delay_after(attempts))
+        (error.is_retryable() && attempts < self.max_attempts).then(|| self.delay_after(attempts))
     }
 }
 

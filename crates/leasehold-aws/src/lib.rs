@@ -8,6 +8,7 @@ pub mod config;
 mod iam_token;
 pub mod membership;
 mod static_role;
+pub mod user_config;
 
 pub use auth_probe::{AuthOutcome, AuthProbe, DEFAULT_PROBE_TIMEOUT};
 pub use auth_token::{

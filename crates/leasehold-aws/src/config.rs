@@ -492,64 +492,6 @@ where
     Ok((aws, own))
 }
 
-/// The builder setters every AWS user provider's config has (`aws`, `creation_statement`,
-/// `revocation_statement`, `tag`, `readiness_endpoint`, `ready_timeout`), written once for the
-/// ElastiCache and MemoryDB configs, whose fields of these names mean the same.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! user_config_setters {
-    ($config:ty) => {
-        impl $config {
-            /// Sets the AWS settings.
-            #[must_use]
-            pub fn aws(mut self, aws: $crate::AwsConfig) -> Self {
-                self.aws = aws;
-                self
-            }
-
-            /// Sets the creation statement.
-            #[must_use]
-            pub fn creation_statement(mut self, t: ::leasehold_core::StatementTemplate) -> Self {
-                self.creation_statement = t;
-                self
-            }
-
-            /// Sets the revocation statement.
-            #[must_use]
-            pub fn revocation_statement(mut self, t: ::leasehold_core::StatementTemplate) -> Self {
-                self.revocation_statement = t;
-                self
-            }
-
-            /// Adds a tag.
-            #[must_use]
-            pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-                self.tags.insert(key.into(), value.into());
-                self
-            }
-
-            /// Sets the `AUTH` check endpoint and, optionally, its CA.
-            #[must_use]
-            pub fn readiness_endpoint(
-                mut self,
-                url: impl Into<String>,
-                ca_pem: Option<::std::path::PathBuf>,
-            ) -> Self {
-                self.readiness_endpoint = Some(url.into());
-                self.readiness_ca_pem = ca_pem;
-                self
-            }
-
-            /// Sets the readiness bound.
-            #[must_use]
-            pub fn ready_timeout(mut self, d: ::std::time::Duration) -> Self {
-                self.ready_timeout = d;
-                self
-            }
-        }
-    };
-}
-
 /// The file form of an AWS provider's config: its own keys, read beside the AWS keys by
 /// [`deserialize_config`], and turned into the checked config.
 pub trait FlatConfig: DeserializeOwned {

@@ -9,6 +9,7 @@ mod iam_token;
 pub mod membership;
 mod static_role;
 mod static_user;
+pub mod user_config;
 
 pub use auth_probe::{AuthOutcome, AuthProbe, DEFAULT_PROBE_TIMEOUT};
 pub use auth_token::{

@@ -31,13 +31,24 @@ pub struct DescribedUser {
 }
 
 impl DescribedUser {
-    /// A described user.
-    pub fn new(name: Option<String>, arn: Option<String>, active: bool, auth: UserAuth) -> Self {
+    /// A user as `DescribeUsers` gives it: its name, ARN, `status` and authentication type
+    /// (`password`, `iam`, `no-password`, as both services spell them).
+    pub fn new(
+        name: Option<&str>,
+        arn: Option<&str>,
+        status: Option<&str>,
+        auth_type: Option<&str>,
+    ) -> Self {
         DescribedUser {
-            name,
-            arn,
-            active,
-            auth,
+            name: name.map(str::to_string),
+            arn: arn.map(str::to_string),
+            active: status == Some("active"),
+            auth: match auth_type {
+                Some("password") => UserAuth::Password,
+                Some("iam") => UserAuth::Iam,
+                Some("no-password" | "no-password-required") => UserAuth::NoPassword,
+                _ => UserAuth::Unknown,
+            },
         }
     }
 }
@@ -66,8 +77,12 @@ pub trait UserService: Send + Sync + 'static {
     /// Builds the client from an SDK configuration.
     fn client(sdk: &SdkConfig) -> Self::Client;
 
-    /// The default password policy for the service's users.
-    fn password_policy() -> PasswordPolicy;
+    /// The default password policy for the service's users: 16 to 128 characters of the set
+    /// both ElastiCache and MemoryDB accept ([`PasswordPolicy::elasticache`], which
+    /// [`PasswordPolicy::memorydb`] equals).
+    fn password_policy() -> PasswordPolicy {
+        PasswordPolicy::elasticache()
+    }
 
     /// Describes `user`; `Ok(None)` when the service has no such user. Errors carry the
     /// operation and the user.

@@ -3,12 +3,9 @@
 //! `ModifyUser`.
 
 use aws_config::SdkConfig;
-use aws_sdk_elasticache::types::AuthenticationType;
 use aws_sdk_elasticache::Client;
-use leasehold_aws::{
-    error_code, map_sdk_error, DescribedUser, StaticUserTarget, UserAuth, UserService,
-};
-use leasehold_core::{async_trait, NameRule, PasswordPolicy, Result};
+use leasehold_aws::{error_code, map_sdk_error, DescribedUser, StaticUserTarget, UserService};
+use leasehold_core::{async_trait, NameRule, Result};
 use secrecy::{ExposeSecret, SecretString};
 
 /// An existing ElastiCache user as the target of a fleet-wide static role
@@ -51,10 +48,6 @@ impl UserService for ElastiCacheUsers {
         Client::new(sdk)
     }
 
-    fn password_policy() -> PasswordPolicy {
-        PasswordPolicy::elasticache()
-    }
-
     async fn describe(client: &Client, user_id: &str) -> Result<Option<DescribedUser>> {
         let out = match client.describe_users().user_id(user_id).send().await {
             Ok(out) => out,
@@ -69,17 +62,12 @@ impl UserService for ElastiCacheUsers {
         }) else {
             return Ok(None);
         };
-        let auth = match u.authentication().and_then(|a| a.r#type()) {
-            Some(AuthenticationType::Password) => UserAuth::Password,
-            Some(AuthenticationType::Iam) => UserAuth::Iam,
-            Some(AuthenticationType::NoPassword) => UserAuth::NoPassword,
-            _ => UserAuth::Unknown,
-        };
+        let auth = u.authentication().and_then(|a| a.r#type());
         Ok(Some(DescribedUser::new(
-            u.user_name().map(str::to_string),
-            u.arn().map(str::to_string),
-            u.status() == Some("active"),
-            auth,
+            u.user_name(),
+            u.arn(),
+            u.status(),
+            auth.map(|t| t.as_str()),
         )))
     }
 

@@ -2,12 +2,10 @@
 //! the steps are [`StaticUserTarget`]'s, the calls `DescribeUsers` and `UpdateUser`.
 
 use aws_config::SdkConfig;
-use aws_sdk_memorydb::types::{AuthenticationMode, AuthenticationType, InputAuthenticationType};
+use aws_sdk_memorydb::types::{AuthenticationMode, InputAuthenticationType};
 use aws_sdk_memorydb::Client;
-use leasehold_aws::{
-    error_code, map_sdk_error, DescribedUser, StaticUserTarget, UserAuth, UserService,
-};
-use leasehold_core::{async_trait, NameRule, PasswordPolicy, Result};
+use leasehold_aws::{error_code, map_sdk_error, DescribedUser, StaticUserTarget, UserService};
+use leasehold_core::{async_trait, NameRule, Result};
 use secrecy::{ExposeSecret, SecretString};
 
 /// An existing MemoryDB user whose password a
@@ -52,10 +50,6 @@ impl UserService for MemoryDbUsers {
         Client::new(sdk)
     }
 
-    fn password_policy() -> PasswordPolicy {
-        PasswordPolicy::memorydb()
-    }
-
     async fn describe(client: &Client, user_name: &str) -> Result<Option<DescribedUser>> {
         let out = match client.describe_users().user_name(user_name).send().await {
             Ok(out) => out,
@@ -67,17 +61,12 @@ impl UserService for MemoryDbUsers {
         let Some(u) = out.users().iter().find(|u| u.name() == Some(user_name)) else {
             return Ok(None);
         };
-        let auth = match u.authentication().and_then(|a| a.r#type()) {
-            Some(AuthenticationType::Password) => UserAuth::Password,
-            Some(AuthenticationType::Iam) => UserAuth::Iam,
-            Some(AuthenticationType::NoPassword) => UserAuth::NoPassword,
-            _ => UserAuth::Unknown,
-        };
+        let auth = u.authentication().and_then(|a| a.r#type());
         Ok(Some(DescribedUser::new(
-            u.name().map(str::to_string),
-            u.arn().map(str::to_string),
-            u.status() == Some("active"),
-            auth,
+            u.name(),
+            u.arn(),
+            u.status(),
+            auth.map(|t| t.as_str()),
         )))
     }
 
@@ -106,7 +95,7 @@ mod tests {
     use super::*;
     use aws_sdk_memorydb::operation::describe_users::DescribeUsersOutput;
     use aws_sdk_memorydb::operation::update_user::{UpdateUserError, UpdateUserOutput};
-    use aws_sdk_memorydb::types::{Authentication, User};
+    use aws_sdk_memorydb::types::{Authentication, AuthenticationType, User};
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
     use aws_smithy_types::error::ErrorMetadata;
     use leasehold_core::static_role::StaticRoleTarget;

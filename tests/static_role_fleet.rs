@@ -52,7 +52,7 @@ async fn static_role_rotator_child() {
     let rotator = Arc::new(
         StaticRoleRotator::new(
             "orders-cache",
-            Arc::new(RedisUserTarget::new(USER, nodes)),
+            Arc::new(RedisUserTarget::new(USER, nodes).expect("node URLs")),
             Arc::new(FilePublisher::new(
                 std::env::var("LEASEHOLD_SR_PUBLISH").unwrap(),
             )),

@@ -14,7 +14,7 @@ use leasehold_core::static_role::{
     StaticRoleOptions, StaticRolePublisher, StaticRoleRotator, StaticRoleTarget,
 };
 use leasehold_core::{format_duration, CoordinationStore, Error, ErrorKind, Result};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use crate::config::{from_map, take_keys, to_map, ManagerSettings};
@@ -80,30 +80,49 @@ pub struct MemoryDbUser {
     pub ready_timeout: Option<DurationText>,
 }
 
-/// `type = "redis"`: the user's keys.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `type = "redis"`: the user, and the keys of the Redis provider's config that reach its
+/// nodes ([`REDIS_KEYS`]), read by the provider's own [`RedisConfig`](leasehold_redis::RedisConfig).
+#[derive(Debug)]
 pub struct RedisUser {
     /// The user whose password rotates.
     pub username: String,
-    /// Every node the user lives on.
-    pub urls: Vec<String>,
-    /// The admin user the rotator connects as (default: `default`).
-    pub admin_username: Option<String>,
-    /// The admin user's password.
-    pub admin_password: Option<SecretString>,
-    /// Run `ACL SAVE` after every change.
-    pub acl_save: Option<bool>,
+    /// Its nodes, admin, TLS files, timeouts and `acl_save`.
+    pub config: leasehold_redis::RedisConfig,
 }
 
-impl std::fmt::Debug for RedisUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisUser")
-            .field("username", &self.username)
-            .field("urls", &self.urls)
-            .field("admin_username", &self.admin_username)
-            .finish_non_exhaustive()
+/// The keys of a `redis` static role besides `username`: those of the Redis provider's config
+/// that say how its nodes are reached (no discovery: the password is set on the listed nodes).
+pub const REDIS_KEYS: &[&str] = &[
+    "urls",
+    "admin_username",
+    "admin_password",
+    "ca_cert",
+    "client_cert",
+    "client_key",
+    "acl_save",
+    "connect_timeout",
+    "command_timeout",
+];
+
+/// The `username` key of a `redis` static role.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisUsername {
+    username: String,
+}
+
+fn redis_user(mut table: serde_json::Map<String, serde_json::Value>) -> Result<RedisUser, String> {
+    let RedisUsername { username } = from_map(take_keys(&mut table, &["username"]))?;
+    if let Some(key) = table.keys().find(|k| !REDIS_KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "{key}: not a key of a redis static role (it takes username, {})",
+            REDIS_KEYS.join(", ")
+        ));
     }
+    Ok(RedisUser {
+        username,
+        config: from_map(table)?,
+    })
 }
 
 /// The user of a static role.
@@ -214,7 +233,7 @@ pub fn parse(table: toml::Table, manager: &ManagerSettings) -> Result<StaticRole
     let target = match common.kind.as_str() {
         "aws-elasticache" => StaticTarget::ElastiCache(from_map(table)?),
         "aws-memorydb" => StaticTarget::MemoryDb(from_map(table)?),
-        "redis" => StaticTarget::Redis(from_map(table)?),
+        "redis" => StaticTarget::Redis(redis_user(table)?),
         other => {
             return Err(format!(
                 "type: unknown type {other:?}; expected one of {}",
@@ -222,11 +241,6 @@ pub fn parse(table: toml::Table, manager: &ManagerSettings) -> Result<StaticRole
             ))
         }
     };
-    if let StaticTarget::Redis(r) = &target {
-        if r.urls.is_empty() {
-            return Err("urls: at least one redis:// or rediss:// URL is needed".into());
-        }
-    }
     let publisher = match common.publisher.as_deref().unwrap_or("secretsmanager") {
         "secretsmanager" => {
             if common.path.is_some() {
@@ -343,20 +357,10 @@ pub async fn target(role: &StaticRoleConfig) -> Result<Arc<dyn StaticRoleTarget>
             let keys = (&u.readiness_endpoint, &u.readiness_ca_pem, &u.ready_timeout);
             aws_user::<leasehold_memorydb::MemoryDbUsers>(role, &u.user_name, keys).await?
         }
-        StaticTarget::Redis(u) => {
-            let mut t = leasehold_redis::RedisUserTarget::new(&u.username, u.urls.iter().cloned());
-            if let Some(p) = &u.admin_password {
-                t = t.admin(u.admin_username.as_deref().unwrap_or("default"), p.clone());
-            } else if u.admin_username.is_some() {
-                return Err(Error::invalid_config(
-                    "admin_password: required when admin_username is set",
-                ));
-            }
-            if let Some(yes) = u.acl_save {
-                t = t.acl_save(yes);
-            }
-            Arc::new(t)
-        }
+        StaticTarget::Redis(u) => Arc::new(leasehold_redis::RedisUserTarget::from_config(
+            &u.username,
+            &u.config,
+        )?),
     })
 }
 
@@ -555,5 +559,45 @@ region = "eu-west-1"
             };
             assert_eq!(ca, Some(PathBuf::from("/etc/ssl/cache-ca.pem")), "{kind}");
         }
+    }
+
+    #[test]
+    fn a_redis_role_reads_the_provider_keys_that_reach_its_nodes() {
+        let role = |extra: &str| {
+            let table: toml::Table = toml::from_str(&format!(
+                r#"name = "sessions"
+type = "redis"
+publisher = "file"
+path = "/run/leasehold/sessions.json"
+period = "1d"
+username = "sessions-app"
+urls = ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]
+{extra}"#
+            ))
+            .unwrap();
+            parse(table, &ManagerSettings::default())
+        };
+        let r = role(
+            "admin_username = \"rotator\"\nadmin_password = \"admin-pw-1\"\nacl_save = true\nconnect_timeout = \"2s\"",
+        )
+        .unwrap();
+        let StaticTarget::Redis(u) = &r.target else {
+            unreachable!()
+        };
+        assert_eq!(u.username, "sessions-app");
+        assert_eq!(u.config.urls.len(), 2);
+        assert!(u.config.acl_save && u.config.admin_username == "rotator");
+        assert!(!format!("{r:?}").contains("admin-pw-1"));
+        // Keys of the provider that do not apply to a static role are refused by name.
+        for key in ["acl_rules = \"+@all\"", "discover = false", "attempts = 2"] {
+            let e = role(key).unwrap_err();
+            let name = key.split(' ').next().unwrap();
+            assert!(
+                e.starts_with(&format!("{name}: not a key of a redis static role")),
+                "{e}"
+            );
+        }
+        let e = role("admin_username = \"rotator\"").unwrap_err();
+        assert!(e.starts_with("admin_password:"), "{e}");
     }
 }

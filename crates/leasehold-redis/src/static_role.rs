@@ -70,13 +70,6 @@ impl RedisUserTarget {
         self
     }
 
-    /// Runs `ACL SAVE` after each change (for nodes started with an `aclfile`).
-    #[must_use]
-    pub fn acl_save(mut self, yes: bool) -> Self {
-        self.acl_save = yes;
-        self
-    }
-
     async fn connect(
         &self,
         url: &str,
@@ -126,6 +119,13 @@ impl RedisUserTarget {
             }
         }
         Ok(())
+    }
+}
+
+leasehold_core::setters! {
+    RedisUserTarget {
+        /// Runs `ACL SAVE` after each change (for nodes started with an `aclfile`).
+        acl_save: bool,
     }
 }
 

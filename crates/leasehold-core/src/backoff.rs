@@ -98,20 +98,6 @@ impl Backoff {
         }
     }
 
-    /// Sets the growth factor.
-    #[must_use]
-    pub const fn factor(mut self, factor: f64) -> Self {
-        self.factor = factor;
-        self
-    }
-
-    /// Sets the jitter.
-    #[must_use]
-    pub const fn jitter(mut self, jitter: Jitter) -> Self {
-        self.jitter = jitter;
-        self
-    }
-
     /// Checks the schedule: a finite factor of at least 1, `max` not below `initial`, a spread
     /// in `[0, 1)`.
     pub fn check(&self) -> Result<()> {
@@ -160,6 +146,15 @@ impl Backoff {
             backoff: *self,
             n: 0,
         }
+    }
+}
+
+crate::setters! {
+    const Backoff {
+        /// Sets the growth factor.
+        factor: f64,
+        /// Sets the jitter.
+        jitter: Jitter,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod names;
 pub mod password;
 pub mod provider;
 pub mod secret;
+mod setters;
 pub mod settings;
 pub mod static_role;
 pub mod store;

@@ -52,54 +52,24 @@ impl Capabilities {
             repairs_drift: false,
         }
     }
+}
 
-    /// Sets [`renewable`](Self::renewable).
-    #[must_use]
-    pub const fn renewable(mut self, yes: bool) -> Self {
-        self.renewable = yes;
-        self
-    }
-
-    /// Sets [`revocable`](Self::revocable).
-    #[must_use]
-    pub const fn revocable(mut self, yes: bool) -> Self {
-        self.revocable = yes;
-        self
-    }
-
-    /// Sets [`max_ttl`](Self::max_ttl).
-    #[must_use]
-    pub const fn max_ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.max_ttl = ttl;
-        self
-    }
-
-    /// Sets [`min_ttl`](Self::min_ttl).
-    #[must_use]
-    pub const fn min_ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.min_ttl = ttl;
-        self
-    }
-
-    /// Sets [`needs_password`](Self::needs_password).
-    #[must_use]
-    pub const fn needs_password(mut self, yes: bool) -> Self {
-        self.needs_password = yes;
-        self
-    }
-
-    /// Sets [`repairs_drift`](Self::repairs_drift).
-    #[must_use]
-    pub const fn repairs_drift(mut self, yes: bool) -> Self {
-        self.repairs_drift = yes;
-        self
-    }
-
-    /// Sets [`lists_managed`](Self::lists_managed).
-    #[must_use]
-    pub const fn lists_managed(mut self, yes: bool) -> Self {
-        self.lists_managed = yes;
-        self
+crate::setters! {
+    const Capabilities {
+        /// Sets [`renewable`](Self::renewable).
+        renewable: bool,
+        /// Sets [`revocable`](Self::revocable).
+        revocable: bool,
+        /// Sets [`max_ttl`](Self::max_ttl).
+        max_ttl: Option<Duration>,
+        /// Sets [`min_ttl`](Self::min_ttl).
+        min_ttl: Option<Duration>,
+        /// Sets [`needs_password`](Self::needs_password).
+        needs_password: bool,
+        /// Sets [`repairs_drift`](Self::repairs_drift).
+        repairs_drift: bool,
+        /// Sets [`lists_managed`](Self::lists_managed).
+        lists_managed: bool,
     }
 }
 

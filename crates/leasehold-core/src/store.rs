@@ -54,13 +54,6 @@ impl LeaseFilter {
         self
     }
 
-    /// Starts after `id`.
-    #[must_use]
-    pub fn after(mut self, id: Option<LeaseId>) -> Self {
-        self.after = id;
-        self
-    }
-
     /// At most `n` leases.
     #[must_use]
     pub fn limit(mut self, n: usize) -> Self {
@@ -73,6 +66,13 @@ impl LeaseFilter {
         self.secret.as_deref().is_none_or(|s| &*lease.secret == s)
             && (self.states.is_empty() || self.states.contains(&lease.state))
             && self.after.as_ref().is_none_or(|a| lease.id > *a)
+    }
+}
+
+crate::setters! {
+    LeaseFilter {
+        /// Starts after `id`.
+        after: Option<LeaseId>,
     }
 }
 

@@ -66,27 +66,6 @@ impl Default for WatchOptions {
 }
 
 impl WatchOptions {
-    /// Sets the grace period of replaced credentials.
-    #[must_use]
-    pub fn grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
-        self
-    }
-
-    /// Sets the refresh fraction (0 < f < 1).
-    #[must_use]
-    pub fn refresh_at(mut self, fraction: f64) -> Self {
-        self.refresh_at = fraction;
-        self
-    }
-
-    /// Sets the jitter fraction (0 <= j < 1).
-    #[must_use]
-    pub fn jitter(mut self, jitter: f64) -> Self {
-        self.jitter = jitter;
-        self
-    }
-
     /// Sets the rotation lead before the max expiry (see [`rotate_before`](Self::rotate_before)).
     #[must_use]
     pub fn rotate_before(mut self, lead: Duration) -> Self {
@@ -97,13 +76,6 @@ impl WatchOptions {
     /// The rotation lead in effect: `rotate_before`, or the grace.
     fn lead(&self) -> Duration {
         self.rotate_before.unwrap_or(self.grace)
-    }
-
-    /// Sets the first retry delay.
-    #[must_use]
-    pub fn retry_delay(mut self, d: Duration) -> Self {
-        self.retry_delay = d;
-        self
     }
 
     fn validate(&self) -> Result<()> {
@@ -119,6 +91,19 @@ impl WatchOptions {
             return Err(Error::invalid_config("watch retry_delay: must be positive"));
         }
         Ok(())
+    }
+}
+
+crate::setters! {
+    WatchOptions {
+        /// Sets the grace period of replaced credentials.
+        grace: Duration,
+        /// Sets the refresh fraction (0 < f < 1).
+        refresh_at: f64,
+        /// Sets the jitter fraction (0 <= j < 1).
+        jitter: f64,
+        /// Sets the first retry delay.
+        retry_delay: Duration,
     }
 }
 

@@ -119,13 +119,6 @@ impl IamUserConfig {
         IamUserConfig::default()
     }
 
-    /// Sets the AWS settings.
-    #[must_use]
-    pub fn aws(mut self, aws: AwsConfig) -> Self {
-        self.aws = aws;
-        self
-    }
-
     /// Sets the IAM path.
     #[must_use]
     pub fn path(mut self, path: impl Into<String>) -> Self {
@@ -175,34 +168,6 @@ impl IamUserConfig {
         self
     }
 
-    /// Sets the readiness bound.
-    #[must_use]
-    pub fn ready_timeout(mut self, d: Duration) -> Self {
-        self.ready_timeout = d;
-        self
-    }
-
-    /// Sets the consistency window.
-    #[must_use]
-    pub fn consistency_window(mut self, d: Duration) -> Self {
-        self.consistency_window = d;
-        self
-    }
-
-    /// Sets the pause between the two absence checks.
-    #[must_use]
-    pub fn absence_recheck_delay(mut self, d: Duration) -> Self {
-        self.absence_recheck_delay = d;
-        self
-    }
-
-    /// Sets whether revoke sweeps service-specific credentials.
-    #[must_use]
-    pub fn sweep_service_specific_credentials(mut self, yes: bool) -> Self {
-        self.sweep_service_specific_credentials = yes;
-        self
-    }
-
     /// Checks every setting without a network call.
     pub fn validate(&self) -> Result<()> {
         self.aws.validate()?;
@@ -244,6 +209,21 @@ impl IamUserConfig {
             .as_deref()
             .map(|doc| check_policy_document("inline_policy", doc))
             .transpose()
+    }
+}
+
+leasehold_core::setters! {
+    IamUserConfig {
+        /// Sets the AWS settings.
+        aws: AwsConfig,
+        /// Sets the readiness bound.
+        ready_timeout: Duration,
+        /// Sets the consistency window.
+        consistency_window: Duration,
+        /// Sets the pause between the two absence checks.
+        absence_recheck_delay: Duration,
+        /// Sets whether revoke sweeps service-specific credentials.
+        sweep_service_specific_credentials: bool,
     }
 }
 

@@ -83,12 +83,12 @@ impl AssumedRole {
         self.external_id = Some(id.into());
         self
     }
+}
 
-    /// Sets the role's max session duration.
-    #[must_use]
-    pub fn max_session_duration(mut self, d: Duration) -> Self {
-        self.max_session_duration = d;
-        self
+leasehold_core::setters! {
+    AssumedRole {
+        /// Sets the role's max session duration.
+        max_session_duration: Duration,
     }
 }
 
@@ -202,20 +202,6 @@ impl StsConfig {
         }
     }
 
-    /// Sets the AWS settings.
-    #[must_use]
-    pub fn aws(mut self, aws: AwsConfig) -> Self {
-        self.aws = aws;
-        self
-    }
-
-    /// Sets the readiness bound.
-    #[must_use]
-    pub fn ready_timeout(mut self, d: Duration) -> Self {
-        self.ready_timeout = d;
-        self
-    }
-
     /// Checks every setting without a network call.
     pub fn validate(&self) -> Result<()> {
         self.aws.validate()?;
@@ -286,6 +272,15 @@ impl StsConfig {
             }
             StsCredentialType::SessionToken => Ok(None),
         }
+    }
+}
+
+leasehold_core::setters! {
+    StsConfig {
+        /// Sets the AWS settings.
+        aws: AwsConfig,
+        /// Sets the readiness bound.
+        ready_timeout: Duration,
     }
 }
 

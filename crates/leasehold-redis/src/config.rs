@@ -165,21 +165,6 @@ impl RedisConfig {
         self
     }
 
-    /// Sets whether the topology is discovered from the seeds (default true); `false` limits
-    /// the provider to the listed nodes.
-    #[must_use]
-    pub fn discover(mut self, yes: bool) -> Self {
-        self.discover = yes;
-        self
-    }
-
-    /// Sets how often the topology is found again on a schedule.
-    #[must_use]
-    pub fn refresh_interval(mut self, d: Duration) -> Self {
-        self.refresh_interval = d;
-        self
-    }
-
     /// Sets the admin user and its password. For a server with only `requirepass`, the user
     /// is [`DEFAULT_ADMIN_USERNAME`] (`"default"`).
     #[must_use]
@@ -208,41 +193,6 @@ impl RedisConfig {
     pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.client_cert = Some(cert.into());
         self.client_key = Some(key.into());
-        self
-    }
-
-    /// Sets whether every change is followed by `ACL SAVE`.
-    #[must_use]
-    pub fn acl_save(mut self, yes: bool) -> Self {
-        self.acl_save = yes;
-        self
-    }
-
-    /// Sets the connect timeout.
-    #[must_use]
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-
-    /// Sets the command timeout.
-    #[must_use]
-    pub fn command_timeout(mut self, d: Duration) -> Self {
-        self.command_timeout = d;
-        self
-    }
-
-    /// Sets the tries per command and node.
-    #[must_use]
-    pub fn attempts(mut self, n: u32) -> Self {
-        self.attempts = n;
-        self
-    }
-
-    /// Sets the first pause between tries.
-    #[must_use]
-    pub fn retry_delay(mut self, d: Duration) -> Self {
-        self.retry_delay = d;
         self
     }
 
@@ -378,6 +328,26 @@ impl RedisConfig {
             None
         };
         Ok(Checked { nodes, rules, tls })
+    }
+}
+
+leasehold_core::setters! {
+    RedisConfig {
+        /// Sets whether the topology is discovered from the seeds (default true); `false` limits
+        /// the provider to the listed nodes.
+        discover: bool,
+        /// Sets how often the topology is found again on a schedule.
+        refresh_interval: Duration,
+        /// Sets whether every change is followed by `ACL SAVE`.
+        acl_save: bool,
+        /// Sets the connect timeout.
+        connect_timeout: Duration,
+        /// Sets the command timeout.
+        command_timeout: Duration,
+        /// Sets the tries per command and node.
+        attempts: u32,
+        /// Sets the first pause between tries.
+        retry_delay: Duration,
     }
 }
 

@@ -129,20 +129,6 @@ impl PoolBuilder {
         self
     }
 
-    /// Time to connect, TLS handshake and `AUTH` included (default 2 s).
-    #[must_use]
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-
-    /// Time for one command's answer (default 5 s).
-    #[must_use]
-    pub fn command_timeout(mut self, d: Duration) -> Self {
-        self.command_timeout = d;
-        self
-    }
-
     /// PEM file of the CA that signed the node's certificate, for a `rediss://` node (default:
     /// the system trust store).
     #[cfg(feature = "tls")]
@@ -264,6 +250,15 @@ impl PoolBuilder {
             )));
         }
         Dialer::new(self.connect_timeout, self.command_timeout, None)
+    }
+}
+
+leasehold_core::setters! {
+    PoolBuilder {
+        /// Time to connect, TLS handshake and `AUTH` included (default 2 s).
+        connect_timeout: Duration,
+        /// Time for one command's answer (default 5 s).
+        command_timeout: Duration,
     }
 }
 

@@ -123,13 +123,6 @@ impl RedisUserTarget {
         self
     }
 
-    /// Runs `ACL SAVE` after each change (for nodes started with an `aclfile`).
-    #[must_use]
-    pub fn acl_save(mut self, yes: bool) -> Self {
-        self.acl_save = yes;
-        self
-    }
-
     /// Connects to `node`, authenticated as `auth` when given.
     async fn connect(
         &self,
@@ -180,6 +173,13 @@ impl RedisUserTarget {
             .query_async::<()>(conn)
             .await
             .map_err(|e| node_error(node, "ACL SAVE", &e))
+    }
+}
+
+leasehold_core::setters! {
+    RedisUserTarget {
+        /// Runs `ACL SAVE` after each change (for nodes started with an `aclfile`).
+        acl_save: bool,
     }
 }
 

@@ -116,14 +116,6 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// How long to wait for a pooled connection (default 10 s); also how long `connect` keeps
-    /// trying an unreachable server.
-    #[must_use]
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
-        self
-    }
-
     /// Pool size when connecting by URL (default 10).
     #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
@@ -162,6 +154,14 @@ impl PostgresStoreBuilder {
             url,
             tables,
         })
+    }
+}
+
+leasehold_core::setters! {
+    PostgresStoreBuilder {
+        /// How long to wait for a pooled connection (default 10 s); also how long `connect` keeps
+        /// trying an unreachable server.
+        acquire_timeout: Duration,
     }
 }
 

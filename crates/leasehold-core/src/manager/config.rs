@@ -48,20 +48,6 @@ impl RetryPolicy {
         }
     }
 
-    /// Sets the longest delay.
-    #[must_use]
-    pub fn max_delay(mut self, d: Duration) -> Self {
-        self.max_delay = d;
-        self
-    }
-
-    /// Sets the irrevocable retry interval.
-    #[must_use]
-    pub fn irrevocable_retry(mut self, d: Duration) -> Self {
-        self.irrevocable_retry = d;
-        self
-    }
-
     /// The schedule: from `initial_delay`, doubling up to `max_delay`, each delay ±25 %.
     pub fn backoff(&self) -> Backoff {
         Backoff::new(self.initial_delay, self.max_delay).jitter(Jitter::Spread(0.25))
@@ -77,6 +63,15 @@ impl RetryPolicy {
     /// gives up at once; a temporary or persistent one is retried until `max_attempts`.
     pub(crate) fn next_attempt(&self, error: &Error, attempts: u32) -> Option<Duration> {
         (error.is_retryable() && attempts < self.max_attempts).then(|| self.delay_after(attempts))
+    }
+}
+
+crate::setters! {
+    RetryPolicy {
+        /// Sets the longest delay.
+        max_delay: Duration,
+        /// Sets the irrevocable retry interval.
+        irrevocable_retry: Duration,
     }
 }
 
@@ -136,46 +131,33 @@ pub struct ManagerConfig {
     pub repair_interval: Duration,
 }
 
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
-        impl ManagerConfig {
-            $(
-                $(#[$doc])*
-                #[must_use]
-                pub fn $name(mut self, value: $ty) -> Self {
-                    self.$name = value;
-                    self
-                }
-            )*
-        }
-    };
-}
-
-setters! {
-    /// Sets [`revoke_concurrency`](Self::revoke_concurrency).
-    revoke_concurrency: usize;
-    /// Sets [`claim_batch`](Self::claim_batch).
-    claim_batch: usize;
-    /// Sets [`revoke_rate`](Self::revoke_rate).
-    revoke_rate: Option<u32>;
-    /// Sets [`claim_hold`](Self::claim_hold).
-    claim_hold: Duration;
-    /// Sets [`issue_timeout`](Self::issue_timeout).
-    issue_timeout: Duration;
-    /// Sets [`revoke_timeout`](Self::revoke_timeout).
-    revoke_timeout: Duration;
-    /// Sets [`max_idle`](Self::max_idle).
-    max_idle: Duration;
-    /// Sets [`retry`](Self::retry).
-    retry: RetryPolicy;
-    /// Sets [`create_grace`](Self::create_grace).
-    create_grace: Duration;
-    /// Sets [`run_worker`](Self::run_worker).
-    run_worker: bool;
-    /// Sets [`metrics_interval`](Self::metrics_interval).
-    metrics_interval: Duration;
-    /// Sets [`repair_interval`](Self::repair_interval).
-    repair_interval: Duration;
+crate::setters! {
+    ManagerConfig {
+        /// Sets [`revoke_concurrency`](Self::revoke_concurrency).
+        revoke_concurrency: usize,
+        /// Sets [`claim_batch`](Self::claim_batch).
+        claim_batch: usize,
+        /// Sets [`revoke_rate`](Self::revoke_rate).
+        revoke_rate: Option<u32>,
+        /// Sets [`claim_hold`](Self::claim_hold).
+        claim_hold: Duration,
+        /// Sets [`issue_timeout`](Self::issue_timeout).
+        issue_timeout: Duration,
+        /// Sets [`revoke_timeout`](Self::revoke_timeout).
+        revoke_timeout: Duration,
+        /// Sets [`max_idle`](Self::max_idle).
+        max_idle: Duration,
+        /// Sets [`retry`](Self::retry).
+        retry: RetryPolicy,
+        /// Sets [`create_grace`](Self::create_grace).
+        create_grace: Duration,
+        /// Sets [`run_worker`](Self::run_worker).
+        run_worker: bool,
+        /// Sets [`metrics_interval`](Self::metrics_interval).
+        metrics_interval: Duration,
+        /// Sets [`repair_interval`](Self::repair_interval).
+        repair_interval: Duration,
+    }
 }
 
 impl Default for ManagerConfig {

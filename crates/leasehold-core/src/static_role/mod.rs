@@ -75,13 +75,6 @@ impl StaticCredential {
         }
     }
 
-    /// Sets the user's ARN.
-    #[must_use]
-    pub fn user_arn(mut self, arn: Option<String>) -> Self {
-        self.user_arn = arn;
-        self
-    }
-
     /// The JSON document a publisher stores. It contains the password: hand it only to the
     /// publisher.
     pub fn to_json(&self) -> String {
@@ -124,6 +117,13 @@ impl StaticCredential {
                 .and_then(|a| a.as_str())
                 .map(str::to_string),
         })
+    }
+}
+
+crate::setters! {
+    StaticCredential {
+        /// Sets the user's ARN.
+        user_arn: Option<String>,
     }
 }
 

@@ -26,12 +26,10 @@ impl Default for ReaderOptions {
     }
 }
 
-impl ReaderOptions {
-    /// Sets the refresh interval.
-    #[must_use]
-    pub fn refresh(mut self, d: Duration) -> Self {
-        self.refresh = d;
-        self
+crate::setters! {
+    ReaderOptions {
+        /// Sets the refresh interval.
+        refresh: Duration,
     }
 }
 

@@ -66,34 +66,6 @@ impl StaticRoleOptions {
         }
     }
 
-    /// Sets the grace.
-    #[must_use]
-    pub fn grace(mut self, d: Duration) -> Self {
-        self.grace = d;
-        self
-    }
-
-    /// Sets the claim hold.
-    #[must_use]
-    pub fn claim_hold(mut self, d: Duration) -> Self {
-        self.claim_hold = d;
-        self
-    }
-
-    /// Sets the poll interval.
-    #[must_use]
-    pub fn poll(mut self, d: Duration) -> Self {
-        self.poll = d;
-        self
-    }
-
-    /// Sets the test timeout.
-    #[must_use]
-    pub fn test_timeout(mut self, d: Duration) -> Self {
-        self.test_timeout = d;
-        self
-    }
-
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
         if let Some(every) = self.schedule.min_interval(Utc::now()) {
@@ -122,6 +94,19 @@ impl StaticRoleOptions {
             return Err(Error::invalid_config("test_timeout: must be positive"));
         }
         Ok(())
+    }
+}
+
+crate::setters! {
+    StaticRoleOptions {
+        /// Sets the grace.
+        grace: Duration,
+        /// Sets the claim hold.
+        claim_hold: Duration,
+        /// Sets the poll interval.
+        poll: Duration,
+        /// Sets the test timeout.
+        test_timeout: Duration,
     }
 }
 

@@ -119,20 +119,6 @@ impl IamUserConfig {
         IamUserConfig::default()
     }
 
-    /// Sets the IAM path.
-    #[must_use]
-    pub fn path(mut self, path: impl Into<String>) -> Self {
-        self.path = path.into();
-        self
-    }
-
-    /// Sets the permissions boundary.
-    #[must_use]
-    pub fn permissions_boundary(mut self, arn: impl Into<String>) -> Self {
-        self.permissions_boundary = Some(arn.into());
-        self
-    }
-
     /// Adds a tag.
     #[must_use]
     pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -151,20 +137,6 @@ impl IamUserConfig {
     #[must_use]
     pub fn policy_arn(mut self, arn: impl Into<String>) -> Self {
         self.policy_arns.push(arn.into());
-        self
-    }
-
-    /// Sets the inline policy document.
-    #[must_use]
-    pub fn inline_policy(mut self, json: impl Into<String>) -> Self {
-        self.inline_policy = Some(json.into());
-        self
-    }
-
-    /// Sets the inline policy's name.
-    #[must_use]
-    pub fn inline_policy_name(mut self, name: impl Into<String>) -> Self {
-        self.inline_policy_name = name.into();
         self
     }
 
@@ -224,6 +196,24 @@ leasehold_core::setters! {
         absence_recheck_delay: Duration,
         /// Sets whether revoke sweeps service-specific credentials.
         sweep_service_specific_credentials: bool,
+    }
+}
+
+leasehold_core::setters! {
+    into IamUserConfig {
+        /// Sets the IAM path.
+        path: String,
+        /// Sets the inline policy's name.
+        inline_policy_name: String,
+    }
+}
+
+leasehold_core::setters! {
+    into Some IamUserConfig {
+        /// Sets the permissions boundary.
+        permissions_boundary: String,
+        /// Sets the inline policy document.
+        inline_policy: String,
     }
 }
 

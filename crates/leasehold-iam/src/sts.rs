@@ -63,24 +63,10 @@ impl AssumedRole {
         }
     }
 
-    /// Sets the inline session policy.
-    #[must_use]
-    pub fn session_policy(mut self, json: impl Into<String>) -> Self {
-        self.session_policy = Some(json.into());
-        self
-    }
-
     /// Adds a managed session policy.
     #[must_use]
     pub fn policy_arn(mut self, arn: impl Into<String>) -> Self {
         self.policy_arns.push(arn.into());
-        self
-    }
-
-    /// Sets the external id.
-    #[must_use]
-    pub fn external_id(mut self, id: impl Into<String>) -> Self {
-        self.external_id = Some(id.into());
         self
     }
 }
@@ -89,6 +75,15 @@ leasehold_core::setters! {
     AssumedRole {
         /// Sets the role's max session duration.
         max_session_duration: Duration,
+    }
+}
+
+leasehold_core::setters! {
+    into Some AssumedRole {
+        /// Sets the inline session policy.
+        session_policy: String,
+        /// Sets the external id.
+        external_id: String,
     }
 }
 

@@ -174,20 +174,6 @@ impl RedisConfig {
         self
     }
 
-    /// Sets the rules of issued users.
-    #[must_use]
-    pub fn acl_rules(mut self, rules: impl Into<String>) -> Self {
-        self.acl_rules = rules.into();
-        self
-    }
-
-    /// Sets the CA certificate file for `rediss://` nodes.
-    #[must_use]
-    pub fn ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ca_cert = Some(path.into());
-        self
-    }
-
     /// Sets the client certificate and key files (mutual TLS).
     #[must_use]
     pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
@@ -348,6 +334,20 @@ leasehold_core::setters! {
         attempts: u32,
         /// Sets the first pause between tries.
         retry_delay: Duration,
+    }
+}
+
+leasehold_core::setters! {
+    into RedisConfig {
+        /// Sets the rules of issued users.
+        acl_rules: String,
+    }
+}
+
+leasehold_core::setters! {
+    into Some RedisConfig {
+        /// Sets the CA certificate file for `rediss://` nodes.
+        ca_cert: PathBuf,
     }
 }
 

@@ -9,6 +9,9 @@
 //! Unknown keys are refused with the key named; durations are text (`"1h30m"`, `"250ms"`) or a
 //! number of seconds; nothing touches the network until [`Config::build`].
 //!
+//! Over 700 lines: about 135 are its unit tests; the rest is the four sections of the schema
+//! (store, manager, secret, provider), each with its checks and its key names in errors.
+//!
 //! Any serde format works (TOML, JSON, YAML). In TOML:
 //!
 //! ```

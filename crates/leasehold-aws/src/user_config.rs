@@ -5,8 +5,9 @@
 //! (with the provider's own fields), writes their builder setters and the two helpers that hand
 //! the fields to the code here, which reads the shared keys of a config file ([`UserKeys`]) and
 //! checks the shared settings ([`UserSettings::check`]). What differs between the services
-//! (their tag rules, their own waits) comes in as parameters. The `testing` module holds the
-//! checks both configs' unit tests run.
+//! (their tag rules, their own waits) comes in as parameters. The `testing` module (feature
+//! `testing`, which only the providers' dev-dependencies enable) holds the checks both configs'
+//! unit tests run.
 //!
 //! [`user_config!`]: crate::user_config!
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::config::{AwsConfig, FlatConfig};
 
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
 

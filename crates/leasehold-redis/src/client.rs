@@ -81,7 +81,7 @@ pub(crate) fn parse_node(node: &str) -> Result<ConnectionInfo> {
         if node.contains('@') || node.contains('?') {
             String::from("the node URL")
         } else {
-            format!("{:?}", shorten(node))
+            format!("{:?}", crate::config::shorten(node))
         }
     };
     let url = redis::parse_redis_url(node).ok_or_else(|| {
@@ -117,14 +117,6 @@ pub(crate) fn parse_node(node: &str) -> Result<ConnectionInfo> {
         }
     }
     Ok(info)
-}
-
-fn shorten(s: &str) -> String {
-    let mut out: String = s.chars().take(80).collect();
-    if s.chars().count() > 80 {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -653,7 +653,8 @@ impl NodeAddr {
     }
 }
 
-fn shorten(s: &str) -> String {
+/// At most 80 characters of `s` (then `…`), for messages about input that may be huge.
+pub(crate) fn shorten(s: &str) -> String {
     let mut out: String = s.chars().take(80).collect();
     if s.chars().count() > 80 {
         out.push('…');

@@ -1,6 +1,29 @@
 //! The `LeaseStore` implementation both SQL stores share, as a macro over the pool type: the
 //! statements are the same text, and sqlx's query types differ per database.
 
+/// Binds a record's columns after `id`, in table order: `insert` and `insert_within` bind `id`
+/// before them, `update` after them (its `WHERE`).
+macro_rules! bind_columns {
+    ($query:expr, $v:ident) => {
+        $query
+            .bind($v.secret)
+            .bind($v.provider_kind)
+            .bind($v.identity)
+            .bind($v.external)
+            .bind($v.state)
+            .bind($v.issued_at)
+            .bind($v.expires_at)
+            .bind($v.max_expires_at)
+            .bind($v.renewable)
+            .bind($v.due_at)
+            .bind($v.claimable_at)
+            .bind($v.revoke_attempts)
+            .bind($v.last_error)
+            .bind($v.claimed_by)
+            .bind($v.claim_until)
+    };
+}
+
 /// Implements `LeaseStore` for a pool type. The store has `pool` and `sql: Arc<Statements>`.
 macro_rules! impl_lease_store {
     ($store:ty, $db:ty) => {
@@ -8,23 +31,7 @@ macro_rules! impl_lease_store {
         impl leasehold_core::LeaseStore for $store {
             async fn insert(&self, lease: &leasehold_core::LeaseRecord) -> leasehold_core::Result<()> {
                 let v = crate::Values::of(lease)?;
-                sqlx::query(&self.sql.insert)
-                    .bind(v.id)
-                    .bind(v.secret)
-                    .bind(v.provider_kind)
-                    .bind(v.identity)
-                    .bind(v.external)
-                    .bind(v.state)
-                    .bind(v.issued_at)
-                    .bind(v.expires_at)
-                    .bind(v.max_expires_at)
-                    .bind(v.renewable)
-                    .bind(v.due_at)
-                    .bind(v.claimable_at)
-                    .bind(v.revoke_attempts)
-                    .bind(v.last_error)
-                    .bind(v.claimed_by)
-                    .bind(v.claim_until)
+                crate::bind_columns!(sqlx::query(&self.sql.insert).bind(v.id), v)
                     .execute(&self.pool)
                     .await
                     .map_err(|e| crate::map_err("insert", e).with_context("lease_id", &lease.id))?;
@@ -37,23 +44,7 @@ macro_rules! impl_lease_store {
                 limit: u64,
             ) -> leasehold_core::Result<bool> {
                 let v = crate::Values::of(lease)?;
-                let done = sqlx::query(&self.sql.insert_within)
-                    .bind(v.id)
-                    .bind(v.secret)
-                    .bind(v.provider_kind)
-                    .bind(v.identity)
-                    .bind(v.external)
-                    .bind(v.state)
-                    .bind(v.issued_at)
-                    .bind(v.expires_at)
-                    .bind(v.max_expires_at)
-                    .bind(v.renewable)
-                    .bind(v.due_at)
-                    .bind(v.claimable_at)
-                    .bind(v.revoke_attempts)
-                    .bind(v.last_error)
-                    .bind(v.claimed_by)
-                    .bind(v.claim_until)
+                let done = crate::bind_columns!(sqlx::query(&self.sql.insert_within).bind(v.id), v)
                     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                     .execute(&self.pool)
                     .await
@@ -125,22 +116,7 @@ macro_rules! impl_lease_store {
             async fn update(&self, lease: &leasehold_core::LeaseRecord) -> leasehold_core::Result<u64> {
                 let v = crate::Values::of(lease)?;
                 let expected = i64::try_from(lease.version).unwrap_or(i64::MAX);
-                let done = sqlx::query(&self.sql.update)
-                    .bind(v.secret)
-                    .bind(v.provider_kind)
-                    .bind(v.identity)
-                    .bind(v.external)
-                    .bind(v.state)
-                    .bind(v.issued_at)
-                    .bind(v.expires_at)
-                    .bind(v.max_expires_at)
-                    .bind(v.renewable)
-                    .bind(v.due_at)
-                    .bind(v.claimable_at)
-                    .bind(v.revoke_attempts)
-                    .bind(v.last_error)
-                    .bind(v.claimed_by)
-                    .bind(v.claim_until)
+                let done = crate::bind_columns!(sqlx::query(&self.sql.update), v)
                     .bind(v.id)
                     .bind(expected)
                     .execute(&self.pool)
@@ -390,4 +366,5 @@ macro_rules! impl_lease_store {
         }
     };
 }
+pub(crate) use bind_columns;
 pub(crate) use impl_lease_store;

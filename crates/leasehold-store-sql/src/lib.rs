@@ -13,7 +13,7 @@ mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-pub(crate) use lease_store::impl_lease_store;
+pub(crate) use lease_store::{bind_columns, impl_lease_store};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresStoreBuilder};
 pub use schema::DEFAULT_TABLE_PREFIX;

@@ -22,37 +22,12 @@ use aws_sigv4::http_request::{
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use leasehold_core::{Error, ErrorKind, Result};
+
+use crate::CacheService;
 use secrecy::SecretString;
 
 /// The longest validity AWS accepts for an IAM authentication token, and the default: 15 min.
 pub const AUTH_TOKEN_MAX_EXPIRY: Duration = Duration::from_secs(900);
-
-/// The service an IAM authentication token is signed for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum AuthTokenService {
-    /// ElastiCache (Valkey / Redis OSS): signs for `elasticache`, with the replication group
-    /// id or serverless cache name and the **user id**.
-    ElastiCache,
-    /// MemoryDB: signs for `memorydb`, with the cluster name and the **user name**.
-    MemoryDb,
-}
-
-impl AuthTokenService {
-    /// The SigV4 signing name: `elasticache` or `memorydb`.
-    pub fn signing_name(self) -> &'static str {
-        match self {
-            AuthTokenService::ElastiCache => "elasticache",
-            AuthTokenService::MemoryDb => "memorydb",
-        }
-    }
-}
-
-impl fmt::Display for AuthTokenService {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.signing_name())
-    }
-}
 
 /// Where "now" comes from when a token is signed: the system clock, or a fixed or scripted
 /// clock in tests.
@@ -159,7 +134,7 @@ impl fmt::Debug for AuthToken {
 /// ```
 #[derive(Debug, Clone)]
 pub struct AuthTokenBuilder {
-    service: AuthTokenService,
+    service: CacheService,
     region: String,
     resource: String,
     user: String,
@@ -172,7 +147,7 @@ impl AuthTokenBuilder {
     /// Tokens for `user` on `resource` (cache or cluster name) in `region`, signed for
     /// `service`; 15 minutes of validity, system clock, not serverless.
     pub fn new(
-        service: AuthTokenService,
+        service: CacheService,
         region: impl Into<String>,
         resource: impl Into<String>,
         user: impl Into<String>,
@@ -195,7 +170,7 @@ impl AuthTokenBuilder {
         cache_name: impl Into<String>,
         user_id: impl Into<String>,
     ) -> Self {
-        Self::new(AuthTokenService::ElastiCache, region, cache_name, user_id)
+        Self::new(CacheService::ElastiCache, region, cache_name, user_id)
     }
 
     /// MemoryDB tokens for `user_name` on the cluster `cluster_name`.
@@ -204,7 +179,7 @@ impl AuthTokenBuilder {
         cluster_name: impl Into<String>,
         user_name: impl Into<String>,
     ) -> Self {
-        Self::new(AuthTokenService::MemoryDb, region, cluster_name, user_name)
+        Self::new(CacheService::MemoryDb, region, cluster_name, user_name)
     }
 
     /// Whether the cache is an ElastiCache serverless cache (adds
@@ -231,7 +206,7 @@ impl AuthTokenBuilder {
     }
 
     /// The service signed for.
-    pub fn service(&self) -> AuthTokenService {
+    pub fn service(&self) -> CacheService {
         self.service
     }
 
@@ -264,17 +239,17 @@ impl AuthTokenBuilder {
     pub fn validate(&self) -> Result<()> {
         crate::config::check_region(&self.region)?;
         let what = match self.service {
-            AuthTokenService::ElastiCache if self.serverless => "serverless cache name",
-            AuthTokenService::ElastiCache => "replication group id",
-            AuthTokenService::MemoryDb => "cluster name",
+            CacheService::ElastiCache if self.serverless => "serverless cache name",
+            CacheService::ElastiCache => "replication group id",
+            CacheService::MemoryDb => "cluster name",
         };
         check_identifier(what, &self.resource)?;
         let user_field = match self.service {
-            AuthTokenService::ElastiCache => "user id",
-            AuthTokenService::MemoryDb => "user name",
+            CacheService::ElastiCache => "user id",
+            CacheService::MemoryDb => "user name",
         };
         check_identifier(user_field, &self.user)?;
-        if self.serverless && self.service == AuthTokenService::MemoryDb {
+        if self.serverless && self.service == CacheService::MemoryDb {
             return Err(Error::invalid_config(
                 "serverless: MemoryDB has no serverless caches; only ElastiCache tokens carry ResourceType=ServerlessCache",
             ));

@@ -14,25 +14,23 @@ use leasehold_core::{
     ExternalRef, Readiness, Result,
 };
 
-use crate::{AuthToken, AuthTokenBuilder, AuthTokenClock, AwsConfig, AUTH_TOKEN_MAX_EXPIRY};
+use crate::{
+    AuthToken, AuthTokenBuilder, AuthTokenClock, AwsConfig, UserAuth, UserService,
+    AUTH_TOKEN_MAX_EXPIRY,
+};
 
 /// `ExternalRef` attribute of a token lease: when the token stops being accepted (RFC 3339).
 pub const ATTR_TOKEN_EXPIRES_AT: &str = "token_expires_at";
 
 /// What an [`IamTokenProvider`] needs to know about the service and the user it signs tokens
-/// for: the user, the resource, the lease's attributes and the service's own checks.
-/// Implemented by each service's token target (`ElastiCacheIamUser`, `MemoryDbIamUser`); the
-/// settings every target shares are in [`IamTokenConfig`].
+/// for: the service, the user, the resource, the lease's attributes and the service's check of
+/// the resource. Implemented by each service's token target (`ElastiCacheIamUser`,
+/// `MemoryDbIamUser`); the settings every target shares are in [`IamTokenConfig`].
 #[async_trait]
 pub trait IamTokenTarget: Clone + fmt::Debug + Send + Sync + 'static {
-    /// The service's SDK client, for [`check`](Self::check).
-    type Client: Send + Sync + 'static;
-
-    /// The provider's [`kind`](DynamicSecretProvider::kind).
-    const KIND: &'static str;
-
-    /// Builds the client from an SDK configuration.
-    fn client(sdk: &SdkConfig) -> Self::Client;
+    /// The service's user calls ([`UserService`]): its client, its names, and the
+    /// `DescribeUsers` that [`validate`](DynamicSecretProvider::validate) checks the user with.
+    type Service: UserService;
 
     /// The IAM-enabled user every token authenticates as.
     fn user(&self) -> &str;
@@ -44,9 +42,46 @@ pub trait IamTokenTarget: Clone + fmt::Debug + Send + Sync + 'static {
     /// `ExternalRef` attributes naming the resource (besides [`ATTR_TOKEN_EXPIRES_AT`]).
     fn attributes(&self) -> Vec<(&'static str, String)>;
 
-    /// The service's own checks, with the network: the user exists, authenticates with IAM,
-    /// and may connect to the resource.
-    async fn check(&self, client: &Self::Client) -> Result<()>;
+    /// The service's check of the resource, with the network: it exists and the user may
+    /// connect to it (ElastiCache: in the cache's user group; MemoryDB: in the cluster's ACL).
+    /// It runs after the user itself is checked: it exists, authenticates with IAM, and logs
+    /// in with the name the tokens carry.
+    async fn check(&self, client: &ServiceClient<Self>) -> Result<()>;
+}
+
+/// The SDK client of a target's service.
+pub type ServiceClient<T> = <<T as IamTokenTarget>::Service as UserService>::Client;
+
+/// Checks the IAM-enabled `user` of `S` with `DescribeUsers`: it exists, authenticates with
+/// IAM, and logs in with `user` (an ElastiCache user's name may differ from its id; IAM
+/// authentication requires them equal). Refusals are `InvalidConfig` naming the user key.
+async fn check_iam_user<S: UserService>(client: &S::Client, user: &str) -> Result<()> {
+    let (key, service) = (S::SERVICE.user_key(), S::SERVICE);
+    let found = S::describe(client, user).await?;
+    let Some(found) = found else {
+        return Err(Error::invalid_config(format!(
+            "{key}: {service} user {user:?} not found"
+        )));
+    };
+    let method = match found.auth {
+        UserAuth::Iam => None,
+        UserAuth::Password => Some("password"),
+        UserAuth::NoPassword => Some("no password"),
+        UserAuth::Unknown => Some("an unknown method"),
+    };
+    if let Some(method) = method {
+        return Err(Error::invalid_config(format!(
+            "{key}: {service} user {user:?} authenticates with {method}, not IAM; create it with --authentication-mode Type=iam"
+        )));
+    }
+    let name = found.name.unwrap_or_default();
+    if name != user {
+        let id = key.replace('_', " ");
+        return Err(Error::invalid_config(format!(
+            "{key}: {service} user {user:?} is named {name:?}; IAM authentication requires the user name to equal the {id}"
+        )));
+    }
+    Ok(())
 }
 
 /// Settings of an [`IamTokenProvider`]: the service's user and resource (`target`), the AWS
@@ -118,7 +153,7 @@ impl<T: IamTokenTarget> IamTokenConfig<T> {
 /// that. The lease's username only labels the lease.
 pub struct IamTokenProvider<T: IamTokenTarget> {
     config: IamTokenConfig<T>,
-    client: T::Client,
+    client: ServiceClient<T>,
     credentials: SharedCredentialsProvider,
     tokens: AuthTokenBuilder,
 }
@@ -126,7 +161,7 @@ pub struct IamTokenProvider<T: IamTokenTarget> {
 impl<T: IamTokenTarget> fmt::Debug for IamTokenProvider<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IamTokenProvider")
-            .field("kind", &T::KIND)
+            .field("kind", &T::Service::SERVICE.iam_token_kind())
             .field("config", &self.config)
             .field("region", &self.tokens.region())
             .finish_non_exhaustive()
@@ -145,13 +180,13 @@ impl<T: IamTokenTarget> IamTokenProvider<T> {
     /// credentials sign the tokens, its region is the token's region.
     pub fn from_sdk_config(config: IamTokenConfig<T>, sdk: &SdkConfig) -> Result<Self> {
         let (credentials, region) = crate::signing_parts(sdk, config.aws.region.as_deref())?;
-        Self::from_parts(config, T::client(sdk), credentials, &region)
+        Self::from_parts(config, T::Service::client(sdk), credentials, &region)
     }
 
     /// Uses the given client, credentials and region (`config.aws` is then not used).
     pub fn from_parts(
         config: IamTokenConfig<T>,
-        client: T::Client,
+        client: ServiceClient<T>,
         credentials: SharedCredentialsProvider,
         region: &str,
     ) -> Result<Self> {
@@ -191,7 +226,7 @@ impl<T: IamTokenTarget> IamTokenProvider<T> {
 #[async_trait]
 impl<T: IamTokenTarget> DynamicSecretProvider for IamTokenProvider<T> {
     fn kind(&self) -> &'static str {
-        T::KIND
+        T::Service::SERVICE.iam_token_kind()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -202,12 +237,15 @@ impl<T: IamTokenTarget> DynamicSecretProvider for IamTokenProvider<T> {
             .max_ttl(Some(self.tokens.expiry()))
     }
 
-    /// Checks the settings, that the provider's credentials can sign a token, and the
-    /// service's own checks ([`IamTokenTarget::check`]).
+    /// Checks the settings, that the provider's credentials can sign a token, the user
+    /// (`DescribeUsers`: it exists, authenticates with IAM, its name is the one the tokens
+    /// carry) and the resource ([`IamTokenTarget::check`]).
     async fn validate(&self) -> Result<()> {
         self.config.validate()?;
         self.token().await?;
-        self.config.target.check(&self.client).await
+        let target = &self.config.target;
+        check_iam_user::<T::Service>(&self.client, target.user()).await?;
+        target.check(&self.client).await
     }
 
     /// Signs a token. The lease's username only labels the lease: the credential is always

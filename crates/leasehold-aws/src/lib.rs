@@ -7,17 +7,20 @@ mod auth_token;
 pub mod config;
 mod iam_token;
 pub mod membership;
+mod service;
 mod static_role;
 mod static_user;
 pub mod user_config;
 
 pub use auth_probe::{AuthOutcome, AuthProbe, DEFAULT_PROBE_TIMEOUT};
 pub use auth_token::{
-    signing_parts, AuthToken, AuthTokenBuilder, AuthTokenClock, AuthTokenService,
-    AUTH_TOKEN_MAX_EXPIRY,
+    signing_parts, AuthToken, AuthTokenBuilder, AuthTokenClock, AUTH_TOKEN_MAX_EXPIRY,
 };
 pub use config::{AwsConfig, AwsCredentials};
-pub use iam_token::{IamTokenConfig, IamTokenProvider, IamTokenTarget, ATTR_TOKEN_EXPIRES_AT};
+pub use iam_token::{
+    IamTokenConfig, IamTokenProvider, IamTokenTarget, ServiceClient, ATTR_TOKEN_EXPIRES_AT,
+};
+pub use service::CacheService;
 pub use static_role::{check_password_policy, check_rotatable, SecretsManagerPublisher, UserAuth};
 pub use static_user::{DescribedUser, StaticUserTarget, UserService};
 
@@ -200,6 +203,34 @@ where
         e.temporary()
     } else {
         e.permanent()
+    }
+}
+
+/// The output of a describe call, `Ok(None)` when the service answered with `not_found` (its
+/// error code for a missing object, like `UserNotFound`), any other error mapped by
+/// [`map_sdk_error`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f(client: aws_sdk_secretsmanager::Client) -> leasehold_core::Result<()> {
+/// let sent = client.describe_secret().secret_id("orders/app").send().await;
+/// let out = leasehold_aws::found("DescribeSecret", "ResourceNotFoundException", sent)?;
+/// println!("exists: {}", out.is_some());
+/// # Ok(()) }
+/// ```
+pub fn found<T, E>(
+    operation: &'static str,
+    not_found: &str,
+    sent: std::result::Result<T, SdkError<E, HttpResponse>>,
+) -> Result<Option<T>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match sent {
+        Ok(out) => Ok(Some(out)),
+        Err(e) if error_code(&e) == Some(not_found) => Ok(None),
+        Err(e) => Err(map_sdk_error(operation, e)),
     }
 }
 

@@ -11,10 +11,12 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use leasehold_core::backoff::Backoff;
 use leasehold_core::static_role::{StaticRoleTarget, StaticUser};
-use leasehold_core::{Error, ErrorKind, NameRule, PasswordPolicy, Result};
+use leasehold_core::{Error, ErrorKind, PasswordPolicy, Result};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::{check_password_policy, check_rotatable, wait_until, AuthProbe, UserAuth};
+use crate::{
+    check_password_policy, check_rotatable, wait_until, AuthProbe, CacheService, UserAuth,
+};
 
 /// An existing user as its service describes it, as far as a static role cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +26,8 @@ pub struct DescribedUser {
     pub name: Option<String>,
     /// The user's ARN.
     pub arn: Option<String>,
-    /// Whether the user is `active` (no change in flight).
-    pub active: bool,
+    /// The user's `status` (`active`, `creating`, `modifying`, `deleting`).
+    pub status: Option<String>,
     /// How the user logs in.
     pub auth: UserAuth,
 }
@@ -42,7 +44,7 @@ impl DescribedUser {
         DescribedUser {
             name: name.map(str::to_string),
             arn: arn.map(str::to_string),
-            active: status == Some("active"),
+            status: status.map(str::to_string),
             auth: match auth_type {
                 Some("password") => UserAuth::Password,
                 Some("iam") => UserAuth::Iam,
@@ -50,6 +52,11 @@ impl DescribedUser {
                 _ => UserAuth::Unknown,
             },
         }
+    }
+
+    /// Whether the user is `active`: no change in flight.
+    pub fn is_active(&self) -> bool {
+        self.status.as_deref() == Some("active")
     }
 }
 
@@ -61,18 +68,8 @@ pub trait UserService: Send + Sync + 'static {
     /// The service's SDK client.
     type Client: Clone + Send + Sync + 'static;
 
-    /// The target's [`kind`](StaticRoleTarget::kind).
-    const KIND: &'static str;
-    /// The public type's name, for `Debug`.
-    const TYPE_NAME: &'static str;
-    /// The service, in messages (`ElastiCache`).
-    const SERVICE: &'static str;
-    /// The key naming the user in configs and messages (`user_id`, `user_name`).
-    const USER_KEY: &'static str;
-    /// The rule user names follow (`default` is accepted besides).
-    const NAME_RULE: NameRule;
-    /// The call that sets passwords, in messages (`ModifyUser`).
-    const SET_OPERATION: &'static str;
+    /// The service: its names, its user key and naming rule, its kinds.
+    const SERVICE: CacheService;
 
     /// Builds the client from an SDK configuration.
     fn client(sdk: &SdkConfig) -> Self::Client;
@@ -132,8 +129,8 @@ impl<S: UserService> Clone for StaticUserTarget<S> {
 
 impl<S: UserService> fmt::Debug for StaticUserTarget<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct(S::TYPE_NAME)
-            .field(S::USER_KEY, &self.user)
+        f.debug_struct(S::SERVICE.static_role_type())
+            .field(S::SERVICE.user_key(), &self.user)
             .field("ready_timeout", &self.ready_timeout)
             .field("readiness", &self.probe)
             .finish_non_exhaustive()
@@ -148,12 +145,12 @@ impl<S: UserService> StaticUserTarget<S> {
 
     /// Uses a ready client.
     pub fn from_client(client: S::Client, user: &str) -> Result<Self> {
-        let name = S::NAME_RULE.normalize(user);
+        let (rule, key) = (S::SERVICE.name_rule(), S::SERVICE.user_key());
+        let name = rule.normalize(user);
         // `default` is reserved for created users, but its password may be rotated.
         if name != "default" {
-            S::NAME_RULE
-                .check(&name)
-                .map_err(|e| Error::invalid_config(format!("{}: {}", S::USER_KEY, e.message())))?;
+            rule.check(&name)
+                .map_err(|e| Error::invalid_config(format!("{key}: {}", e.message())))?;
         }
         Ok(StaticUserTarget {
             client,
@@ -182,7 +179,7 @@ impl<S: UserService> StaticUserTarget<S> {
 
     /// Sets the password policy (16 to 128 characters).
     pub fn password_policy(mut self, p: PasswordPolicy) -> Result<Self> {
-        self.password_policy = check_password_policy(S::SERVICE, p)?;
+        self.password_policy = check_password_policy(S::SERVICE.name(), p)?;
         Ok(self)
     }
 
@@ -192,7 +189,7 @@ impl<S: UserService> StaticUserTarget<S> {
                 ErrorKind::NotFound,
                 format!(
                     "{}: {} user {:?} not found",
-                    S::USER_KEY,
+                    S::SERVICE.user_key(),
                     S::SERVICE,
                     self.user
                 ),
@@ -222,7 +219,7 @@ impl<S: UserService> StaticUserTarget<S> {
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let active = wait_until(remaining, self.poll, Duration::from_secs(2), || async {
-            Ok(self.describe().await?.active)
+            Ok(self.describe().await?.is_active())
         })
         .await?;
         if active {
@@ -234,7 +231,7 @@ impl<S: UserService> StaticUserTarget<S> {
                 "{} user {:?} did not become active within {budget:?} after {}",
                 S::SERVICE,
                 self.user,
-                S::SET_OPERATION
+                S::SERVICE.set_passwords_operation()
             ),
         )
         .temporary())
@@ -244,7 +241,7 @@ impl<S: UserService> StaticUserTarget<S> {
 #[async_trait]
 impl<S: UserService> StaticRoleTarget for StaticUserTarget<S> {
     fn kind(&self) -> &'static str {
-        S::KIND
+        S::SERVICE.static_role_kind()
     }
 
     fn password_policy(&self) -> PasswordPolicy {
@@ -253,7 +250,7 @@ impl<S: UserService> StaticRoleTarget for StaticUserTarget<S> {
 
     async fn validate(&self) -> Result<()> {
         let user = self.describe().await?;
-        check_rotatable(S::USER_KEY, &self.user, user.auth)
+        check_rotatable(S::SERVICE.user_key(), &self.user, user.auth)
     }
 
     async fn user(&self) -> Result<StaticUser> {
@@ -278,7 +275,7 @@ impl<S: UserService> StaticRoleTarget for StaticUserTarget<S> {
     }
 
     async fn test(&self, username: &str, password: &SecretString) -> Result<()> {
-        if !self.describe().await?.active {
+        if !self.describe().await?.is_active() {
             return Err(Error::new(
                 ErrorKind::Conflict,
                 format!("{} user {:?} is not active yet", S::SERVICE, self.user),

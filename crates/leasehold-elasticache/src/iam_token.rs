@@ -2,18 +2,18 @@
 //! ElastiCache user, as leases.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
-use aws_sdk_elasticache::types::AuthenticationType;
 use aws_sdk_elasticache::Client;
 use leasehold_aws::{
-    error_code, map_sdk_error, AuthTokenBuilder, IamTokenConfig, IamTokenProvider, IamTokenTarget,
+    error_code, map_sdk_error, AuthTokenBuilder, CacheService, IamTokenConfig, IamTokenProvider,
+    IamTokenTarget,
 };
 use leasehold_core::{Error, Result};
 
 use crate::config::Target;
+use crate::users::ElastiCacheUsers;
 
 /// The token provider's [`kind`](leasehold_core::DynamicSecretProvider::kind).
-pub const IAM_TOKEN_KIND: &str = "aws-elasticache-iam-token";
+pub const IAM_TOKEN_KIND: &str = CacheService::ElastiCache.iam_token_kind();
 
 /// `ExternalRef` attribute of a token lease: the cache's id.
 const ATTR_CACHE: &str = "cache";
@@ -70,12 +70,7 @@ pub type ElastiCacheIamTokenProvider = IamTokenProvider<ElastiCacheIamUser>;
 
 #[async_trait]
 impl IamTokenTarget for ElastiCacheIamUser {
-    type Client = Client;
-    const KIND: &'static str = IAM_TOKEN_KIND;
-
-    fn client(sdk: &SdkConfig) -> Client {
-        Client::new(sdk)
-    }
+    type Service = ElastiCacheUsers;
 
     fn user(&self) -> &str {
         &self.user_id
@@ -90,15 +85,14 @@ impl IamTokenTarget for ElastiCacheIamUser {
         vec![(ATTR_CACHE, self.target.id().to_string())]
     }
 
-    /// The user exists, authenticates with IAM and is named like its id, and it is in the
-    /// user group of the cache.
+    /// The cache exists and has a user group that contains the user.
     async fn check(&self, client: &Client) -> Result<()> {
-        let checks = Checks {
+        Checks {
             config: self,
             client,
-        };
-        checks.check_user().await?;
-        checks.check_group_member().await
+        }
+        .check_group_member()
+        .await
     }
 }
 
@@ -109,36 +103,6 @@ struct Checks<'a> {
 }
 
 impl Checks<'_> {
-    async fn check_user(&self) -> Result<()> {
-        let id = &self.config.user_id;
-        let not_found =
-            || Error::invalid_config(format!("user_id: ElastiCache user {id:?} not found"));
-        let out = match self.client.describe_users().user_id(id).send().await {
-            Ok(out) => out,
-            Err(e) if error_code(&e) == Some("UserNotFound") => return Err(not_found()),
-            Err(e) => return Err(map_sdk_error("DescribeUsers", e)),
-        };
-        let user = out
-            .users()
-            .iter()
-            .find(|u| u.user_id().is_some_and(|u| u.eq_ignore_ascii_case(id)))
-            .ok_or_else(not_found)?;
-        let auth = user.authentication().and_then(|a| a.r#type());
-        if auth != Some(&AuthenticationType::Iam) {
-            return Err(Error::invalid_config(format!(
-                "user_id: ElastiCache user {id:?} authenticates with {}, not IAM; create it with --authentication-mode Type=iam",
-                auth.map_or("an unknown method", |t| t.as_str())
-            )));
-        }
-        let name = user.user_name().unwrap_or_default();
-        if name != id {
-            return Err(Error::invalid_config(format!(
-                "user_id: ElastiCache user {id:?} is named {name:?}; IAM authentication requires the user name to equal the user id"
-            )));
-        }
-        Ok(())
-    }
-
     /// The user groups attached to the target.
     async fn target_groups(&self) -> Result<Vec<String>> {
         let missing = |what: String| Error::invalid_config(format!("{what} not found"));

@@ -8,6 +8,7 @@ mod iam_token;
 mod membership;
 mod provider;
 mod static_role;
+mod users;
 
 pub use config::{
     ElastiCacheConfig, Engine, Target, DEFAULT_CREATION_STATEMENT, DEFAULT_REVOCATION_STATEMENT,
@@ -19,4 +20,5 @@ pub use iam_token::{
 pub use provider::{
     ElastiCacheProvider, ATTR_USER_GROUP, ATTR_USER_NAME, KIND, MANAGED_BY, TAG_USER_GROUP,
 };
-pub use static_role::{ElastiCacheUserTarget, ElastiCacheUsers};
+pub use static_role::ElastiCacheUserTarget;
+pub use users::ElastiCacheUsers;

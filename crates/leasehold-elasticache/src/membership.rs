@@ -8,10 +8,11 @@ use async_trait::async_trait;
 use aws_sdk_elasticache::types::UserGroup as SdkUserGroup;
 use aws_sdk_elasticache::Client;
 use leasehold_aws::membership::{GroupBackend, GroupSpec, GroupView, Refusal};
-use leasehold_aws::{error_code, map_sdk_error};
+use leasehold_aws::{error_code, map_sdk_error, UserService};
 use leasehold_core::{Error, ErrorKind, Result};
 
 use crate::config::MAX_USERS_PER_GROUP;
+use crate::users::ElastiCacheUsers;
 
 /// One ElastiCache user group, by id.
 #[derive(Debug)]
@@ -115,10 +116,8 @@ impl GroupBackend for UserGroup {
     }
 
     async fn member_exists(&self, member: &str) -> Result<bool> {
-        match self.client.describe_users().user_id(member).send().await {
-            Ok(out) => Ok(!out.users().is_empty()),
-            Err(e) if error_code(&e) == Some("UserNotFound") => Ok(false),
-            Err(e) => Err(map_sdk_error("DescribeUsers", e)),
-        }
+        Ok(ElastiCacheUsers::describe(&self.client, member)
+            .await?
+            .is_some())
     }
 }

@@ -14,7 +14,7 @@ use aws_sdk_elasticache::Client;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use leasehold_aws::membership::{Joined, MembershipQueue, Pacing};
-use leasehold_aws::{caller_identity, error_code, map_sdk_error, tags, wait_until};
+use leasehold_aws::{caller_identity, error_code, map_sdk_error, tags, wait_until, UserService};
 use leasehold_core::backoff::Backoff;
 use leasehold_core::{
     Capabilities, CoordinationStore, CreateRequest, Created, Credentials, DynamicSecretProvider,
@@ -25,6 +25,7 @@ use leasehold_core::{
 use crate::acl::summarize_existing;
 use crate::config::{CreateUserStatement, ElastiCacheConfig, Target};
 use crate::membership::UserGroup;
+use crate::users::ElastiCacheUsers;
 use leasehold_aws::{AuthOutcome, AuthProbe};
 
 /// The provider's [`kind`](DynamicSecretProvider::kind).
@@ -219,21 +220,6 @@ impl ElastiCacheProvider {
         }
     }
 
-    async fn describe_user(&self, user_id: &str) -> Result<Option<User>> {
-        match self.client.describe_users().user_id(user_id).send().await {
-            Ok(out) => Ok(out
-                .users()
-                .iter()
-                .find(|u| {
-                    u.user_id()
-                        .is_some_and(|id| id.eq_ignore_ascii_case(user_id))
-                })
-                .cloned()),
-            Err(e) if error_code(&e) == Some("UserNotFound") => Ok(None),
-            Err(e) => Err(map_sdk_error("DescribeUsers", e)),
-        }
-    }
-
     /// Every user of the account and region (`DescribeUsers`, all pages).
     async fn all_users(&self) -> Result<Vec<User>> {
         let mut users: Vec<User> = Vec::new();
@@ -252,8 +238,8 @@ impl ElastiCacheProvider {
             self.poll_initial,
             Duration::from_secs(2),
             || async {
-                match self.describe_user(user_id).await? {
-                    Some(u) => Ok(u.status() == Some("active")),
+                match ElastiCacheUsers::describe(&self.client, user_id).await? {
+                    Some(u) => Ok(u.is_active()),
                     // DescribeUsers may lag CreateUser for a moment.
                     None => Ok(false),
                 }
@@ -281,19 +267,21 @@ impl ElastiCacheProvider {
                             self.queue.forget(user_id);
                             return Ok(());
                         }
-                        Some("InvalidUserState") => match self.describe_user(user_id).await {
-                            // Already on its way out (a second revoke), or gone meanwhile.
-                            Ok(None) => {
-                                self.queue.forget(user_id);
-                                return Ok(());
+                        Some("InvalidUserState") => {
+                            match ElastiCacheUsers::describe(&self.client, user_id).await {
+                                // Already on its way out (a second revoke), or gone meanwhile.
+                                Ok(None) => {
+                                    self.queue.forget(user_id);
+                                    return Ok(());
+                                }
+                                Ok(Some(u)) if u.status.as_deref() == Some("deleting") => {
+                                    self.queue.forget(user_id);
+                                    return Ok(());
+                                }
+                                // `creating` / `modifying`: it passes; retry.
+                                _ => {}
                             }
-                            Ok(Some(u)) if u.status() == Some("deleting") => {
-                                self.queue.forget(user_id);
-                                return Ok(());
-                            }
-                            // `creating` / `modifying`: it passes; retry.
-                            _ => {}
-                        },
+                        }
                         _ if err.is_temporary() => {}
                         _ => return Err(err),
                     }
@@ -379,10 +367,12 @@ impl ElastiCacheProvider {
 
     /// Whether `user_id` exists and carries the lease id tag of `request`.
     async fn made_for(&self, user_id: &str, request: &CreateRequest) -> bool {
-        let Ok(Some(user)) = self.describe_user(user_id).await else {
+        let Ok(Some(user)) = ElastiCacheUsers::describe(&self.client, user_id).await else {
             return false;
         };
-        let Some(arn) = user.arn() else { return false };
+        let Some(arn) = user.arn.as_deref() else {
+            return false;
+        };
         self.tags_of(arn).await.is_ok_and(|tags| {
             tags.iter()
                 .any(|(k, v)| k == tags::LEASE_ID && v == request.lease_id.as_str())
@@ -642,7 +632,9 @@ impl DynamicSecretProvider for ElastiCacheProvider {
         let wait = self.config.revoke_wait;
         if !wait.is_zero() {
             let gone = wait_until(wait, self.poll_initial, Duration::from_secs(2), || async {
-                Ok(self.describe_user(&user_id).await?.is_none())
+                Ok(ElastiCacheUsers::describe(&self.client, &user_id)
+                    .await?
+                    .is_none())
             })
             .await;
             match gone {

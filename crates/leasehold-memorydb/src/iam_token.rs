@@ -2,21 +2,20 @@
 //! MemoryDB user, as leases.
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
-use aws_sdk_memorydb::types::AuthenticationType;
 use aws_sdk_memorydb::Client;
 use leasehold_aws::{
-    error_code, map_sdk_error, AuthTokenBuilder, IamTokenConfig, IamTokenProvider, IamTokenTarget,
+    found, AuthTokenBuilder, CacheService, IamTokenConfig, IamTokenProvider, IamTokenTarget,
 };
 use leasehold_core::{Error, Result};
 
 use crate::config::OPEN_ACCESS_ACL;
 use crate::provider::{ATTR_ACL, ATTR_CLUSTER};
+use crate::users::MemoryDbUsers;
 
 pub use leasehold_aws::ATTR_TOKEN_EXPIRES_AT;
 
 /// The token provider's [`kind`](leasehold_core::DynamicSecretProvider::kind).
-pub const IAM_TOKEN_KIND: &str = "aws-memorydb-iam-token";
+pub const IAM_TOKEN_KIND: &str = CacheService::MemoryDb.iam_token_kind();
 
 /// The IAM-enabled MemoryDB user a token provider signs tokens for, and its cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,12 +64,7 @@ pub type MemoryDbIamTokenProvider = IamTokenProvider<MemoryDbIamUser>;
 
 #[async_trait]
 impl IamTokenTarget for MemoryDbIamUser {
-    type Client = Client;
-    const KIND: &'static str = IAM_TOKEN_KIND;
-
-    fn client(sdk: &SdkConfig) -> Client {
-        Client::new(sdk)
-    }
+    type Service = MemoryDbUsers;
 
     fn user(&self) -> &str {
         &self.user_name
@@ -84,70 +78,30 @@ impl IamTokenTarget for MemoryDbIamUser {
         vec![(ATTR_CLUSTER, self.cluster_name.clone())]
     }
 
-    /// The user exists and authenticates with IAM, and it is in the cluster's ACL.
+    /// The cluster exists, and its ACL contains the user.
     async fn check(&self, client: &Client) -> Result<()> {
-        let checks = Checks {
-            config: self,
-            client,
-        };
-        checks.check_user().await?;
-        let acl = checks.cluster_acl().await?;
-        checks
-            .check_acl_member(&acl)
+        let acl = self.cluster_acl(client).await?;
+        self.check_acl_member(client, &acl)
             .await
             .map_err(|e| e.with_context(ATTR_ACL, &acl))
     }
 }
 
-/// The service's checks, against the settings and a client.
-struct Checks<'a> {
-    config: &'a MemoryDbIamUser,
-    client: &'a Client,
-}
-
-impl Checks<'_> {
-    async fn check_user(&self) -> Result<()> {
-        let name = &self.config.user_name;
-        let out = match self.client.describe_users().user_name(name).send().await {
-            Ok(out) => out,
-            Err(e) if error_code(&e) == Some("UserNotFoundFault") => {
-                return Err(user_not_found(name))
-            }
-            Err(e) => return Err(map_sdk_error("DescribeUsers", e)),
-        };
-        let user = out
-            .users()
-            .iter()
-            .find(|u| u.name() == Some(name.as_str()))
-            .ok_or_else(|| user_not_found(name))?;
-        let auth = user.authentication().and_then(|a| a.r#type());
-        if auth != Some(&AuthenticationType::Iam) {
-            return Err(Error::invalid_config(format!(
-                "user_name: MemoryDB user {name:?} authenticates with {}, not IAM; create it with --authentication-mode Type=iam",
-                auth.map_or("an unknown method", |t| t.as_str())
-            )));
-        }
-        Ok(())
-    }
-
-    async fn cluster_acl(&self) -> Result<String> {
-        let cluster = &self.config.cluster_name;
+impl MemoryDbIamUser {
+    /// The ACL of the cluster; the open-access ACL is refused, it holds no IAM users.
+    async fn cluster_acl(&self, client: &Client) -> Result<String> {
+        let cluster = &self.cluster_name;
         let not_found = || {
             Error::invalid_config(format!(
                 "cluster_name: MemoryDB cluster {cluster:?} not found"
             ))
         };
-        let out = match self
-            .client
+        let sent = client
             .describe_clusters()
             .cluster_name(cluster)
             .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if error_code(&e) == Some("ClusterNotFoundFault") => return Err(not_found()),
-            Err(e) => return Err(map_sdk_error("DescribeClusters", e)),
-        };
+            .await;
+        let out = found("DescribeClusters", "ClusterNotFoundFault", sent)?.ok_or_else(not_found)?;
         let c = out
             .clusters()
             .iter()
@@ -157,20 +111,17 @@ impl Checks<'_> {
             Some(acl) if acl != OPEN_ACCESS_ACL => Ok(acl.to_string()),
             _ => Err(Error::invalid_config(format!(
                 "cluster {cluster:?} uses the open-access ACL, which holds no IAM users; attach an ACL that contains {:?}",
-                self.config.user_name
+                self.user_name
             ))),
         }
     }
 
-    async fn check_acl_member(&self, acl: &str) -> Result<()> {
-        let out = match self.client.describe_acls().acl_name(acl).send().await {
-            Ok(out) => out,
-            Err(e) if error_code(&e) == Some("ACLNotFoundFault") => {
-                return Err(Error::invalid_config(format!(
-                    "the cluster's ACL {acl:?} was not found"
-                )))
-            }
-            Err(e) => return Err(map_sdk_error("DescribeACLs", e)),
+    async fn check_acl_member(&self, client: &Client, acl: &str) -> Result<()> {
+        let sent = client.describe_acls().acl_name(acl).send().await;
+        let Some(out) = found("DescribeACLs", "ACLNotFoundFault", sent)? else {
+            return Err(Error::invalid_config(format!(
+                "the cluster's ACL {acl:?} was not found"
+            )));
         };
         let members = out
             .acls()
@@ -178,19 +129,15 @@ impl Checks<'_> {
             .find(|a| a.name() == Some(acl))
             .map(|a| a.user_names().to_vec())
             .unwrap_or_default();
-        if members.contains(&self.config.user_name) {
+        if members.contains(&self.user_name) {
             Ok(())
         } else {
             Err(Error::invalid_config(format!(
                 "user_name: {:?} is not in ACL {acl:?} of cluster {:?}; add it with aws memorydb update-acl --user-names-to-add",
-                self.config.user_name, self.config.cluster_name
+                self.user_name, self.cluster_name
             )))
         }
     }
-}
-
-fn user_not_found(name: &str) -> Error {
-    Error::invalid_config(format!("user_name: MemoryDB user {name:?} not found"))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod membership;
 mod provider;
 mod statement;
 mod static_role;
+mod users;
 
 pub use access::{check_access_string, AccessSummary};
 pub use config::{
@@ -20,4 +21,5 @@ pub use iam_token::{
     IAM_TOKEN_KIND,
 };
 pub use provider::{MemoryDbProvider, ATTR_ACL, ATTR_CLUSTER, KIND, MANAGED_BY, TAG_ACL};
-pub use static_role::{MemoryDbUserTarget, MemoryDbUsers};
+pub use static_role::MemoryDbUserTarget;
+pub use users::MemoryDbUsers;

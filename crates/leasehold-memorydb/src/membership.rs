@@ -9,10 +9,11 @@ use async_trait::async_trait;
 use aws_sdk_memorydb::types::Acl;
 use aws_sdk_memorydb::Client;
 use leasehold_aws::membership::{GroupBackend, GroupSpec, GroupView, Refusal};
-use leasehold_aws::{error_code, map_sdk_error};
+use leasehold_aws::{error_code, map_sdk_error, UserService};
 use leasehold_core::{Error, ErrorKind, Result};
 
 use crate::config::MAX_USERS_PER_ACL;
+use crate::users::MemoryDbUsers;
 
 /// One MemoryDB ACL, by name.
 #[derive(Debug)]
@@ -91,11 +92,8 @@ impl GroupBackend for AclGroup {
     }
 
     async fn member_exists(&self, member: &str) -> Result<bool> {
-        let found = self.client.describe_users().user_name(member).send().await;
-        match found {
-            Ok(out) => Ok(!out.users().is_empty()),
-            Err(e) if error_code(&e) == Some("UserNotFoundFault") => Ok(false),
-            Err(e) => Err(map_sdk_error("DescribeUsers", e)),
-        }
+        Ok(MemoryDbUsers::describe(&self.client, member)
+            .await?
+            .is_some())
     }
 }

@@ -9,7 +9,7 @@ use aws_config::SdkConfig;
 use aws_sdk_memorydb::types::{AuthenticationMode, InputAuthenticationType, Tag};
 use aws_sdk_memorydb::Client;
 use leasehold_aws::membership::{Joined, MembershipQueue, Pacing};
-use leasehold_aws::{error_code, map_sdk_error, tags};
+use leasehold_aws::{error_code, map_sdk_error, tags, UserService};
 use leasehold_core::{
     Capabilities, CoordinationStore, CreateRequest, Created, Credentials, DynamicSecretProvider,
     Error, ErrorKind, ExternalRef, ManagedCredential, NameRule, PasswordPolicy, Readiness, Result,
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::config::{MemoryDbConfig, OPEN_ACCESS_ACL};
 use crate::membership::AclGroup;
 use crate::statement::{delete_user_name, CreateUserInput};
+use crate::users::MemoryDbUsers;
 use leasehold_aws::AuthProbe;
 
 /// The provider's [`kind`](DynamicSecretProvider::kind).
@@ -254,15 +255,9 @@ impl MemoryDbProvider {
     async fn wait_user_active(&self, user: &str, deadline: Instant) -> Result<bool> {
         let budget = deadline.saturating_duration_since(Instant::now());
         leasehold_aws::wait_until(budget, self.pacing.poll, self.pacing.poll_max, || async {
-            match self.client.describe_users().user_name(user).send().await {
-                Ok(out) => Ok(out
-                    .users()
-                    .iter()
-                    .any(|u| u.name() == Some(user) && u.status() == Some("active"))),
-                // Just created: a reader may not see it yet.
-                Err(e) if error_code(&e) == Some("UserNotFoundFault") => Ok(false),
-                Err(e) => Err(map_sdk_error("DescribeUsers", e)),
-            }
+            // Just created: a reader may not see it yet.
+            let user = MemoryDbUsers::describe(&self.client, user).await?;
+            Ok(user.is_some_and(|u| u.is_active()))
         })
         .await
     }
@@ -357,11 +352,7 @@ impl MemoryDbProvider {
         let budget = deadline.saturating_duration_since(Instant::now());
         let gone =
             leasehold_aws::wait_until(budget, self.pacing.poll, self.pacing.poll_max, || async {
-                match self.client.describe_users().user_name(user).send().await {
-                    Ok(out) => Ok(!out.users().iter().any(|u| u.name() == Some(user))),
-                    Err(e) if error_code(&e) == Some("UserNotFoundFault") => Ok(true),
-                    Err(e) => Err(map_sdk_error("DescribeUsers", e)),
-                }
+                Ok(MemoryDbUsers::describe(&self.client, user).await?.is_none())
             })
             .await;
         if !matches!(gone, Ok(true)) {

@@ -1,12 +1,9 @@
 //! [`MemoryDbUserTarget`]: an existing MemoryDB user as the target of a fleet-wide static role;
 //! the steps are [`StaticUserTarget`]'s, the calls `DescribeUsers` and `UpdateUser`.
 
-use aws_config::SdkConfig;
-use aws_sdk_memorydb::types::{AuthenticationMode, InputAuthenticationType};
-use aws_sdk_memorydb::Client;
-use leasehold_aws::{error_code, map_sdk_error, DescribedUser, StaticUserTarget, UserService};
-use leasehold_core::{async_trait, NameRule, Result};
-use secrecy::{ExposeSecret, SecretString};
+use leasehold_aws::StaticUserTarget;
+
+use crate::users::MemoryDbUsers;
 
 /// An existing MemoryDB user whose password a
 /// [`StaticRoleRotator`](leasehold_core::static_role::StaticRoleRotator) rotates: `UpdateUser`
@@ -31,75 +28,18 @@ use secrecy::{ExposeSecret, SecretString};
 /// ```
 pub type MemoryDbUserTarget = StaticUserTarget<MemoryDbUsers>;
 
-/// MemoryDB's user calls for a [`MemoryDbUserTarget`].
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct MemoryDbUsers;
-
-#[async_trait]
-impl UserService for MemoryDbUsers {
-    type Client = Client;
-    const KIND: &'static str = "aws-memorydb-static";
-    const TYPE_NAME: &'static str = "MemoryDbUserTarget";
-    const SERVICE: &'static str = "MemoryDB";
-    const USER_KEY: &'static str = "user_name";
-    const NAME_RULE: NameRule = NameRule::MemoryDbUserName;
-    const SET_OPERATION: &'static str = "UpdateUser";
-
-    fn client(sdk: &SdkConfig) -> Client {
-        Client::new(sdk)
-    }
-
-    async fn describe(client: &Client, user_name: &str) -> Result<Option<DescribedUser>> {
-        let out = match client.describe_users().user_name(user_name).send().await {
-            Ok(out) => out,
-            Err(e) if error_code(&e) == Some("UserNotFoundFault") => return Ok(None),
-            Err(e) => {
-                return Err(map_sdk_error("DescribeUsers", e).with_context("user_name", user_name))
-            }
-        };
-        let Some(u) = out.users().iter().find(|u| u.name() == Some(user_name)) else {
-            return Ok(None);
-        };
-        let auth = u.authentication().and_then(|a| a.r#type());
-        Ok(Some(DescribedUser::new(
-            u.name(),
-            u.arn(),
-            u.status(),
-            auth.map(|t| t.as_str()),
-        )))
-    }
-
-    async fn set_passwords(
-        client: &Client,
-        user_name: &str,
-        passwords: &[&SecretString],
-    ) -> Result<()> {
-        let mut mode = AuthenticationMode::builder().r#type(InputAuthenticationType::Password);
-        for p in passwords {
-            mode = mode.passwords(p.expose_secret());
-        }
-        client
-            .update_user()
-            .user_name(user_name)
-            .authentication_mode(mode.build())
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| map_sdk_error("UpdateUser", e).with_context("user_name", user_name))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use aws_sdk_memorydb::operation::describe_users::DescribeUsersOutput;
     use aws_sdk_memorydb::operation::update_user::{UpdateUserError, UpdateUserOutput};
     use aws_sdk_memorydb::types::{Authentication, AuthenticationType, User};
+    use aws_sdk_memorydb::Client;
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
     use aws_smithy_types::error::ErrorMetadata;
     use leasehold_core::static_role::StaticRoleTarget;
     use leasehold_core::ErrorKind;
+    use secrecy::SecretString;
 
     fn user(status: &str, auth: AuthenticationType) -> DescribeUsersOutput {
         DescribeUsersOutput::builder()

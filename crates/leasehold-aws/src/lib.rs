@@ -22,7 +22,7 @@ pub use iam_token::{
 };
 pub use service::CacheService;
 pub use static_role::{check_password_policy, check_rotatable, SecretsManagerPublisher, UserAuth};
-pub use static_user::{DescribedUser, StaticUserTarget, UserService};
+pub use static_user::{DescribedUser, StaticUserConfig, StaticUserTarget, UserService};
 
 use std::time::Duration;
 

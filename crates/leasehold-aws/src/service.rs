@@ -10,7 +10,6 @@ use leasehold_core::NameRule;
 /// ElastiCache or MemoryDB. The static-role target ([`UserService::SERVICE`](crate::UserService::SERVICE)),
 /// the IAM token provider and the token signer read the service's names from here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum CacheService {
     /// ElastiCache: users are named by a **user id** (`ModifyUser`; tokens signed for
     /// `elasticache` with the replication group id or serverless cache name).

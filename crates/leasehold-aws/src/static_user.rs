@@ -4,16 +4,19 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use leasehold_core::backoff::Backoff;
+use leasehold_core::settings::from_map;
 use leasehold_core::static_role::{StaticRoleTarget, StaticUser};
-use leasehold_core::{Error, ErrorKind, PasswordPolicy, Result};
+use leasehold_core::{DurationText, Error, ErrorKind, PasswordPolicy, Result};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 
+use crate::user_config::check_readiness_url;
 use crate::{
     check_password_policy, check_rotatable, wait_until, AuthProbe, CacheService, UserAuth,
 };
@@ -95,6 +98,164 @@ pub trait UserService: Send + Sync + 'static {
     ) -> Result<()>;
 }
 
+/// Settings of a static role on an existing ElastiCache or MemoryDB user: which user, and how
+/// a new password is tested. [`StaticUserTarget::from_config`] builds the target from them; the
+/// CLI reads them from a `type = "aws-elasticache"` or `"aws-memorydb"` static role with
+/// [`from_table`](Self::from_table).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use leasehold_aws::{CacheService, StaticUserConfig};
+///
+/// let config = StaticUserConfig::new(CacheService::MemoryDb, "app-writer")
+///     .readiness_endpoint("rediss://clustercfg.orders.xxxxxx.memorydb.eu-west-1.amazonaws.com:6379")
+///     .ready_timeout(Duration::from_secs(120));
+/// config.validate()?; // offline: the user's name, the endpoint, the bound
+///
+/// let table = serde_json::json!({"user_id": "app-writer", "ready_timeout": "2m"});
+/// let read = StaticUserConfig::from_table(CacheService::ElastiCache, table.as_object().unwrap().clone())?;
+/// assert_eq!(read.ready_timeout, Duration::from_secs(120));
+///
+/// let wrong = serde_json::json!({"user_name": "app-writer"});
+/// let e = StaticUserConfig::from_table(CacheService::ElastiCache, wrong.as_object().unwrap().clone());
+/// assert!(e.unwrap_err().message().starts_with("user_name: "));
+/// # Ok::<(), leasehold_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StaticUserConfig {
+    /// The service.
+    pub service: CacheService,
+    /// The user: its id (ElastiCache, key `user_id`) or name (MemoryDB, key `user_name`).
+    pub user: String,
+    /// `rediss://host:port` where new passwords are tested with `AUTH`; without it, the user
+    /// being `active` is the test.
+    pub readiness_endpoint: Option<String>,
+    /// The CA (PEM file) of the readiness endpoint's certificate (default: the system roots).
+    pub readiness_ca_pem: Option<PathBuf>,
+    /// How long a change may take to settle (default 5 minutes).
+    pub ready_timeout: Duration,
+}
+
+/// The keys of a static role's user besides the user key, as written in a config file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StaticUserKeys {
+    user_id: Option<String>,
+    user_name: Option<String>,
+    readiness_endpoint: Option<String>,
+    readiness_ca_pem: Option<PathBuf>,
+    ready_timeout: Option<DurationText>,
+}
+
+impl StaticUserConfig {
+    /// How long a change may take to settle unless set.
+    pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// The user `user` of `service`, tested by being `active`, 5 minutes to settle.
+    pub fn new(service: CacheService, user: impl Into<String>) -> Self {
+        StaticUserConfig {
+            service,
+            user: user.into(),
+            readiness_endpoint: None,
+            readiness_ca_pem: None,
+            ready_timeout: Self::DEFAULT_READY_TIMEOUT,
+        }
+    }
+
+    /// The keys [`from_table`](Self::from_table) reads for `service`.
+    pub fn keys(service: CacheService) -> [&'static str; 4] {
+        [
+            service.user_key(),
+            "readiness_endpoint",
+            "readiness_ca_pem",
+            "ready_timeout",
+        ]
+    }
+
+    /// Reads the keys of `service`'s static role ([`keys`](Self::keys)) from a config table and
+    /// [validates](Self::validate) them. Unknown keys, and the other service's user key, are
+    /// refused by name.
+    pub fn from_table(
+        service: CacheService,
+        table: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self> {
+        let keys: StaticUserKeys = from_map(table).map_err(Error::invalid_config)?;
+        let key = service.user_key();
+        let (user, other_user, other) = match service {
+            CacheService::ElastiCache => (keys.user_id, keys.user_name, "user_name"),
+            CacheService::MemoryDb => (keys.user_name, keys.user_id, "user_id"),
+        };
+        if other_user.is_some() {
+            return Err(Error::invalid_config(format!(
+                "{other}: not a key of a {service} user; {service} names its users by {key}"
+            )));
+        }
+        let user = user.ok_or_else(|| Error::invalid_config(format!("{key}: required")))?;
+        let mut config = StaticUserConfig::new(service, user);
+        config.readiness_endpoint = keys.readiness_endpoint;
+        config.readiness_ca_pem = keys.readiness_ca_pem;
+        if let Some(d) = keys.ready_timeout {
+            config.ready_timeout = d.parse_pause("ready_timeout", false)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the settings without a network call: the user's name follows the service's rule
+    /// (`default` is accepted: its password may be rotated), the endpoint is a
+    /// `redis(s)://host:port` URL, its CA comes with it, and `ready_timeout` is positive.
+    pub fn validate(&self) -> Result<()> {
+        user_name(self.service, &self.user)?;
+        if self.ready_timeout.is_zero() {
+            return Err(Error::invalid_config("ready_timeout: must be positive"));
+        }
+        if let Some(url) = &self.readiness_endpoint {
+            check_readiness_url(url)?;
+        }
+        match &self.readiness_ca_pem {
+            Some(_) if self.readiness_endpoint.is_none() => Err(Error::invalid_config(
+                "readiness_ca_pem: set readiness_endpoint too (the CA is only used for the AUTH check)",
+            )),
+            Some(p) if p.as_os_str().is_empty() => {
+                Err(Error::invalid_config("readiness_ca_pem: empty path"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+leasehold_core::setters! {
+    into Some StaticUserConfig {
+        /// Tests new passwords with `AUTH` on this endpoint (`rediss://host:port`).
+        readiness_endpoint: String,
+        /// Trusts this CA (PEM file) for the readiness endpoint.
+        readiness_ca_pem: PathBuf,
+    }
+}
+
+leasehold_core::setters! {
+    StaticUserConfig {
+        /// Sets how long a change may take to settle.
+        ready_timeout: Duration,
+    }
+}
+
+/// `user` as `service` stores it (lower case), checked against the service's naming rule;
+/// `default` is accepted besides. Errors name the service's user key.
+fn user_name(service: CacheService, user: &str) -> Result<String> {
+    let (rule, key) = (service.name_rule(), service.user_key());
+    let name = rule.normalize(user);
+    // `default` is reserved for created users, but its password may be rotated.
+    if name != "default" {
+        rule.check(&name)
+            .map_err(|e| Error::invalid_config(format!("{key}: {}", e.message())))?;
+    }
+    Ok(name)
+}
+
 /// An existing user of service `S` whose password a
 /// [`StaticRoleRotator`](leasehold_core::static_role::StaticRoleRotator) rotates: the service's
 /// password call with two passwords (current and new), then, after the grace, with the new one
@@ -145,13 +306,7 @@ impl<S: UserService> StaticUserTarget<S> {
 
     /// Uses a ready client.
     pub fn from_client(client: S::Client, user: &str) -> Result<Self> {
-        let (rule, key) = (S::SERVICE.name_rule(), S::SERVICE.user_key());
-        let name = rule.normalize(user);
-        // `default` is reserved for created users, but its password may be rotated.
-        if name != "default" {
-            rule.check(&name)
-                .map_err(|e| Error::invalid_config(format!("{key}: {}", e.message())))?;
-        }
+        let name = user_name(S::SERVICE, user)?;
         Ok(StaticUserTarget {
             client,
             user: name,
@@ -161,6 +316,24 @@ impl<S: UserService> StaticUserTarget<S> {
             probe: None,
             service: PhantomData,
         })
+    }
+
+    /// The target `config` describes, [validated](StaticUserConfig::validate); `config` must be
+    /// for this target's service.
+    pub fn from_config(sdk: &SdkConfig, config: &StaticUserConfig) -> Result<Self> {
+        if config.service != S::SERVICE {
+            return Err(Error::invalid_config(format!(
+                "service: the settings are for a {} user, the target is {}'s",
+                config.service,
+                S::SERVICE
+            )));
+        }
+        config.validate()?;
+        let target = Self::new(sdk, &config.user)?.ready_timeout(config.ready_timeout);
+        match &config.readiness_endpoint {
+            Some(url) => target.readiness_endpoint(url, config.readiness_ca_pem.as_deref()),
+            None => Ok(target),
+        }
     }
 
     /// Tests new passwords with `AUTH` on this endpoint (`rediss://`, or `redis://` for test
@@ -293,6 +466,101 @@ impl<S: UserService> StaticRoleTarget for StaticUserTarget<S> {
                 format!("the new password of {username:?} is refused by the readiness endpoint"),
             )
             .temporary())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasehold_core::ErrorKind;
+
+    fn refused(config: &StaticUserConfig, starts: &str) {
+        let e = config.validate().expect_err(starts);
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
+        assert!(e.message().starts_with(starts), "{e}");
+    }
+
+    #[test]
+    fn static_user_config_is_checked_offline() {
+        for service in [CacheService::ElastiCache, CacheService::MemoryDb] {
+            let ok = StaticUserConfig::new(service, "App-Writer");
+            ok.validate().unwrap();
+            StaticUserConfig::new(service, "default")
+                .validate()
+                .unwrap();
+            let key = service.user_key();
+            refused(&StaticUserConfig::new(service, "bad--name"), key);
+            refused(&StaticUserConfig::new(service, ""), key);
+            refused(&ok.clone().ready_timeout(Duration::ZERO), "ready_timeout");
+            refused(
+                &ok.clone().readiness_endpoint("https://cache:6379"),
+                "readiness_endpoint",
+            );
+            refused(
+                &ok.clone().readiness_endpoint("rediss://u:pw@cache:6379"),
+                "readiness_endpoint",
+            );
+            refused(
+                &ok.clone().readiness_ca_pem("/etc/ssl/ca.pem"),
+                "readiness_ca_pem",
+            );
+            ok.clone()
+                .readiness_endpoint("rediss://cache:6379")
+                .readiness_ca_pem("/etc/ssl/ca.pem")
+                .validate()
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn static_user_config_reads_its_service_keys_only() {
+        let table = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let read = StaticUserConfig::from_table(
+            CacheService::MemoryDb,
+            table(serde_json::json!({
+                "user_name": "app-writer",
+                "readiness_endpoint": "rediss://cache:6379",
+                "readiness_ca_pem": "/etc/ssl/ca.pem",
+                "ready_timeout": "90s",
+            })),
+        )
+        .unwrap();
+        let expected = StaticUserConfig::new(CacheService::MemoryDb, "app-writer")
+            .readiness_endpoint("rediss://cache:6379")
+            .readiness_ca_pem("/etc/ssl/ca.pem")
+            .ready_timeout(Duration::from_secs(90));
+        assert_eq!(read, expected);
+        for (service, t, starts) in [
+            (
+                CacheService::MemoryDb,
+                serde_json::json!({"user_id": "a"}),
+                "user_id: not a key",
+            ),
+            (
+                CacheService::ElastiCache,
+                serde_json::json!({"user_name": "a"}),
+                "user_name: not a key",
+            ),
+            (
+                CacheService::ElastiCache,
+                serde_json::json!({"user": "a"}),
+                "unknown field `user`",
+            ),
+            (
+                CacheService::ElastiCache,
+                serde_json::json!({}),
+                "user_id: required",
+            ),
+            (
+                CacheService::ElastiCache,
+                serde_json::json!({"user_id": "a", "ready_timeout": "soon"}),
+                "ready_timeout",
+            ),
+        ] {
+            let e = StaticUserConfig::from_table(service, table(t)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
+            assert!(e.message().starts_with(starts), "{e}");
         }
     }
 }

@@ -18,8 +18,10 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use crate::config::{from_map, take_keys, to_map, ManagerSettings};
-use leasehold_aws::{AwsConfig, StaticUserTarget, UserService};
+use leasehold_aws::{AwsConfig, CacheService, StaticUserConfig};
 use leasehold_core::DurationText;
+use leasehold_elasticache::ElastiCacheUserTarget;
+use leasehold_memorydb::MemoryDbUserTarget;
 
 /// The target types, as spelled in `type = "..."`.
 pub const STATIC_TYPES: &[&str] = &["aws-elasticache", "aws-memorydb", "redis"];
@@ -50,34 +52,6 @@ struct CommonSection {
     schedule: Option<String>,
     window: Option<DurationText>,
     grace: Option<DurationText>,
-}
-
-/// `type = "aws-elasticache"`: the user's keys.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ElastiCacheUser {
-    /// The user id.
-    pub user_id: String,
-    /// `rediss://host:port` to test new passwords with `AUTH`.
-    pub readiness_endpoint: Option<String>,
-    /// The CA (PEM file) of the readiness endpoint.
-    pub readiness_ca_pem: Option<PathBuf>,
-    /// How long a change may take to settle.
-    pub ready_timeout: Option<DurationText>,
-}
-
-/// `type = "aws-memorydb"`: the user's keys.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemoryDbUser {
-    /// The user name.
-    pub user_name: String,
-    /// `rediss://host:port` to test new passwords with `AUTH`.
-    pub readiness_endpoint: Option<String>,
-    /// The CA (PEM file) of the readiness endpoint.
-    pub readiness_ca_pem: Option<PathBuf>,
-    /// How long a change may take to settle.
-    pub ready_timeout: Option<DurationText>,
 }
 
 /// `type = "redis"`: the user, and the keys of the Redis provider's config that reach its
@@ -128,10 +102,9 @@ fn redis_user(mut table: serde_json::Map<String, serde_json::Value>) -> Result<R
 /// The user of a static role.
 #[derive(Debug)]
 pub enum StaticTarget {
-    /// `type = "aws-elasticache"`.
-    ElastiCache(ElastiCacheUser),
-    /// `type = "aws-memorydb"`.
-    MemoryDb(MemoryDbUser),
+    /// `type = "aws-elasticache"` or `"aws-memorydb"`: the user and the readiness check, read
+    /// by the AWS crate's own [`StaticUserConfig`].
+    Aws(StaticUserConfig),
     /// `type = "redis"`.
     Redis(RedisUser),
 }
@@ -163,9 +136,11 @@ pub struct StaticRoleConfig {
 impl StaticRoleConfig {
     /// The `type` as written in the file.
     pub fn type_name(&self) -> &'static str {
-        match self.target {
-            StaticTarget::ElastiCache(_) => "aws-elasticache",
-            StaticTarget::MemoryDb(_) => "aws-memorydb",
+        match &self.target {
+            StaticTarget::Aws(u) => match u.service {
+                CacheService::ElastiCache => "aws-elasticache",
+                CacheService::MemoryDb => "aws-memorydb",
+            },
             StaticTarget::Redis(_) => "redis",
         }
     }
@@ -231,8 +206,8 @@ pub fn parse(table: toml::Table, manager: &ManagerSettings) -> Result<StaticRole
     leasehold::config::check_name(&common.name)?;
     let aws: AwsConfig = from_map(take_keys(&mut table, AwsConfig::KEYS))?;
     let target = match common.kind.as_str() {
-        "aws-elasticache" => StaticTarget::ElastiCache(from_map(table)?),
-        "aws-memorydb" => StaticTarget::MemoryDb(from_map(table)?),
+        "aws-elasticache" => StaticTarget::Aws(aws_user(CacheService::ElastiCache, table)?),
+        "aws-memorydb" => StaticTarget::Aws(aws_user(CacheService::MemoryDb, table)?),
         "redis" => StaticTarget::Redis(redis_user(table)?),
         other => {
             return Err(format!(
@@ -325,37 +300,22 @@ pub fn parse(table: toml::Table, manager: &ManagerSettings) -> Result<StaticRole
     })
 }
 
-fn opt_duration(field: &str, d: &Option<DurationText>) -> Result<Option<Duration>> {
-    DurationText::parse_opt(d, field)
-}
-
-/// An ElastiCache or MemoryDB user: the name and the readiness keys
-/// (`readiness_endpoint`, `readiness_ca_pem`, `ready_timeout`).
-async fn aws_user<S: UserService>(
-    role: &StaticRoleConfig,
-    user: &str,
-    (endpoint, ca_pem, ready_timeout): (&Option<String>, &Option<PathBuf>, &Option<DurationText>),
-) -> Result<Arc<dyn StaticRoleTarget>> {
-    let mut t = StaticUserTarget::<S>::new(&role.aws.load().await?, user)?;
-    if let Some(url) = endpoint {
-        t = t.readiness_endpoint(url, ca_pem.as_deref())?;
-    }
-    if let Some(d) = opt_duration("ready_timeout", ready_timeout)? {
-        t = t.ready_timeout(d);
-    }
-    Ok(Arc::new(t))
+fn aws_user(
+    service: CacheService,
+    table: serde_json::Map<String, serde_json::Value>,
+) -> Result<StaticUserConfig, String> {
+    StaticUserConfig::from_table(service, table).map_err(|e| e.message().to_string())
 }
 
 /// The role's user.
 pub async fn target(role: &StaticRoleConfig) -> Result<Arc<dyn StaticRoleTarget>> {
     Ok(match &role.target {
-        StaticTarget::ElastiCache(u) => {
-            let keys = (&u.readiness_endpoint, &u.readiness_ca_pem, &u.ready_timeout);
-            aws_user::<leasehold_elasticache::ElastiCacheUsers>(role, &u.user_id, keys).await?
-        }
-        StaticTarget::MemoryDb(u) => {
-            let keys = (&u.readiness_endpoint, &u.readiness_ca_pem, &u.ready_timeout);
-            aws_user::<leasehold_memorydb::MemoryDbUsers>(role, &u.user_name, keys).await?
+        StaticTarget::Aws(u) => {
+            let sdk = role.aws.load().await?;
+            match u.service {
+                CacheService::ElastiCache => Arc::new(ElastiCacheUserTarget::from_config(&sdk, u)?),
+                CacheService::MemoryDb => Arc::new(MemoryDbUserTarget::from_config(&sdk, u)?),
+            }
         }
         StaticTarget::Redis(u) => Arc::new(leasehold_redis::RedisUserTarget::from_config(
             &u.username,
@@ -534,16 +494,13 @@ mod tests {
 
     #[test]
     fn both_aws_types_take_the_same_readiness_keys() {
-        for (kind, user_key) in [
-            ("aws-elasticache", "user_id"),
-            ("aws-memorydb", "user_name"),
-        ] {
+        let role = |kind: &str, user: &str| {
             let table: toml::Table = toml::from_str(&format!(
                 r#"name = "writer"
 type = "{kind}"
 secret_id = "prod/writer"
 period = "30d"
-{user_key} = "app-writer"
+{user}
 readiness_endpoint = "rediss://cache.example:6379"
 readiness_ca_pem = "/etc/ssl/cache-ca.pem"
 ready_timeout = "2m"
@@ -551,13 +508,40 @@ region = "eu-west-1"
 "#
             ))
             .unwrap();
-            let role = parse(table, &ManagerSettings::default()).unwrap();
-            let ca = match &role.target {
-                StaticTarget::ElastiCache(u) => u.readiness_ca_pem.clone(),
-                StaticTarget::MemoryDb(u) => u.readiness_ca_pem.clone(),
-                StaticTarget::Redis(_) => unreachable!(),
+            parse(table, &ManagerSettings::default())
+        };
+        for (kind, user_key, other_key, service) in [
+            (
+                "aws-elasticache",
+                "user_id",
+                "user_name",
+                CacheService::ElastiCache,
+            ),
+            (
+                "aws-memorydb",
+                "user_name",
+                "user_id",
+                CacheService::MemoryDb,
+            ),
+        ] {
+            let role_of = role(kind, &format!("{user_key} = \"App-Writer\"")).unwrap();
+            assert_eq!(role_of.type_name(), kind);
+            let StaticTarget::Aws(u) = &role_of.target else {
+                unreachable!()
             };
-            assert_eq!(ca, Some(PathBuf::from("/etc/ssl/cache-ca.pem")), "{kind}");
+            let expected = StaticUserConfig::new(service, "App-Writer")
+                .readiness_endpoint("rediss://cache.example:6379")
+                .readiness_ca_pem("/etc/ssl/cache-ca.pem")
+                .ready_timeout(Duration::from_secs(120));
+            assert_eq!(u, &expected, "{kind}");
+            // The other service's user key is refused by name, and so is a bad user name,
+            // before any network call.
+            let e = role(kind, &format!("{other_key} = \"app-writer\"")).unwrap_err();
+            assert!(e.starts_with(&format!("{other_key}: not a key")), "{e}");
+            let e = role(kind, &format!("{user_key} = \"two--hyphens\"")).unwrap_err();
+            assert!(e.starts_with(&format!("{user_key}: ")), "{e}");
+            let e = role(kind, "").unwrap_err();
+            assert!(e.starts_with(&format!("{user_key}: required")), "{e}");
         }
     }
 

@@ -253,6 +253,27 @@ fn bad_static_roles_exit_2_naming_the_key() {
             BAD_BASE.replace("user_id", "user_di"),
             vec!["unknown field `user_di`"],
         ),
+        // The user's keys are checked offline too: its name, the other service's key, the
+        // readiness endpoint and its CA (endpoint_url points nowhere; nothing is called).
+        (
+            BAD_BASE.replace("\"app-writer\"", "\"app--writer\""),
+            vec!["static_roles[0]", "user_id", "app--writer"],
+        ),
+        (
+            BAD_BASE.replace("user_id", "user_name"),
+            vec!["static_roles[0]", "user_name: not a key", "user_id"],
+        ),
+        (
+            BAD_BASE.replace(
+                "period",
+                "readiness_endpoint = \"https://cache:6379\"\nperiod",
+            ),
+            vec!["static_roles[0]", "readiness_endpoint", "rediss://"],
+        ),
+        (
+            BAD_BASE.replace("period", "readiness_ca_pem = \"/etc/ssl/ca.pem\"\nperiod"),
+            vec!["static_roles[0]", "readiness_ca_pem", "readiness_endpoint"],
+        ),
         (
             BAD_BASE.replace("period = \"30d\"", "period = \"monthly\""),
             vec!["period", "monthly"],

@@ -127,4 +127,27 @@ mod tests {
         let client = mock_client!(aws_sdk_memorydb, RuleMode::MatchAny, &[]);
         assert!(MemoryDbUserTarget::from_client(client, "1bad").is_err());
     }
+
+    #[test]
+    fn from_config_builds_the_target_of_its_service_only() {
+        use leasehold_aws::{CacheService, StaticUserConfig};
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let config = StaticUserConfig::new(CacheService::MemoryDb, "App-Writer")
+            .readiness_endpoint("rediss://cache.example:6379")
+            .ready_timeout(std::time::Duration::from_secs(60));
+        let target = MemoryDbUserTarget::from_config(&sdk, &config).unwrap();
+        let shown = format!("{target:?}");
+        assert!(shown.contains("user_name: \"app-writer\""), "{shown}");
+        assert!(shown.contains("60s"), "{shown}");
+        assert_eq!(target.kind(), "aws-memorydb-static");
+        let other = StaticUserConfig::new(CacheService::ElastiCache, "app-writer");
+        let e = MemoryDbUserTarget::from_config(&sdk, &other).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
+        let bad = StaticUserConfig::new(CacheService::MemoryDb, "app-writer")
+            .readiness_ca_pem("/etc/ssl/ca.pem");
+        let e = MemoryDbUserTarget::from_config(&sdk, &bad).unwrap_err();
+        assert!(e.message().starts_with("readiness_ca_pem"), "{e}");
+    }
 }

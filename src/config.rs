@@ -54,6 +54,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use leasehold_core::settings::shorten;
 use leasehold_core::{
     DurationText, DynamicSecret, DynamicSecretProvider, Error, LeaseManager, LeaseManagerBuilder,
     LeaseStore, ManagerConfig, MemoryStore, Result, RetryPolicy, TtlOverMax,
@@ -465,7 +466,7 @@ impl ProviderConfig {
                 }
                 None => format!(
                     "type: unknown type {:?}; expected one of {}",
-                    short(other),
+                    shorten(other),
                     TYPES.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ")
                 ),
             }),
@@ -520,7 +521,7 @@ impl SecretConfig {
             Some(other) => {
                 return Err(format!(
                     "ttl_over_max: {:?} is not one of \"error\", \"clamp\"",
-                    short(other)
+                    shorten(other)
                 ))
             }
         };
@@ -562,7 +563,7 @@ impl<'de> Deserialize<'de> for SecretConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let table = Map::<String, Value>::deserialize(d)?;
         let label = match table.get("name").and_then(Value::as_str) {
-            Some(n) => format!("secret {:?}", short(n)),
+            Some(n) => format!("secret {:?}", shorten(n)),
             None => "secret".to_string(),
         };
         SecretConfig::from_map(table).map_err(|m| de::Error::custom(format!("{label}: {m}")))
@@ -585,15 +586,6 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
         );
     }
     Ok(())
-}
-
-fn short(s: &str) -> String {
-    if s.chars().count() > 64 {
-        let head: String = s.chars().take(48).collect();
-        format!("{head}… ({} characters)", s.chars().count())
-    } else {
-        s.to_string()
-    }
 }
 
 #[cfg(all(test, feature = "redis"))]

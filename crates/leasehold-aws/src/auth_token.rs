@@ -24,6 +24,7 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use leasehold_core::{Error, ErrorKind, Result};
 
 use crate::CacheService;
+use leasehold_core::settings::shorten;
 use secrecy::SecretString;
 
 /// The longest validity AWS accepts for an IAM authentication token, and the default: 15 min.
@@ -397,7 +398,7 @@ fn check_identifier(field: &str, value: &str) -> Result<()> {
     } else {
         Err(Error::invalid_config(format!(
             "{field}: {:?} must be 1 to 40 lower-case letters, digits or hyphens, starting with a letter (AWS stores and signs it lower-case)",
-            crate::truncate(value)
+            shorten(value)
         )))
     }
 }

@@ -11,6 +11,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
+use leasehold_core::settings::shorten;
 use leasehold_core::{DurationText, Error, Result};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::{DeserializeOwned, Error as _};
@@ -203,7 +204,7 @@ impl AwsConfig {
             {
                 return Err(Error::invalid_config(format!(
                     "endpoint_url: {:?} must be an http:// or https:// URL",
-                    truncate(url)
+                    shorten(url)
                 )));
             }
         }
@@ -249,10 +250,6 @@ impl AwsConfig {
     }
 }
 
-pub(crate) fn truncate(s: &str) -> String {
-    s.chars().take(80).collect()
-}
-
 pub(crate) fn check_region(region: &str) -> Result<()> {
     let ok = !region.is_empty()
         && region.len() <= 32
@@ -266,7 +263,7 @@ pub(crate) fn check_region(region: &str) -> Result<()> {
     } else {
         Err(Error::invalid_config(format!(
             "region: {:?} is not an AWS region name (like us-east-1)",
-            truncate(region)
+            shorten(region)
         )))
     }
 }

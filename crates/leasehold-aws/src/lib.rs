@@ -33,7 +33,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use leasehold_core::backoff::{Backoff, Jitter};
 use leasehold_core::{Error, ErrorKind, Result};
 
-use config::truncate;
+use leasehold_core::settings::shorten;
 
 /// Checks that `arn` looks like `arn:<partition>:<service>:<region>:<account>:<resource>`, and
 /// that the service matches when given. `field` names the setting in the error.
@@ -41,7 +41,7 @@ pub fn validate_arn(field: &str, arn: &str, service: Option<&str>) -> Result<()>
     let bad = |why: &str| {
         Err(Error::invalid_config(format!(
             "{field}: {:?} is not a valid ARN ({why})",
-            truncate(arn)
+            shorten(arn)
         )))
     };
     if arn.len() > 2048 {

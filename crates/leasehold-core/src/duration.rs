@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::settings::shorten;
 
 /// The longest duration accepted anywhere: 100 years. Longer values are configuration
 /// mistakes, and they would overflow timestamp arithmetic.
@@ -50,7 +51,7 @@ fn bad_duration(field: &str, input: &str, why: &str, examples: &str) -> Error {
         ErrorKind::InvalidConfig,
         format!(
             "{field}: {:?} is not a valid duration ({why}); use e.g. {examples} or a number of seconds",
-            truncate_for_message(input)
+            shorten(input)
         ),
     )
     .with_context("field", field)
@@ -258,10 +259,6 @@ impl serde::Serialize for DurationText {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
     }
-}
-
-fn truncate_for_message(s: &str) -> String {
-    s.chars().take(40).collect()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::settings::shorten;
 
 /// Length of the random part of a [`LeaseId`]: 24 alphanumeric characters, about 143 bits.
 pub const LEASE_ID_RANDOM_LEN: usize = 24;
@@ -473,15 +474,6 @@ impl fmt::Debug for Credentials {
                 )
                 .finish_non_exhaustive(),
         }
-    }
-}
-
-/// At most 80 characters of `s`, for error messages about input that may be huge.
-pub(crate) fn shorten(s: &str) -> String {
-    if s.chars().count() <= 80 {
-        s.to_string()
-    } else {
-        format!("{}...", s.chars().take(80).collect::<String>())
     }
 }
 

@@ -284,7 +284,7 @@ impl DynamicSecretBuilder {
 
     /// Checks and builds the definition.
     pub fn build(self) -> Result<DynamicSecret> {
-        let shown = crate::model::shorten(&self.name);
+        let shown = crate::settings::shorten(&self.name);
         let cfg =
             |m: String| Err(Error::new(ErrorKind::InvalidConfig, m).with_context("secret", &shown));
         if self.name.is_empty()

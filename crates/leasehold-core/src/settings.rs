@@ -9,6 +9,26 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+/// Input as a message shows it: whole up to 80 characters; longer input (a config value can
+/// be huge) by its first 64 characters, then `…` and its length. Every message about a
+/// config value in the workspace shortens it here.
+///
+/// ```
+/// use leasehold_core::settings::shorten;
+///
+/// assert_eq!(shorten("app-writer"), "app-writer");
+/// let long = "x".repeat(1000);
+/// assert_eq!(shorten(&long), format!("{}… (1000 characters)", "x".repeat(64)));
+/// ```
+pub fn shorten(input: &str) -> String {
+    let count = input.chars().count();
+    if count <= 80 {
+        return input.to_string();
+    }
+    let head: String = input.chars().take(64).collect();
+    format!("{head}… ({count} characters)")
+}
+
 /// Removes `keys` from `table` and returns them as a table of their own.
 ///
 /// ```

@@ -11,6 +11,7 @@ use leasehold_aws::user_config::{
     shows_sample_password, TagRules, UserFlatConfig, UserKeys, WithUserKeys,
 };
 use leasehold_aws::AwsConfig;
+use leasehold_core::settings::shorten;
 use leasehold_core::{DurationText, Error, NameRule, Result, StatementTemplate};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
@@ -177,7 +178,7 @@ impl ElastiCacheConfig {
         if !check_identifier(&self.user_group_id, 40) {
             return Err(Error::invalid_config(format!(
                 "user_group_id: {:?} is not an ElastiCache identifier (a letter, then letters, digits and single hyphens, at most 40)",
-                short(&self.user_group_id)
+                shorten(&self.user_group_id)
             )));
         }
         // revoke_wait may be zero: revoke then returns as soon as DeleteUser is accepted.
@@ -400,10 +401,6 @@ fn password_list(v: Option<&serde_json::Value>, key: &str) -> Result<Vec<SecretS
     }
 }
 
-fn short(s: &str) -> String {
-    s.chars().take(60).collect()
-}
-
 /// ElastiCache identifiers: a letter, then letters, digits and hyphens, no trailing or double
 /// hyphen.
 pub(crate) fn check_identifier(id: &str, max: usize) -> bool {
@@ -431,25 +428,25 @@ fn check_tag(k: &str, v: &str) -> std::result::Result<(), String> {
     if k.is_empty() || k.chars().count() > 128 || k.starts_with("aws:") {
         return Err(format!(
             "key {:?} must be 1 to 128 characters and not start with aws:",
-            short(k)
+            shorten(k)
         ));
     }
     if k.starts_with("leasehold:") {
         return Err(format!(
             "key {:?} is reserved for the provider's own tags",
-            short(k)
+            shorten(k)
         ));
     }
     if v.chars().count() > 256 {
         return Err(format!(
             "the value of {:?} is longer than 256 characters",
-            short(k)
+            shorten(k)
         ));
     }
     if !k.chars().all(tag_char) || !v.chars().all(tag_char) {
         return Err(format!(
             "{:?}: keys and values may hold letters, digits, spaces and _ . : / = + - @",
-            short(k)
+            shorten(k)
         ));
     }
     Ok(())

@@ -7,6 +7,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
+use leasehold_core::settings::shorten;
 use leasehold_core::{Error, ErrorKind, Result};
 
 /// Longest policy document IAM and STS accept for a user's inline policy or a session policy:
@@ -15,10 +16,6 @@ pub const MAX_POLICY_CHARS: usize = 2048;
 
 /// IAM allows 50 tags per user.
 pub const MAX_USER_TAGS: usize = 50;
-
-fn shorten(s: &str) -> String {
-    s.chars().take(80).collect()
-}
 
 /// Parses a policy document: a JSON object with a `Statement` (an object or a non-empty array of
 /// objects), each with `Effect` `Allow` or `Deny`. Returns the compact form that is sent.

@@ -8,6 +8,7 @@ use leasehold_aws::user_config::{
     shows_sample_password, TagRules, UserFlatConfig, UserKeys, WithUserKeys,
 };
 use leasehold_aws::AwsConfig;
+use leasehold_core::settings::shorten;
 use leasehold_core::{DurationText, Error, ErrorKind, Result, StatementTemplate, StatementVars};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
@@ -211,10 +212,6 @@ impl MemoryDbConfig {
     }
 }
 
-fn short(s: &str) -> String {
-    s.chars().take(60).collect()
-}
-
 /// MemoryDB cluster and ACL names: a letter, then letters, digits and single hyphens, not
 /// ending with a hyphen, at most 40 characters.
 fn check_identifier(field: &str, id: &str) -> Result<()> {
@@ -229,7 +226,7 @@ fn check_identifier(field: &str, id: &str) -> Result<()> {
     } else {
         Err(Error::invalid_config(format!(
             "{field}: {:?} is not a MemoryDB name (a letter, then letters, digits and single hyphens, at most 40)",
-            short(id)
+            shorten(id)
         )))
     }
 }

@@ -81,7 +81,7 @@ pub(crate) fn parse_node(node: &str) -> Result<ConnectionInfo> {
         if node.contains('@') || node.contains('?') {
             String::from("the node URL")
         } else {
-            format!("{:?}", crate::config::shorten(node))
+            format!("{:?}", leasehold_core::settings::shorten(node))
         }
     };
     let url = redis::parse_redis_url(node).ok_or_else(|| {

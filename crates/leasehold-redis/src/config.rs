@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use leasehold_core::settings::shorten;
 use leasehold_core::{DurationText, Error, Result};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -651,15 +652,6 @@ impl NodeAddr {
         let port = parsed.port().unwrap_or(6379);
         Ok(NodeAddr::data(host, port, tls))
     }
-}
-
-/// At most 80 characters of `s` (then `…`), for messages about input that may be huge.
-pub(crate) fn shorten(s: &str) -> String {
-    let mut out: String = s.chars().take(80).collect();
-    if s.chars().count() > 80 {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

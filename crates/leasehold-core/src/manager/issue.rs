@@ -152,10 +152,10 @@ impl LeaseManager {
                 ErrorKind::SecretNotFound,
                 format!(
                     "no secret named {:?} is registered",
-                    crate::model::shorten(secret)
+                    crate::settings::shorten(secret)
                 ),
             )
-            .with_context("secret", crate::model::shorten(secret).escape_debug())
+            .with_context("secret", crate::settings::shorten(secret).escape_debug())
         })?;
         let started = std::time::Instant::now();
         let name = entry.secret.name_arc().clone();

@@ -45,7 +45,7 @@ impl LeaseManager {
                 ErrorKind::SecretNotFound,
                 format!(
                     "no secret named {:?} is registered",
-                    crate::model::shorten(secret)
+                    crate::settings::shorten(secret)
                 ),
             )
         })?;

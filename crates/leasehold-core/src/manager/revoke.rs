@@ -200,7 +200,7 @@ impl LeaseManager {
         }
         let d = known.unwrap_or_else(|| crate::store::DamagedLease::new(id, "unknown"));
         tracing::warn!(
-            lease_id = %crate::model::shorten(id).escape_debug(),
+            lease_id = %crate::settings::shorten(id).escape_debug(),
             secret = d.secret.as_deref().unwrap_or(""),
             principal = d.principal.as_deref().unwrap_or(""),
             reason = %d.reason,

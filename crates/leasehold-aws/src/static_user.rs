@@ -190,7 +190,7 @@ impl StaticUserConfig {
         };
         if other_user.is_some() {
             return Err(Error::invalid_config(format!(
-                "{other}: not a key of a {service} user; {service} names its users by {key}"
+                "{other}: not a key of {service} users; {service} names its users by {key}"
             )));
         }
         let user = user.ok_or_else(|| Error::invalid_config(format!("{key}: required")))?;

@@ -16,7 +16,7 @@ use leasehold_core::{DurationText, Error, ErrorKind, PasswordPolicy, Result};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::user_config::check_readiness_url;
+use crate::user_config::check_readiness;
 use crate::{
     check_password_policy, check_rotatable, wait_until, AuthProbe, CacheService, UserAuth,
 };
@@ -165,17 +165,8 @@ impl StaticUserConfig {
         }
     }
 
-    /// The keys [`from_table`](Self::from_table) reads for `service`.
-    pub fn keys(service: CacheService) -> [&'static str; 4] {
-        [
-            service.user_key(),
-            "readiness_endpoint",
-            "readiness_ca_pem",
-            "ready_timeout",
-        ]
-    }
-
-    /// Reads the keys of `service`'s static role ([`keys`](Self::keys)) from a config table and
+    /// Reads the keys of `service`'s static role (its user key, `readiness_endpoint`,
+    /// `readiness_ca_pem`, `ready_timeout`) from a config table and
     /// [validates](Self::validate) them. Unknown keys, and the other service's user key, are
     /// refused by name.
     pub fn from_table(
@@ -212,18 +203,10 @@ impl StaticUserConfig {
         if self.ready_timeout.is_zero() {
             return Err(Error::invalid_config("ready_timeout: must be positive"));
         }
-        if let Some(url) = &self.readiness_endpoint {
-            check_readiness_url(url)?;
-        }
-        match &self.readiness_ca_pem {
-            Some(_) if self.readiness_endpoint.is_none() => Err(Error::invalid_config(
-                "readiness_ca_pem: set readiness_endpoint too (the CA is only used for the AUTH check)",
-            )),
-            Some(p) if p.as_os_str().is_empty() => {
-                Err(Error::invalid_config("readiness_ca_pem: empty path"))
-            }
-            _ => Ok(()),
-        }
+        check_readiness(
+            self.readiness_endpoint.as_deref(),
+            self.readiness_ca_pem.as_deref(),
+        )
     }
 }
 

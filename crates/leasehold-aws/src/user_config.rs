@@ -87,20 +87,25 @@ impl UserSettings<'_> {
             }
         }
         rules.check_tags(self.tags)?;
-        if let Some(url) = self.readiness_endpoint {
-            check_readiness_url(url)?;
+        check_readiness(self.readiness_endpoint, self.readiness_ca_pem)
+    }
+}
+
+/// Checks a readiness endpoint and its CA, as the user providers and the static-role targets
+/// take them: the endpoint is a `redis(s)://host:port` URL ([`check_readiness_url`]), and a CA
+/// is a non-empty path that comes with an endpoint.
+pub fn check_readiness(endpoint: Option<&str>, ca_pem: Option<&Path>) -> Result<()> {
+    if let Some(url) = endpoint {
+        check_readiness_url(url)?;
+    }
+    match ca_pem {
+        Some(_) if endpoint.is_none() => Err(Error::invalid_config(
+            "readiness_ca_pem: set readiness_endpoint too (the CA is only used for the AUTH check)",
+        )),
+        Some(path) if path.as_os_str().is_empty() => {
+            Err(Error::invalid_config("readiness_ca_pem: empty path"))
         }
-        if let Some(path) = self.readiness_ca_pem {
-            if self.readiness_endpoint.is_none() {
-                return Err(Error::invalid_config(
-                    "readiness_ca_pem: set readiness_endpoint too (the CA is only used for the AUTH check)",
-                ));
-            }
-            if path.as_os_str().is_empty() {
-                return Err(Error::invalid_config("readiness_ca_pem: empty path"));
-            }
-        }
-        Ok(())
+        _ => Ok(()),
     }
 }
 

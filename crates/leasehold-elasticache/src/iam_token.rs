@@ -4,12 +4,12 @@
 use async_trait::async_trait;
 use aws_sdk_elasticache::Client;
 use leasehold_aws::{
-    error_code, map_sdk_error, AuthTokenBuilder, CacheService, IamTokenConfig, IamTokenProvider,
-    IamTokenTarget,
+    map_sdk_error, AuthTokenBuilder, CacheService, IamTokenConfig, IamTokenProvider, IamTokenTarget,
 };
 use leasehold_core::{Error, Result};
 
 use crate::config::Target;
+use crate::provider::attached_user_groups;
 use crate::users::ElastiCacheUsers;
 
 /// The token provider's [`kind`](leasehold_core::DynamicSecretProvider::kind).
@@ -87,81 +87,18 @@ impl IamTokenTarget for ElastiCacheIamUser {
 
     /// The cache exists and has a user group that contains the user.
     async fn check(&self, client: &Client) -> Result<()> {
-        Checks {
-            config: self,
-            client,
-        }
-        .check_group_member()
-        .await
-    }
-}
-
-/// The service's checks, against the settings and a client.
-struct Checks<'a> {
-    config: &'a ElastiCacheIamUser,
-    client: &'a Client,
-}
-
-impl Checks<'_> {
-    /// The user groups attached to the target.
-    async fn target_groups(&self) -> Result<Vec<String>> {
-        let missing = |what: String| Error::invalid_config(format!("{what} not found"));
-        match &self.config.target {
-            Target::ReplicationGroup(id) => {
-                let out = match self
-                    .client
-                    .describe_replication_groups()
-                    .replication_group_id(id)
-                    .send()
-                    .await
-                {
-                    Ok(out) => out,
-                    Err(e) if error_code(&e) == Some("ReplicationGroupNotFoundFault") => {
-                        return Err(missing(self.config.target.to_string()))
-                    }
-                    Err(e) => return Err(map_sdk_error("DescribeReplicationGroups", e)),
-                };
-                let rg = out
-                    .replication_groups()
-                    .first()
-                    .ok_or_else(|| missing(self.config.target.to_string()))?;
-                Ok(rg.user_group_ids().to_vec())
-            }
-            Target::ServerlessCache(name) => {
-                let out = match self
-                    .client
-                    .describe_serverless_caches()
-                    .serverless_cache_name(name)
-                    .send()
-                    .await
-                {
-                    Ok(out) => out,
-                    Err(e) if error_code(&e) == Some("ServerlessCacheNotFoundFault") => {
-                        return Err(missing(self.config.target.to_string()))
-                    }
-                    Err(e) => return Err(map_sdk_error("DescribeServerlessCaches", e)),
-                };
-                let sc = out
-                    .serverless_caches()
-                    .first()
-                    .ok_or_else(|| missing(self.config.target.to_string()))?;
-                Ok(sc.user_group_id().map(str::to_string).into_iter().collect())
-            }
-        }
-    }
-
-    async fn check_group_member(&self) -> Result<()> {
-        let id = &self.config.user_id;
-        let groups = self.target_groups().await?;
+        let id = &self.user_id;
+        let target = &self.target;
+        let groups = attached_user_groups(client, target)
+            .await?
+            .ok_or_else(|| Error::invalid_config(format!("{target} not found")))?;
         if groups.is_empty() {
             return Err(Error::invalid_config(format!(
-                "{} has no user group, so it cannot authenticate IAM users; attach a user group that contains {id:?}",
-                self.config.target
+                "{target} has no user group, so it cannot authenticate IAM users; attach a user group that contains {id:?}"
             )));
         }
         for group in &groups {
-            let out = self
-                .client
+            let out = client
                 .describe_user_groups()
                 .user_group_id(group)
                 .send()
@@ -182,8 +119,7 @@ impl Checks<'_> {
             }
         }
         Err(Error::invalid_config(format!(
-            "user_id: {id:?} is not in the user group of {} ({}); add it with aws elasticache modify-user-group --user-ids-to-add",
-            self.config.target,
+            "user_id: {id:?} is not in the user group of {target} ({}); add it with aws elasticache modify-user-group --user-ids-to-add",
             groups.join(", ")
         )))
     }

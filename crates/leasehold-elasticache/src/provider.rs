@@ -14,7 +14,9 @@ use aws_sdk_elasticache::Client;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use leasehold_aws::membership::{Joined, MembershipQueue, Pacing};
-use leasehold_aws::{caller_identity, error_code, map_sdk_error, tags, wait_until, UserService};
+use leasehold_aws::{
+    caller_identity, error_code, found, map_sdk_error, tags, wait_until, UserService,
+};
 use leasehold_core::backoff::Backoff;
 use leasehold_core::{
     Capabilities, CoordinationStore, CreateRequest, Created, Credentials, DynamicSecretProvider,
@@ -180,44 +182,6 @@ impl ElastiCacheProvider {
 
     fn group_id(&self) -> String {
         self.config.user_group_id.to_ascii_lowercase()
-    }
-
-    /// The user groups attached to the target.
-    async fn target_groups(&self) -> Result<Vec<String>> {
-        match &self.config.target {
-            Target::ReplicationGroup(id) => {
-                let out = self
-                    .client
-                    .describe_replication_groups()
-                    .replication_group_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error("DescribeReplicationGroups", e))?;
-                let rg = out.replication_groups().first().ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::NotFound,
-                        format!("replication group {id:?} not found"),
-                    )
-                })?;
-                Ok(rg.user_group_ids().to_vec())
-            }
-            Target::ServerlessCache(name) => {
-                let out = self
-                    .client
-                    .describe_serverless_caches()
-                    .serverless_cache_name(name)
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error("DescribeServerlessCaches", e))?;
-                let sc = out.serverless_caches().first().ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::NotFound,
-                        format!("serverless cache {name:?} not found"),
-                    )
-                })?;
-                Ok(sc.user_group_id().map(str::to_string).into_iter().collect())
-            }
-        }
     }
 
     /// Every user of the account and region (`DescribeUsers`, all pages).
@@ -425,7 +389,10 @@ impl DynamicSecretProvider for ElastiCacheProvider {
             caller_identity(sdk).await?;
         }
         let group_id = self.group_id();
-        let attached = self.target_groups().await?;
+        let target = &self.config.target;
+        let attached = attached_user_groups(&self.client, target)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{target} not found")))?;
         if !attached.iter().any(|g| g.eq_ignore_ascii_case(&group_id)) {
             return Err(Error::invalid_config(format!(
                 "user_group_id: {group_id:?} is not attached to {} (attached: {}); attach it with ModifyReplicationGroup / ModifyServerlessCache",
@@ -742,4 +709,42 @@ impl DynamicSecretProvider for ElastiCacheProvider {
         found.sort_by(|a, b| a.external.id.cmp(&b.external.id));
         Ok(found)
     }
+}
+
+/// The user groups attached to `target` (`DescribeReplicationGroups` or
+/// `DescribeServerlessCaches`); `None` when there is no such cache.
+pub(crate) async fn attached_user_groups(
+    client: &Client,
+    target: &Target,
+) -> Result<Option<Vec<String>>> {
+    Ok(match target {
+        Target::ReplicationGroup(id) => {
+            let sent = client
+                .describe_replication_groups()
+                .replication_group_id(id)
+                .send()
+                .await;
+            found(
+                "DescribeReplicationGroups",
+                "ReplicationGroupNotFoundFault",
+                sent,
+            )?
+            .and_then(|out| out.replication_groups().first().cloned())
+            .map(|rg| rg.user_group_ids().to_vec())
+        }
+        Target::ServerlessCache(name) => {
+            let sent = client
+                .describe_serverless_caches()
+                .serverless_cache_name(name)
+                .send()
+                .await;
+            found(
+                "DescribeServerlessCaches",
+                "ServerlessCacheNotFoundFault",
+                sent,
+            )?
+            .and_then(|out| out.serverless_caches().first().cloned())
+            .map(|sc| sc.user_group_id().map(str::to_string).into_iter().collect())
+        }
+    })
 }
